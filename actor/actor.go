@@ -1,0 +1,505 @@
+// Package actor holds the token actor: the one owner of a token's state.
+//
+// Spawn it from [NewProps] in any protoactor ActorSystem and talk to it
+// with the messages package: [messages.Get] (reply *messages.TokenResult),
+// [messages.Invalidate] and [messages.Refreshed]. transport.New spawns one
+// for you; transport.NewFromActor attaches a RoundTripper to one you
+// spawned.
+//
+// The actor never blocks its mailbox: the provider runs on a goroutine of
+// its own whose outcome comes back as a message, timers (on
+// Settings.Clock) send messages too, and events go to bounded
+// per-subscriber queues. After every change it publishes an immutable
+// snapshot that RoundTrippers read without a message, so a cached token
+// costs a request one atomic load.
+//
+// Its events (TokenRefreshed, TokenRequestFailed,
+// TokenTryThresholdReached) are also published on the actor system's
+// EventStream, from a goroutine of their own so a slow EventStream
+// subscriber cannot stall the actor; subscribe there with
+// system.EventStream.SubscribeWithPredicate to receive them as an actor
+// would.
+package actor
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	proto "github.com/asynkron/protoactor-go/actor"
+	"github.com/benbjohnson/clock"
+
+	"github.com/go-tokenmanager/tokenmanager"
+	"github.com/go-tokenmanager/tokenmanager/internal/link"
+	"github.com/go-tokenmanager/tokenmanager/messages"
+)
+
+// NewProps validates settings and returns props for a token actor. Each
+// actor spawned from them owns its own token; spawn one per identity.
+// The settings' fetching side governs the actor: GetCredentials,
+// RefreshBuffer, TokenTryThreshold, Clock, the retry and fetch timeouts,
+// AddTokenToLogs for its event messages, and the OnTokenRefresh,
+// OnTokenRequestFail and OnTokenTryThreshold callbacks.
+func NewProps(settings tokenmanager.Settings) (*proto.Props, error) {
+	if err := settings.Validate(); err != nil {
+		return nil, err
+	}
+	s := settings.WithDefaults()
+	return proto.PropsFromProducer(func() proto.Actor { return newTokenActor(s) }), nil
+}
+
+// Internal messages the actor sends itself.
+type (
+	fetchDone struct {
+		id       uint64
+		token    tokenmanager.Token
+		err      error
+		duration time.Duration
+	}
+	refreshTick struct{ gen uint64 }
+	retryTick   struct{ seq uint64 }
+)
+
+type tokenActor struct {
+	s   tokenmanager.Settings
+	clk clock.Clock
+	h   *link.Handle
+
+	self *proto.PID
+	root *proto.RootContext
+
+	mu      sync.Mutex // guards stopped: goroutines send to self only while false
+	stopped bool
+
+	ctx    context.Context // parent of every fetch; cancelled on stop
+	cancel context.CancelFunc
+	unsubs []func()
+
+	cur        *link.Snapshot // nil when nothing is cached; may be expired
+	gen        uint64
+	everCached bool
+	dropReason messages.RefreshReason
+
+	// invalidations counts effective invalidations; a fetch that saw one
+	// while in flight is discarded so it cannot resurrect a rejected token.
+	invalidations uint64
+
+	fetching   bool
+	fetchID    uint64
+	fetchStart time.Time
+	fetchInv   uint64
+	fetchWhy   messages.RefreshReason
+	refreshDue bool // the early-refresh timer fired and no new token came yet
+
+	askers  []*proto.PID // messages.Get senders waiting for the current fetch
+	waiters []*link.Wait // requests waiting through failures until their ctx ends
+
+	failures     int
+	lastErr      error
+	notBefore    time.Time // backoff: no fetch starts before this
+	retryTimer   *clock.Timer
+	retrySeq     uint64
+	refreshTimer *clock.Timer
+}
+
+func newTokenActor(s tokenmanager.Settings) *tokenActor {
+	return &tokenActor{s: s, clk: s.Clock, h: link.NewHandle(s.EventBuffer, s.Clock)}
+}
+
+// Receive implements protoactor's Actor.
+func (a *tokenActor) Receive(c proto.Context) {
+	switch m := c.Message().(type) {
+	case *proto.Started:
+		a.started(c)
+	case *proto.Stopping:
+		a.stopping(c)
+	case messages.Get, *messages.Get:
+		a.get(c)
+	case messages.Invalidate:
+		a.invalidate(m.AccessToken)
+	case *messages.Invalidate:
+		a.invalidate(m.AccessToken)
+	case messages.Refreshed:
+		a.pushed(m)
+	case *messages.Refreshed:
+		a.pushed(*m)
+	case *link.Wait:
+		a.wait(m)
+	case *link.Attach:
+		select {
+		case m.Reply <- a.h:
+		default:
+		}
+	case *fetchDone:
+		a.fetchDone(m)
+	case refreshTick:
+		a.refreshTick(m)
+	case retryTick:
+		a.retryTick(m)
+	}
+}
+
+func (a *tokenActor) started(c proto.Context) {
+	a.self = c.Self()
+	a.root = c.ActorSystem().Root
+	a.ctx, a.cancel = context.WithCancel(context.Background())
+	if cb := link.Callbacks(a.s, link.ActorSide); cb != nil {
+		a.unsubs = append(a.unsubs, a.h.Bus.Subscribe(cb))
+	}
+	es := c.ActorSystem().EventStream
+	a.unsubs = append(a.unsubs, a.h.Bus.Subscribe(func(ev messages.Event) { es.Publish(ev) }))
+}
+
+func (a *tokenActor) stopping(c proto.Context) {
+	a.mu.Lock()
+	a.stopped = true
+	a.mu.Unlock()
+	if a.cancel != nil {
+		a.cancel()
+	}
+	a.stopTimer(&a.refreshTimer)
+	a.stopTimer(&a.retryTimer)
+	closed := &messages.TokenResult{Err: tokenmanager.ErrClosed}
+	for _, pid := range a.askers {
+		c.Send(pid, closed)
+	}
+	for _, w := range a.waiters {
+		reply(w, closed)
+	}
+	a.askers, a.waiters = nil, nil
+	a.h.Store(nil)
+	close(a.h.Done)
+	a.h.Bus.Close()
+	for _, u := range a.unsubs {
+		u()
+	}
+}
+
+// sendSelf delivers msg from a goroutine or timer, unless the actor has
+// stopped (a message to a stopped actor would become a dead letter).
+func (a *tokenActor) sendSelf(msg any) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.stopped {
+		a.root.Send(a.self, msg)
+	}
+}
+
+func (a *tokenActor) stopTimer(t **clock.Timer) {
+	if *t != nil {
+		(*t).Stop()
+		*t = nil
+	}
+}
+
+func (a *tokenActor) result() *messages.TokenResult {
+	return &messages.TokenResult{Token: a.cur.Token, ExpiresAt: a.cur.ExpiresAt}
+}
+
+func (a *tokenActor) get(c proto.Context) {
+	sender := c.Sender()
+	if sender == nil {
+		return
+	}
+	now := a.clk.Now()
+	if a.cur.FreshAt(now) {
+		c.Respond(a.result())
+		return
+	}
+	if !a.fetching && a.lastErr != nil && now.Before(a.notBefore) {
+		// Backing off: an actor asker hears the last failure at once.
+		c.Respond(&messages.TokenResult{Err: a.lastErr})
+		return
+	}
+	a.askers = append(a.askers, sender)
+	a.ensureFetch(now)
+}
+
+func (a *tokenActor) wait(w *link.Wait) {
+	if w.Ctx.Err() != nil {
+		return
+	}
+	now := a.clk.Now()
+	if a.cur.FreshAt(now) {
+		reply(w, a.result())
+		return
+	}
+	if len(a.waiters) >= 64 && len(a.waiters)&(len(a.waiters)-1) == 0 {
+		a.pruneWaiters() // amortised: forget requests that gave up
+	}
+	a.waiters = append(a.waiters, w)
+	a.ensureFetch(now)
+}
+
+// reply answers a waiter without ever blocking the actor.
+func reply(w *link.Wait, res *messages.TokenResult) {
+	select {
+	case w.Reply <- res:
+	default:
+	}
+}
+
+func (a *tokenActor) pruneWaiters() {
+	live := a.waiters[:0]
+	for _, w := range a.waiters {
+		if w.Ctx.Err() == nil {
+			live = append(live, w)
+		}
+	}
+	clear(a.waiters[len(live):])
+	a.waiters = live
+}
+
+// needed reports whether anyone needs a fetch: an asker, a live waiter, or
+// a still-valid token whose early refresh is due.
+func (a *tokenActor) needed(now time.Time) bool {
+	a.pruneWaiters()
+	return len(a.askers) > 0 || len(a.waiters) > 0 || (a.refreshDue && a.cur.FreshAt(now))
+}
+
+// ensureFetch starts a fetch now, or schedules one for when the backoff
+// ends.
+func (a *tokenActor) ensureFetch(now time.Time) {
+	if a.fetching {
+		return
+	}
+	if now.Before(a.notBefore) {
+		if a.retryTimer == nil {
+			a.scheduleRetry(a.notBefore.Sub(now))
+		}
+		return
+	}
+	a.startFetch(now)
+}
+
+func (a *tokenActor) startFetch(now time.Time) {
+	a.stopTimer(&a.retryTimer)
+	a.fetching = true
+	a.fetchID++
+	a.fetchStart = now
+	a.fetchInv = a.invalidations
+	switch {
+	case !a.everCached:
+		a.fetchWhy = messages.ReasonColdStart
+	case a.cur.FreshAt(now):
+		a.fetchWhy = messages.ReasonEarlyRefresh
+	case a.cur != nil:
+		a.fetchWhy = messages.ReasonExpired
+	default:
+		a.fetchWhy = a.dropReason
+	}
+	id, provider := a.fetchID, a.s.GetCredentials
+	ctx, cancel := context.WithTimeout(a.ctx, a.s.FetchTimeout)
+	go func() {
+		defer cancel()
+		began := time.Now()
+		tok, err := callProvider(ctx, provider)
+		a.sendSelf(&fetchDone{id: id, token: tok, err: err, duration: time.Since(began)})
+	}()
+}
+
+func callProvider(ctx context.Context, p tokenmanager.TokenProvider) (tok tokenmanager.Token, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			tok, err = tokenmanager.Token{}, fmt.Errorf("tokenmanager: provider panicked: %v", r)
+		}
+	}()
+	return p(ctx)
+}
+
+func (a *tokenActor) fetchDone(m *fetchDone) {
+	if !a.fetching || m.id != a.fetchID {
+		return
+	}
+	a.fetching = false
+	now := a.clk.Now()
+	err := m.err
+	if err == nil {
+		err = tokenmanager.CheckToken(m.token)
+	}
+	if err == nil && a.invalidations != a.fetchInv {
+		// A token was rejected while this fetch ran: its result may be the
+		// rejected token or one issued alongside it. Fetch anew if needed.
+		a.dropReason = messages.ReasonInvalidated
+		if a.needed(now) {
+			a.startFetch(now)
+		}
+		return
+	}
+	var expires time.Time
+	if err == nil {
+		if life, ok := m.token.Lifetime(); ok {
+			expires = a.fetchStart.Add(life)
+			if !now.Before(expires) {
+				err = fmt.Errorf("%w: it expired before it arrived (expires_in %d)",
+					tokenmanager.ErrInvalidToken, m.token.ExpiresIn)
+			}
+		}
+	}
+	if err != nil {
+		a.fail(now, err)
+		return
+	}
+	a.cache(now, a.fetchStart, m.token, expires, a.fetchWhy, m.duration)
+}
+
+// cache stores tok, fetched from start on, answers everyone waiting and
+// arms the early refresh.
+func (a *tokenActor) cache(now, start time.Time, tok tokenmanager.Token, expires time.Time,
+	why messages.RefreshReason, took time.Duration) {
+	a.gen++
+	a.cur = &link.Snapshot{Token: tok, ExpiresAt: expires, Generation: a.gen}
+	a.h.Store(a.cur)
+	a.everCached = true
+	a.refreshDue = false
+	a.failures, a.lastErr, a.notBefore = 0, nil, time.Time{}
+	a.h.SetLastError(nil)
+	a.stopTimer(&a.retryTimer)
+	a.scheduleRefresh(now, start)
+
+	res := a.result()
+	for _, pid := range a.askers {
+		a.root.Send(pid, res)
+	}
+	for _, w := range a.waiters {
+		reply(w, res)
+	}
+	clear(a.askers)
+	clear(a.waiters)
+	a.askers, a.waiters = a.askers[:0], a.waiters[:0]
+
+	msg := fmt.Sprintf("token refreshed (%s)", why)
+	if !expires.IsZero() {
+		msg += fmt.Sprintf(", expires in %v", expires.Sub(now).Round(time.Second))
+	}
+	if a.s.AddTokenToLogs {
+		msg += ": " + tok.AccessToken
+	}
+	a.h.Bus.Publish(messages.TokenRefreshed{ExpiresAt: expires, Reason: why, FetchDuration: took, Message: msg})
+}
+
+// scheduleRefresh arms the early refresh at expiry - RefreshBuffer, but no
+// sooner than half the token's lifetime (counted from start), nor sooner
+// than half of what is left of it, so no token makes the actor fetch in a
+// loop.
+func (a *tokenActor) scheduleRefresh(now, start time.Time) {
+	a.stopTimer(&a.refreshTimer)
+	exp := a.cur.ExpiresAt
+	if exp.IsZero() {
+		return
+	}
+	at := exp.Add(-a.s.RefreshBuffer)
+	if half := start.Add(exp.Sub(start) / 2); at.Before(half) {
+		at = half
+	}
+	d := at.Sub(now)
+	if least := exp.Sub(now) / 2; d < least {
+		d = least
+	}
+	gen := a.gen
+	a.refreshTimer = a.clk.AfterFunc(d, func() { a.sendSelf(refreshTick{gen: gen}) })
+}
+
+func (a *tokenActor) refreshTick(m refreshTick) {
+	if m.gen != a.gen {
+		return
+	}
+	a.refreshTimer = nil
+	a.refreshDue = true
+	a.ensureFetch(a.clk.Now())
+}
+
+func (a *tokenActor) scheduleRetry(d time.Duration) {
+	a.stopTimer(&a.retryTimer)
+	a.retrySeq++
+	seq := a.retrySeq
+	a.retryTimer = a.clk.AfterFunc(d, func() { a.sendSelf(retryTick{seq: seq}) })
+}
+
+func (a *tokenActor) retryTick(m retryTick) {
+	if m.seq != a.retrySeq {
+		return
+	}
+	a.retryTimer = nil
+	if a.fetching {
+		return
+	}
+	now := a.clk.Now()
+	if a.needed(now) {
+		a.startFetch(now)
+	}
+}
+
+func (a *tokenActor) fail(now time.Time, err error) {
+	a.failures++
+	fe := &tokenmanager.FetchError{Attempt: a.failures, Err: err}
+	a.lastErr = fe
+	a.h.SetLastError(fe)
+	delay := backoff(a.failures, a.s.RetryBaseDelay, a.s.RetryMaxDelay)
+	a.notBefore = now.Add(delay)
+
+	res := &messages.TokenResult{Err: fe}
+	for _, pid := range a.askers {
+		a.root.Send(pid, res)
+	}
+	clear(a.askers)
+	a.askers = a.askers[:0]
+
+	var retryIn time.Duration
+	if a.needed(now) {
+		a.scheduleRetry(delay)
+		retryIn = delay
+	}
+	a.h.Bus.Publish(messages.TokenRequestFailed{Err: fe, ConsecutiveFailures: a.failures, RetryIn: retryIn})
+	if a.failures%a.s.TokenTryThreshold == 0 {
+		a.h.Bus.Publish(messages.TokenTryThresholdReached{FailedTries: a.failures})
+	}
+}
+
+// backoff returns the delay after the n-th consecutive failure: base
+// doubling per failure, capped at max, with jitter drawn from its upper
+// half so that many actors do not retry in step.
+func backoff(n int, base, max time.Duration) time.Duration {
+	d := max
+	if n < 32 {
+		if e := base << (n - 1); e > 0 && e < max {
+			d = e
+		}
+	}
+	if half := d / 2; half > 0 {
+		d = half + rand.N(half+1)
+	}
+	return d
+}
+
+func (a *tokenActor) invalidate(token string) {
+	if a.cur == nil || (token != "" && token != a.cur.Token.AccessToken) {
+		return
+	}
+	a.gen++
+	a.cur = nil
+	a.h.Store(nil)
+	a.invalidations++
+	a.dropReason = messages.ReasonInvalidated
+	a.refreshDue = false
+	a.stopTimer(&a.refreshTimer)
+}
+
+func (a *tokenActor) pushed(m messages.Refreshed) {
+	now := a.clk.Now()
+	if m.Err != nil {
+		a.fail(now, m.Err)
+		return
+	}
+	if err := tokenmanager.CheckToken(m.Token); err != nil {
+		a.fail(now, err)
+		return
+	}
+	var expires time.Time
+	if life, ok := m.Token.Lifetime(); ok {
+		expires = now.Add(life)
+	}
+	a.cache(now, now, m.Token, expires, messages.ReasonPushed, 0)
+}

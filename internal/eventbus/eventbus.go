@@ -1,0 +1,106 @@
+// Package eventbus fans events out to subscribers without ever blocking
+// the publisher: each subscriber has a bounded queue and a goroutine of its
+// own; events that do not fit are dropped and counted.
+package eventbus
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"github.com/go-tokenmanager/tokenmanager/messages"
+)
+
+// Bus is safe for concurrent use by multiple goroutines.
+type Bus struct {
+	buffer  int
+	dropped atomic.Uint64
+	panics  atomic.Uint64
+
+	mu     sync.RWMutex // guards subs, nextID and closed
+	subs   map[uint64]chan messages.Event
+	nextID uint64
+	closed bool
+}
+
+// New returns a bus whose subscribers each queue up to buffer events.
+func New(buffer int) *Bus {
+	if buffer < 1 {
+		buffer = 1
+	}
+	return &Bus{buffer: buffer, subs: make(map[uint64]chan messages.Event)}
+}
+
+// Publish queues ev for every subscriber. It never blocks.
+func (b *Bus) Publish(ev messages.Event) {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	for _, ch := range b.subs {
+		select {
+		case ch <- ev:
+		default:
+			b.dropped.Add(1)
+		}
+	}
+}
+
+// Subscribe calls fn for each event, one at a time, on a goroutine of its
+// own. A panic in fn is contained and counted. The returned func
+// unsubscribes; events already queued are still delivered. It is
+// idempotent and safe to call from fn.
+func (b *Bus) Subscribe(fn func(messages.Event)) (unsubscribe func()) {
+	ch := make(chan messages.Event, b.buffer)
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return func() {}
+	}
+	id := b.nextID
+	b.nextID++
+	b.subs[id] = ch
+	b.mu.Unlock()
+
+	go func() {
+		for ev := range ch {
+			b.call(fn, ev)
+		}
+	}()
+	return func() {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if c, ok := b.subs[id]; ok {
+			delete(b.subs, id)
+			close(c)
+		}
+	}
+}
+
+func (b *Bus) call(fn func(messages.Event), ev messages.Event) {
+	defer func() {
+		if recover() != nil {
+			b.panics.Add(1)
+		}
+	}()
+	fn(ev)
+}
+
+// Close unsubscribes everyone; later Subscribe calls get no events.
+// Subscriber goroutines end once they have delivered what was queued.
+func (b *Bus) Close() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return
+	}
+	b.closed = true
+	for id, ch := range b.subs {
+		delete(b.subs, id)
+		close(ch)
+	}
+}
+
+// Dropped returns how many events were dropped because a subscriber's
+// queue was full.
+func (b *Bus) Dropped() uint64 { return b.dropped.Load() }
+
+// Panics returns how many subscriber calls panicked.
+func (b *Bus) Panics() uint64 { return b.panics.Load() }

@@ -1,0 +1,87 @@
+// Package link is the private side channel between the token actor and the
+// RoundTripper: the snapshot the actor publishes for lock-free reads, its
+// event bus, and the messages only the transport sends.
+package link
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+
+	"github.com/benbjohnson/clock"
+
+	"github.com/go-tokenmanager/tokenmanager"
+	"github.com/go-tokenmanager/tokenmanager/internal/eventbus"
+	"github.com/go-tokenmanager/tokenmanager/messages"
+)
+
+// Snapshot is an immutable view of the cached token. The actor replaces
+// it, never changes it.
+type Snapshot struct {
+	Token tokenmanager.Token
+	// ExpiresAt is zero when the token has no expiry.
+	ExpiresAt time.Time
+	// Generation grows by one with every change of the cached token.
+	Generation uint64
+}
+
+// FreshAt reports whether the snapshot's token is still valid at now.
+func (s *Snapshot) FreshAt(now time.Time) bool {
+	return s != nil && (s.ExpiresAt.IsZero() || now.Before(s.ExpiresAt))
+}
+
+// Handle is what the actor shares with the transports attached to it. It
+// is safe for concurrent use by multiple goroutines.
+type Handle struct {
+	snapshot atomic.Pointer[Snapshot]
+	lastErr  atomic.Pointer[error]
+	// Bus carries the actor's events (TokenRefreshed, TokenRequestFailed,
+	// TokenTryThresholdReached).
+	Bus *eventbus.Bus
+	// Done is closed when the actor stops.
+	Done chan struct{}
+	// Clock is the actor's clock, against which snapshots expire.
+	Clock clock.Clock
+}
+
+// NewHandle returns a handle whose bus queues buffer events per subscriber.
+func NewHandle(buffer int, clk clock.Clock) *Handle {
+	return &Handle{Bus: eventbus.New(buffer), Done: make(chan struct{}), Clock: clk}
+}
+
+// Snapshot returns the current snapshot, nil when nothing is cached.
+func (h *Handle) Snapshot() *Snapshot { return h.snapshot.Load() }
+
+// Store publishes s (nil: nothing cached). Only the actor calls it.
+func (h *Handle) Store(s *Snapshot) { h.snapshot.Store(s) }
+
+// LastError returns the last failed fetch's error, nil after a success.
+func (h *Handle) LastError() error {
+	if p := h.lastErr.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// SetLastError records err (nil clears). Only the actor calls it.
+func (h *Handle) SetLastError(err error) {
+	if err == nil {
+		h.lastErr.Store(nil)
+		return
+	}
+	h.lastErr.Store(&err)
+}
+
+// Attach asks the actor for its Handle. Reply must be buffered.
+type Attach struct {
+	Reply chan *Handle
+}
+
+// Wait asks the actor for a valid token on behalf of a request. Unlike
+// messages.Get, a Wait outlives failed fetches: the actor keeps retrying
+// (with backoff) until Ctx ends, then forgets it. Reply must have room for
+// one result so the actor never blocks.
+type Wait struct {
+	Ctx   context.Context
+	Reply chan *messages.TokenResult
+}

@@ -1,0 +1,168 @@
+// Package messages holds the token actor's protocol and the events the
+// manager publishes.
+//
+// Users of their own protoactor system talk to the token actor (spawned
+// from actor.NewProps) with [Get], [Invalidate] and [Refreshed]. Events are
+// delivered to subscribers (transport.RoundTripper.Subscribe) and published
+// on the actor system's EventStream.
+//
+// All types here are plain values, safe to copy and to share between
+// goroutines once built.
+package messages
+
+import (
+	"time"
+
+	"github.com/go-tokenmanager/tokenmanager"
+)
+
+// Get asks the token actor for a valid token. Send it with
+// RequestFuture (or Request from another actor); the reply is a
+// *[TokenResult], never a TokenResult value.
+//
+// A cached, unexpired token is returned at once. Otherwise the actor starts
+// a fetch (at most one at a time) and replies when it ends: with the new
+// token, or at once with the error if that fetch fails. While the actor
+// backs off after a failed fetch, Get is answered with the last error
+// rather than starting another fetch. A Get sent without a sender (Send
+// rather than Request) is ignored.
+type Get struct{}
+
+// TokenResult is the token actor's reply to [Get], sent as *TokenResult.
+type TokenResult struct {
+	// Token is the cached token; zero when Err is set.
+	Token tokenmanager.Token
+	// ExpiresAt is when Token expires on the actor's clock; zero when the
+	// token has no expiry.
+	ExpiresAt time.Time
+	// Err is why no token could be had: a *tokenmanager.FetchError, or
+	// tokenmanager.ErrClosed when the actor stopped first.
+	Err error
+}
+
+// Invalidate tells the token actor a token was rejected. The cached token
+// is dropped only if it is still AccessToken, so a late rejection of an
+// old token cannot throw away a newer one; an empty AccessToken drops
+// whatever is cached. No reply follows. The next [Get] fetches anew.
+type Invalidate struct {
+	AccessToken string
+}
+
+// Refreshed is the outcome of a token fetch. The actor delivers each of
+// its own fetches to itself; other code may send a Refreshed too, to push
+// a token obtained elsewhere (its lifetime counts from its arrival) or to
+// report a failed fetch (Err set). No reply follows.
+type Refreshed struct {
+	Token tokenmanager.Token
+	Err   error
+}
+
+// Event is implemented by every event the manager publishes. Name returns
+// a stable snake_case name for logs and metrics.
+type Event interface {
+	Name() string
+}
+
+// RefreshReason says why a token was fetched.
+type RefreshReason string
+
+// The reasons a [TokenRefreshed] may give.
+const (
+	// ReasonColdStart: no token had been cached yet.
+	ReasonColdStart RefreshReason = "cold_start"
+	// ReasonEarlyRefresh: the cached token was close to expiry.
+	ReasonEarlyRefresh RefreshReason = "early_refresh"
+	// ReasonExpired: the cached token had expired before anyone refreshed it.
+	ReasonExpired RefreshReason = "expired"
+	// ReasonInvalidated: the cached token was invalidated (a response
+	// status in RefreshOnStatus, or an Invalidate message).
+	ReasonInvalidated RefreshReason = "invalidated"
+	// ReasonPushed: the token arrived in a Refreshed message from other code.
+	ReasonPushed RefreshReason = "pushed"
+)
+
+// TokenRefreshed is published by the token actor when a new token is
+// cached.
+type TokenRefreshed struct {
+	// ExpiresAt is when the token expires on the actor's clock; zero when
+	// it has no expiry.
+	ExpiresAt time.Time
+	// Reason says why the token was fetched.
+	Reason RefreshReason
+	// FetchDuration is how long the provider took (zero for a pushed
+	// token).
+	FetchDuration time.Duration
+	// Message describes the refresh; it holds the access token only when
+	// Settings.AddTokenToLogs is set.
+	Message string
+}
+
+// AuthFailed is published by the RoundTripper when a response status is in
+// Settings.RefreshOnStatus.
+type AuthFailed struct {
+	Status int
+	// Host is the request's host (no path or query, which may hold
+	// secrets).
+	Host string
+	// Message describes the failure; it holds the access token only when
+	// Settings.AddTokenToLogs is set.
+	Message string
+}
+
+// TokenRequestFailed is published by the token actor when a fetch fails.
+type TokenRequestFailed struct {
+	Err error
+	// ConsecutiveFailures counts failed fetches since the last success,
+	// this one included.
+	ConsecutiveFailures int
+	// RetryIn is the backoff before the next fetch; zero when none is
+	// scheduled because nobody needs a token.
+	RetryIn time.Duration
+}
+
+// RecoveryTried is published by the RoundTripper when a request is resent
+// with a fresh token.
+type RecoveryTried struct {
+	// Attempt counts resends of this request, from 1.
+	Attempt int
+	// Message describes the try; it holds the new access token only when
+	// Settings.AddTokenToLogs is set.
+	Message string
+}
+
+// TokenTryThresholdReached is published by the token actor when
+// consecutive failed fetches reach a multiple of
+// Settings.TokenTryThreshold (10, 20, ... by default).
+type TokenTryThresholdReached struct {
+	FailedTries int
+}
+
+// RecoveryAborted is published by the RoundTripper when a request is
+// given back with a status in Settings.RefreshOnStatus: its recovery tries
+// are used up, none was allowed, or its body cannot be replayed.
+type RecoveryAborted struct {
+	// Attempts is how many times this request was resent.
+	Attempts int
+	// Status is the status given back to the caller.
+	Status int
+	// Message says why recovery stopped.
+	Message string
+}
+
+// Name implements [Event].
+func (TokenRefreshed) Name() string { return "token_refreshed" }
+
+// Name implements [Event].
+func (AuthFailed) Name() string { return "auth_failed" }
+
+// Name implements [Event].
+func (TokenRequestFailed) Name() string { return "token_request_failed" }
+
+// Name implements [Event].
+func (RecoveryTried) Name() string { return "recovery_tried" }
+
+// Name implements [Event].
+func (TokenTryThresholdReached) Name() string { return "token_try_threshold_reached" }
+
+// Name implements [Event].
+func (RecoveryAborted) Name() string { return "recovery_aborted" }

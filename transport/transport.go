@@ -1,0 +1,464 @@
+// Package transport holds the http.RoundTripper that attaches the token
+// actor's token to requests.
+//
+// [New] builds everything: an actor system of its own, the token actor,
+// and the RoundTripper. [NewFromActor] attaches a RoundTripper to a token
+// actor you spawned in your own system from actor.NewProps.
+//
+// On a cached token a request costs one atomic load: the actor publishes
+// an immutable snapshot after each change and the RoundTripper reads it.
+// Only when no valid token is cached does a request message the actor, and
+// then it waits, with hundreds of others, for the single fetch the actor
+// runs.
+//
+// Resending a request after a status in Settings.RefreshOnStatus goes
+// beyond what a plain http.RoundTripper does; see [RoundTripper.RoundTrip].
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	proto "github.com/asynkron/protoactor-go/actor"
+
+	"github.com/go-tokenmanager/tokenmanager"
+	"github.com/go-tokenmanager/tokenmanager/actor"
+	"github.com/go-tokenmanager/tokenmanager/internal/eventbus"
+	"github.com/go-tokenmanager/tokenmanager/internal/link"
+	"github.com/go-tokenmanager/tokenmanager/messages"
+)
+
+// attachTimeout bounds how long NewFromActor waits for the actor to answer;
+// a live token actor answers in microseconds.
+const attachTimeout = 5 * time.Second
+
+// maxDrain bounds how much of a discarded response is read so its
+// connection can be reused; beyond it the connection is closed instead.
+const maxDrain = 256 << 10
+
+// Option modifies how a RoundTripper is built.
+type Option interface {
+	apply(*options)
+}
+
+type options struct {
+	base http.RoundTripper
+}
+
+type optionFunc func(*options)
+
+func (f optionFunc) apply(o *options) { f(o) }
+
+// WithBase sets the RoundTripper that sends requests. If nil or not given,
+// http.DefaultTransport is used.
+func WithBase(rt http.RoundTripper) Option {
+	return optionFunc(func(o *options) { o.base = rt })
+}
+
+// RoundTripper is an http.RoundTripper that carries a token from the
+// token actor on every request. It is safe for concurrent use by multiple
+// goroutines.
+type RoundTripper struct {
+	base      http.RoundTripper
+	header    string
+	formatter tokenmanager.Formatter
+	reject    [10]uint64 // bitset of statuses in RefreshOnStatus
+	maxTries  int
+	withToken bool // AddTokenToLogs
+	wait      time.Duration
+
+	h      *link.Handle
+	root   *proto.RootContext
+	pid    *proto.PID
+	system *proto.ActorSystem
+	owned  bool
+
+	header0 atomic.Pointer[headerValue] // the last formatted token
+	bus     *eventbus.Bus
+	unsubs  []func()
+	closed  atomic.Bool
+	done    chan struct{}
+}
+
+type headerValue struct {
+	token, value string
+}
+
+// New validates settings and builds a RoundTripper with an actor system
+// and token actor of its own, both stopped by Close. Nothing is fetched
+// until the first request (or [RoundTripper.Token]) needs a token.
+func New(settings tokenmanager.Settings, opts ...Option) (*RoundTripper, error) {
+	if err := settings.Validate(); err != nil {
+		return nil, err
+	}
+	props, err := actor.NewProps(settings)
+	if err != nil {
+		return nil, err
+	}
+	logger := settings.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	system := proto.NewActorSystem(
+		proto.WithLoggerFactory(func(*proto.ActorSystem) *slog.Logger { return logger }),
+		proto.WithDeadLetterThrottleInterval(10*time.Millisecond),
+	)
+	pid := system.Root.Spawn(props)
+	t, err := attach(system, pid, settings, true, opts)
+	if err != nil {
+		system.Root.StopFuture(pid).Wait()
+		system.Shutdown()
+		return nil, err
+	}
+	return t, nil
+}
+
+// NewFromActor builds a RoundTripper for a token actor spawned in system
+// from actor.NewProps. The actor's own settings govern fetching, expiry
+// and the actor-side callbacks; settings here govern the request side
+// (Header, Formatter, RefreshOnStatus, MaxRecoveryTries, AddTokenToLogs,
+// WaitTimeout, EventBuffer, OnAuthFail, OnRecoveryTry, OnRecoveryAbort),
+// and its GetCredentials may be nil. Close leaves the system and the actor
+// running. The RoundTripper's own events (AuthFailed, RecoveryTried,
+// RecoveryAborted) are also published on system.EventStream.
+func NewFromActor(system *proto.ActorSystem, pid *proto.PID, settings tokenmanager.Settings, opts ...Option) (*RoundTripper, error) {
+	if system == nil || pid == nil {
+		return nil, errors.New("tokenmanager: NewFromActor needs an actor system and the token actor's PID")
+	}
+	check := settings
+	if check.GetCredentials == nil {
+		check.GetCredentials = func(context.Context) (tokenmanager.Token, error) {
+			return tokenmanager.Token{}, nil
+		}
+	}
+	if err := check.Validate(); err != nil {
+		return nil, err
+	}
+	return attach(system, pid, settings, false, opts)
+}
+
+func attach(system *proto.ActorSystem, pid *proto.PID, settings tokenmanager.Settings, owned bool, opts []Option) (*RoundTripper, error) {
+	s := settings.WithDefaults()
+	var o options
+	for _, opt := range opts {
+		if opt != nil {
+			opt.apply(&o)
+		}
+	}
+	if o.base == nil {
+		o.base = http.DefaultTransport
+	}
+	reply := make(chan *link.Handle, 1)
+	system.Root.Send(pid, &link.Attach{Reply: reply})
+	var h *link.Handle
+	select {
+	case h = <-reply:
+	case <-time.After(attachTimeout):
+		return nil, fmt.Errorf("tokenmanager: actor %v did not answer within %v; was it spawned from actor.NewProps?", pid, attachTimeout)
+	}
+	t := &RoundTripper{
+		base:      o.base,
+		header:    http.CanonicalHeaderKey(s.Header),
+		formatter: s.Formatter,
+		maxTries:  max(s.MaxRecoveryTries, 0),
+		withToken: s.AddTokenToLogs,
+		wait:      s.WaitTimeout,
+		h:         h,
+		root:      system.Root,
+		pid:       pid,
+		system:    system,
+		owned:     owned,
+		bus:       eventbus.New(s.EventBuffer),
+		done:      make(chan struct{}),
+	}
+	for _, code := range s.RefreshOnStatus {
+		t.reject[code/64] |= 1 << (code % 64)
+	}
+	t.unsubs = append(t.unsubs, h.Bus.Subscribe(t.bus.Publish))
+	if cb := link.Callbacks(s, link.RequestSide); cb != nil {
+		t.bus.Subscribe(cb)
+	}
+	if !owned {
+		es := system.EventStream
+		t.bus.Subscribe(func(ev messages.Event) {
+			if link.IsRequestSide(ev) {
+				es.Publish(ev)
+			}
+		})
+	}
+	return t, nil
+}
+
+// Client returns an *http.Client that sends every request through t.
+func (t *RoundTripper) Client() *http.Client {
+	return &http.Client{Transport: t}
+}
+
+// Subscribe calls fn for every event, the actor's and the RoundTripper's,
+// one at a time on a goroutine of its own. fn never blocks the actor or a
+// request: each subscriber queues up to Settings.EventBuffer events and
+// further ones are dropped (see [RoundTripper.DroppedEvents]). A panic in
+// fn is contained. The returned func unsubscribes; it is idempotent.
+func (t *RoundTripper) Subscribe(fn func(messages.Event)) (unsubscribe func()) {
+	if fn == nil || t.closed.Load() {
+		return func() {}
+	}
+	return t.bus.Subscribe(fn)
+}
+
+// DroppedEvents returns how many events were dropped because a subscriber
+// (of this RoundTripper or of its actor) had a full queue.
+func (t *RoundTripper) DroppedEvents() uint64 {
+	return t.bus.Dropped() + t.h.Bus.Dropped()
+}
+
+// Token returns a valid token, fetching one if none is cached, and waits
+// at most until ctx ends (or Settings.WaitTimeout when ctx has no
+// deadline). The returned Token must not be modified.
+func (t *RoundTripper) Token(ctx context.Context) (tokenmanager.Token, error) {
+	if t.closed.Load() {
+		return tokenmanager.Token{}, tokenmanager.ErrClosed
+	}
+	tok, err := t.token(ctx, "")
+	return tok, err
+}
+
+// Close stops what t owns: for a RoundTripper from New, the token actor
+// (cancelling its fetch, stopping its timers) and the actor system. Requests
+// waiting for a token get tokenmanager.ErrClosed, as does every later call.
+// A RoundTripper from NewFromActor leaves the actor and system running.
+// Close is idempotent: later calls return nil.
+func (t *RoundTripper) Close() error {
+	if !t.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	close(t.done)
+	for _, u := range t.unsubs {
+		u()
+	}
+	t.bus.Close()
+	if t.owned {
+		err := t.root.StopFuture(t.pid).Wait()
+		t.system.Shutdown()
+		if err != nil {
+			return fmt.Errorf("tokenmanager: stopping the token actor: %w", err)
+		}
+	}
+	return nil
+}
+
+// token returns a valid token: the snapshot's when it is fresh and not
+// rejected, else the actor's answer to a wait.
+func (t *RoundTripper) token(ctx context.Context, rejected string) (tokenmanager.Token, error) {
+	if snap := t.h.Snapshot(); snap.FreshAt(t.h.Clock.Now()) && snap.Token.AccessToken != rejected {
+		return snap.Token, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return tokenmanager.Token{}, fmt.Errorf("tokenmanager: waiting for a token: %w", err)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, t.wait)
+		defer cancel()
+	}
+	w := &link.Wait{Ctx: ctx, Reply: make(chan *messages.TokenResult, 1)}
+	t.root.Send(t.pid, w)
+	select {
+	case r := <-w.Reply:
+		if r.Err != nil {
+			return tokenmanager.Token{}, r.Err
+		}
+		return r.Token, nil
+	case <-ctx.Done():
+		if last := t.h.LastError(); last != nil {
+			return tokenmanager.Token{}, fmt.Errorf("tokenmanager: waiting for a token (last fetch: %v): %w", last, ctx.Err())
+		}
+		return tokenmanager.Token{}, fmt.Errorf("tokenmanager: waiting for a token: %w", ctx.Err())
+	case <-t.h.Done:
+		return tokenmanager.Token{}, tokenmanager.ErrClosed
+	case <-t.done:
+		return tokenmanager.Token{}, tokenmanager.ErrClosed
+	}
+}
+
+// headerValue formats token, reusing the last result when the token is the
+// same, so a cached token costs no allocation.
+func (t *RoundTripper) headerValue(token string) (v string, err error) {
+	if c := t.header0.Load(); c != nil && c.token == token {
+		return c.value, nil
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = errors.New("tokenmanager: Formatter panicked")
+		}
+	}()
+	v = t.formatter(token)
+	t.header0.Store(&headerValue{token: token, value: v})
+	return v, nil
+}
+
+func (t *RoundTripper) rejects(status int) bool {
+	return status >= 0 && status < 640 && t.reject[status/64]&(1<<(status%64)) != 0
+}
+
+// RoundTrip sends req with the token in Settings.Header. It follows the
+// net/http contract: it does not modify req (it sends a clone), it always
+// closes req.Body, and it returns err == nil whenever it obtained a
+// response, whatever its status.
+//
+// Beyond a plain RoundTripper, it recovers from rejected tokens: when the
+// response status is in Settings.RefreshOnStatus, it invalidates the token
+// the request carried, drains and closes that response, waits for a fresh
+// token and resends the request, at most Settings.MaxRecoveryTries times
+// for this request. It then gives back the last response, body unread. A
+// request whose body cannot be replayed (non-nil Body without GetBody; see
+// http.NewRequest) is never resent: its first rejected response is given
+// back. Requests built by http.NewRequest from a *bytes.Buffer,
+// *bytes.Reader or *strings.Reader can always be replayed.
+//
+// The token is attached only to the original request's host and its
+// subdomains: when an http.Client follows a redirect to another host, that
+// request goes out without it.
+func (t *RoundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
+	if t.closed.Load() {
+		closeBody(req)
+		return nil, tokenmanager.ErrClosed
+	}
+	if !sameSite(req) {
+		return t.base.RoundTrip(req)
+	}
+	ctx := req.Context()
+	tok, err := t.token(ctx, "")
+	if err != nil {
+		closeBody(req)
+		return nil, err
+	}
+	value, err := t.headerValue(tok.AccessToken)
+	if err != nil {
+		closeBody(req)
+		return nil, err
+	}
+	r2 := req.Clone(ctx)
+	r2.Header.Set(t.header, value)
+	resp, err := t.base.RoundTrip(r2)
+	if err != nil || !t.rejects(resp.StatusCode) {
+		return resp, err
+	}
+	return t.recover(req, resp, tok.AccessToken)
+}
+
+// recover handles a rejected response: see RoundTrip.
+func (t *RoundTripper) recover(req *http.Request, resp *http.Response, used string) (*http.Response, error) {
+	ctx := req.Context()
+	replayable := req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
+	for attempt := 1; ; attempt++ {
+		t.bus.Publish(messages.AuthFailed{
+			Status:  resp.StatusCode,
+			Host:    req.URL.Host,
+			Message: t.withTokenf(used, "request to %s got status %d", req.URL.Host, resp.StatusCode),
+		})
+		t.root.Send(t.pid, messages.Invalidate{AccessToken: used})
+		if attempt > t.maxTries || !replayable {
+			var why string
+			switch {
+			case !replayable:
+				why = "its body cannot be replayed (no GetBody)"
+			case t.maxTries == 0:
+				why = "no recovery tries are allowed"
+			default:
+				why = fmt.Sprintf("all %d recovery tries were used", t.maxTries)
+			}
+			t.bus.Publish(messages.RecoveryAborted{
+				Attempts: attempt - 1,
+				Status:   resp.StatusCode,
+				Message:  fmt.Sprintf("recovery aborted for request to %s with status %d: %s", req.URL.Host, resp.StatusCode, why),
+			})
+			return resp, nil
+		}
+		drainClose(resp.Body)
+		tok, err := t.token(ctx, used)
+		if err != nil {
+			return nil, err
+		}
+		value, err := t.headerValue(tok.AccessToken)
+		if err != nil {
+			return nil, err
+		}
+		r2 := req.Clone(ctx)
+		if req.Body != nil && req.Body != http.NoBody {
+			body, err := req.GetBody()
+			if err != nil {
+				return nil, fmt.Errorf("tokenmanager: replaying the request body: %w", err)
+			}
+			r2.Body = body
+		}
+		r2.Header.Set(t.header, value)
+		t.bus.Publish(messages.RecoveryTried{
+			Attempt: attempt,
+			Message: t.withTokenf(tok.AccessToken, "resending request to %s with a fresh token (recovery try %d of %d)", req.URL.Host, attempt, t.maxTries),
+		})
+		resp, err = t.base.RoundTrip(r2)
+		if err != nil || !t.rejects(resp.StatusCode) {
+			return resp, err
+		}
+		used = tok.AccessToken
+	}
+}
+
+// withTokenf formats a message and appends token when AddTokenToLogs is set.
+func (t *RoundTripper) withTokenf(token, format string, args ...any) string {
+	msg := fmt.Sprintf(format, args...)
+	if t.withToken {
+		msg += ": " + token
+	}
+	return msg
+}
+
+func closeBody(req *http.Request) {
+	if req.Body != nil {
+		req.Body.Close()
+	}
+}
+
+// drainClose reads a little of body so its connection can be reused, then
+// closes it.
+func drainClose(body io.ReadCloser) {
+	if body == nil {
+		return
+	}
+	io.Copy(io.Discard, io.LimitReader(body, maxDrain))
+	body.Close()
+}
+
+// sameSite reports whether req may carry the token: it is not a redirect,
+// or its host is the original request's host or a subdomain of it. As
+// net/http does for its own sensitive headers, hosts compare by hostname
+// (port ignored) and an IP address matches only itself.
+func sameSite(req *http.Request) bool {
+	orig := req
+	for orig.Response != nil && orig.Response.Request != nil {
+		orig = orig.Response.Request
+	}
+	if orig == req {
+		return true
+	}
+	return isDomainOrSubdomain(strings.ToLower(req.URL.Hostname()), strings.ToLower(orig.URL.Hostname()))
+}
+
+func isDomainOrSubdomain(sub, parent string) bool {
+	if sub == parent {
+		return true
+	}
+	if parent == "" || net.ParseIP(parent) != nil || strings.ContainsAny(sub, ":%") {
+		return false
+	}
+	return strings.HasSuffix(sub, parent) && len(sub) > len(parent) && sub[len(sub)-len(parent)-1] == '.'
+}
