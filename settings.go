@@ -2,6 +2,8 @@ package tokenmanager
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -142,6 +144,11 @@ func (t Token) Lifetime() (time.Duration, bool) {
 // that ends when the fetch times out ([Settings.FetchTimeout]) or the
 // manager closes. It should honour ctx. A panic is contained and reported
 // as a failed fetch.
+//
+// When the returned error (or one it wraps) has a method
+// RetryAfter() time.Duration, as for an HTTP 429 or 503 with a
+// Retry-After header, the next fetch waits at least that long (at most
+// [MaxRetryAfter]) instead of the usual backoff.
 type TokenProvider func(ctx context.Context) (Token, error)
 
 // Formatter turns an access token into the header value. The default is
@@ -345,6 +352,21 @@ func (e *FetchError) Error() string {
 
 // Unwrap returns the underlying error.
 func (e *FetchError) Unwrap() error { return e.Err }
+
+// MaxRetryAfter caps how long a provider's RetryAfter hint can hold back
+// the next fetch, so a bogus header cannot stall the manager for hours.
+const MaxRetryAfter = 5 * time.Minute
+
+// Fingerprint returns a short, safe identifier of an access token: the
+// first 8 bytes of its SHA-256, in hex. Logs can correlate tokens by it
+// without leaking them. The empty token has the empty fingerprint.
+func Fingerprint(accessToken string) string {
+	if accessToken == "" {
+		return ""
+	}
+	sum := sha256.Sum256([]byte(accessToken))
+	return hex.EncodeToString(sum[:8])
+}
 
 // ErrInvalidToken is wrapped by a [FetchError] when the provider returned
 // a token the manager cannot use (an empty access token, say).

@@ -23,6 +23,7 @@ package actor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -377,7 +378,13 @@ func (a *tokenActor) cache(now, start time.Time, tok tokenmanager.Token, expires
 	if a.s.AddTokenToLogs {
 		msg += ": " + tok.AccessToken
 	}
-	a.h.Bus.Publish(messages.TokenRefreshed{ExpiresAt: expires, Reason: why, FetchDuration: took, Message: msg})
+	a.h.Bus.Publish(messages.TokenRefreshed{
+		ExpiresAt:     expires,
+		Reason:        why,
+		FetchDuration: took,
+		Fingerprint:   tokenmanager.Fingerprint(tok.AccessToken),
+		Message:       msg,
+	})
 }
 
 // scheduleRefresh arms the early refresh at expiry - RefreshBuffer, but no
@@ -438,6 +445,12 @@ func (a *tokenActor) fail(now time.Time, err error) {
 	a.lastErr = fe
 	a.h.SetLastError(fe)
 	delay := backoff(a.failures, a.s.RetryBaseDelay, a.s.RetryMaxDelay)
+	var hint interface{ RetryAfter() time.Duration }
+	if errors.As(err, &hint) {
+		if d := min(hint.RetryAfter(), tokenmanager.MaxRetryAfter); d > delay {
+			delay = d
+		}
+	}
 	a.notBefore = now.Add(delay)
 
 	res := &messages.TokenResult{Err: fe}

@@ -92,6 +92,9 @@ type TokenRefreshed struct {
 	// FetchDuration is how long the provider took (zero for a pushed
 	// token).
 	FetchDuration time.Duration
+	// Fingerprint identifies the token without revealing it
+	// (tokenmanager.Fingerprint).
+	Fingerprint string
 	// Message describes the refresh; it holds the access token only when
 	// Settings.AddTokenToLogs is set.
 	Message string
@@ -104,6 +107,8 @@ type AuthFailed struct {
 	// Host is the request's host (no path or query, which may hold
 	// secrets).
 	Host string
+	// Fingerprint identifies the rejected token without revealing it.
+	Fingerprint string
 	// Message describes the failure; it holds the access token only when
 	// Settings.AddTokenToLogs is set.
 	Message string
@@ -125,6 +130,8 @@ type TokenRequestFailed struct {
 type RecoveryTried struct {
 	// Attempt counts resends of this request, from 1.
 	Attempt int
+	// Fingerprint identifies the fresh token without revealing it.
+	Fingerprint string
 	// Message describes the try; it holds the new access token only when
 	// Settings.AddTokenToLogs is set.
 	Message string

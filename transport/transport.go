@@ -361,9 +361,10 @@ func (t *RoundTripper) recover(req *http.Request, resp *http.Response, used stri
 	replayable := req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
 	for attempt := 1; ; attempt++ {
 		t.bus.Publish(messages.AuthFailed{
-			Status:  resp.StatusCode,
-			Host:    req.URL.Host,
-			Message: t.withTokenf(used, "request to %s got status %d", req.URL.Host, resp.StatusCode),
+			Status:      resp.StatusCode,
+			Host:        req.URL.Host,
+			Fingerprint: tokenmanager.Fingerprint(used),
+			Message:     t.withTokenf(used, "request to %s got status %d", req.URL.Host, resp.StatusCode),
 		})
 		t.root.Send(t.pid, messages.Invalidate{AccessToken: used})
 		if attempt > t.maxTries || !replayable {
@@ -402,8 +403,9 @@ func (t *RoundTripper) recover(req *http.Request, resp *http.Response, used stri
 		}
 		r2.Header.Set(t.header, value)
 		t.bus.Publish(messages.RecoveryTried{
-			Attempt: attempt,
-			Message: t.withTokenf(tok.AccessToken, "resending request to %s with a fresh token (recovery try %d of %d)", req.URL.Host, attempt, t.maxTries),
+			Attempt:     attempt,
+			Fingerprint: tokenmanager.Fingerprint(tok.AccessToken),
+			Message:     t.withTokenf(tok.AccessToken, "resending request to %s with a fresh token (recovery try %d of %d)", req.URL.Host, attempt, t.maxTries),
 		})
 		resp, err = t.base.RoundTrip(r2)
 		if err != nil || !t.rejects(resp.StatusCode) {
