@@ -1,0 +1,225 @@
+// Command clientcredentials shows providers.ClientCredentials at work.
+//
+// By default it starts, on 127.0.0.1, a real OAuth 2.0 server
+// (github.com/go-oauth2/oauth2) with one registered client and an API that
+// accepts only that server's live tokens; it calls the API, has the server
+// revoke the token, and calls again: the request recovers with a fresh
+// token. It exits on its own in about a second.
+//
+// Against your own identity server, give its token endpoint and client:
+//
+//	TOKEN_URL=https://YOUR_TENANT.auth0.com/oauth/token \
+//	CLIENT_ID=... CLIENT_SECRET=... \
+//	go run ./examples/clientcredentials -audience https://api.example.com/ [-api-url https://api.example.com/things]
+//
+// It then fetches one token and prints its type, lifetime and fingerprint
+// (never the token itself), and calls -api-url with it if given.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	oauth2 "github.com/go-oauth2/oauth2/v4"
+	"github.com/go-oauth2/oauth2/v4/manage"
+	"github.com/go-oauth2/oauth2/v4/models"
+	"github.com/go-oauth2/oauth2/v4/server"
+	"github.com/go-oauth2/oauth2/v4/store"
+
+	"github.com/go-tokenmanager/tokenmanager"
+	"github.com/go-tokenmanager/tokenmanager/observability"
+	"github.com/go-tokenmanager/tokenmanager/providers"
+	"github.com/go-tokenmanager/tokenmanager/transport"
+)
+
+func main() {
+	var (
+		tokenURL     = flag.String("token-url", os.Getenv("TOKEN_URL"), "token endpoint (env TOKEN_URL); empty: start a local OAuth 2.0 server")
+		clientID     = flag.String("client-id", os.Getenv("CLIENT_ID"), "client id (env CLIENT_ID)")
+		clientSecret = flag.String("client-secret", os.Getenv("CLIENT_SECRET"), "client secret (env CLIENT_SECRET)")
+		scopes       = flag.String("scopes", os.Getenv("SCOPES"), "space- or comma-separated scopes (env SCOPES)")
+		audience     = flag.String("audience", os.Getenv("AUDIENCE"), "Auth0 audience parameter (env AUDIENCE)")
+		resource     = flag.String("resource", os.Getenv("RESOURCE"), "Entra ID v1 resource parameter (env RESOURCE)")
+		apiURL       = flag.String("api-url", os.Getenv("API_URL"), "API to call with the token (env API_URL)")
+		authStyle    = flag.String("auth-style", "auto", "client authentication: auto, header or params")
+	)
+	flag.Parse()
+
+	style, ok := map[string]providers.AuthStyle{
+		"auto": providers.AuthStyleAutoDetect, "header": providers.AuthStyleInHeader, "params": providers.AuthStyleInParams,
+	}[*authStyle]
+	if !ok {
+		fail(fmt.Errorf("-auth-style %q: want auto, header or params", *authStyle))
+	}
+	cfg := providers.ClientCredentialsConfig{
+		TokenURL:     *tokenURL,
+		ClientID:     *clientID,
+		ClientSecret: *clientSecret,
+		Scopes:       strings.FieldsFunc(*scopes, func(r rune) bool { return r == ' ' || r == ',' }),
+		AuthStyle:    style,
+	}
+	params := url.Values{}
+	if *audience != "" {
+		params.Set("audience", *audience)
+	}
+	if *resource != "" {
+		params.Set("resource", *resource)
+	}
+	cfg.EndpointParams = params
+
+	if cfg.TokenURL == "" {
+		if err := runLocal(cfg); err != nil {
+			fail(err)
+		}
+		return
+	}
+	if err := runRemote(cfg, *apiURL); err != nil {
+		fail(err)
+	}
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "error:", err)
+	os.Exit(1)
+}
+
+// runRemote fetches a token from a real identity server.
+func runRemote(cfg providers.ClientCredentialsConfig, apiURL string) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	rt, err := transport.New(tokenmanager.Settings{GetCredentials: providers.ClientCredentials(cfg)})
+	if err != nil {
+		return err
+	}
+	defer rt.Close()
+	defer rt.Subscribe(observability.SlogHandler(newLogger()))()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	tok, err := rt.Token(ctx)
+	if err != nil {
+		var re *providers.RetrieveError
+		if errors.As(err, &re) {
+			fmt.Printf("token endpoint refused: status %d, error %q, description %q\n", re.StatusCode, re.ErrorCode, re.ErrorDescription)
+		}
+		return err
+	}
+	fmt.Printf("got a %s token: expires_in=%ds scope=%q fingerprint=%s\n",
+		orDefault(tok.TokenType, "(no type)"), tok.ExpiresIn, tok.Scope, tokenmanager.Fingerprint(tok.AccessToken))
+	if apiURL == "" {
+		return nil
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, apiURL, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := rt.Client().Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	fmt.Printf("GET %s: %s\n%s\n", apiURL, resp.Status, body)
+	return nil
+}
+
+// runLocal starts a real OAuth 2.0 server and a protected API on
+// 127.0.0.1 and goes through a fetch, a cached call and a revocation.
+func runLocal(cfg providers.ClientCredentialsConfig) error {
+	const id, secret = "demo-client", "demo-secret"
+	manager := manage.NewDefaultManager()
+	manager.MustTokenStorage(store.NewMemoryTokenStore())
+	clients := store.NewClientStore()
+	if err := clients.Set(id, &models.Client{ID: id, Secret: secret}); err != nil {
+		return err
+	}
+	manager.MapClientStorage(clients)
+	srv := server.NewDefaultServer(manager)
+	srv.SetAllowedGrantType(oauth2.ClientCredentials)
+	srv.SetClientInfoHandler(server.ClientFormHandler) // wants client_secret_post: auto-detect finds out
+	idp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = srv.HandleTokenRequest(w, r)
+	}))
+	defer idp.Close()
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ti, err := srv.ValidationBearerToken(r)
+		if err != nil {
+			http.Error(w, "invalid token", http.StatusUnauthorized)
+			return
+		}
+		fmt.Fprintf(w, "hello, %s", ti.GetClientID())
+	}))
+	defer api.Close()
+	fmt.Printf("local OAuth 2.0 server at %s, API at %s\n", idp.URL, api.URL)
+
+	cfg.TokenURL, cfg.ClientID, cfg.ClientSecret = idp.URL, id, secret
+	rt, err := transport.New(tokenmanager.Settings{GetCredentials: providers.ClientCredentials(cfg)})
+	if err != nil {
+		return err
+	}
+	defer rt.Close()
+	defer rt.Subscribe(observability.SlogHandler(newLogger()))()
+
+	client := rt.Client()
+	call := func(what string) error {
+		resp, err := client.Get(api.URL + "/things")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		fmt.Printf("%-28s -> %d %s\n", what, resp.StatusCode, body)
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("API answered %s", resp.Status)
+		}
+		return nil
+	}
+	if err := call("first call (fetches)"); err != nil {
+		return err
+	}
+	if err := call("second call (cached token)"); err != nil {
+		return err
+	}
+	tok, err := rt.Token(context.Background())
+	if err != nil {
+		return err
+	}
+	if err := manager.RemoveAccessToken(context.Background(), tok.AccessToken); err != nil {
+		return err
+	}
+	fmt.Printf("the server revokes token %s\n", tokenmanager.Fingerprint(tok.AccessToken))
+	if err := call("third call (recovers)"); err != nil {
+		return err
+	}
+	time.Sleep(100 * time.Millisecond) // let the last events reach the log
+	return nil
+}
+
+func newLogger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(os.Stdout, &slog.HandlerOptions{
+		ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+			if a.Key == slog.TimeKey {
+				return slog.Attr{}
+			}
+			return a
+		},
+	}))
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}

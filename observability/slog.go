@@ -1,0 +1,136 @@
+package observability
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/go-tokenmanager/tokenmanager/messages"
+)
+
+// Attribute keys SlogHandler uses. They are stable: dashboards and alerts
+// may rely on them.
+const (
+	KeyEvent               = "event"                // the event's Name(), e.g. "token_refreshed"
+	KeyReason              = "reason"               // why a token was fetched (messages.RefreshReason)
+	KeyExpiresAt           = "expires_at"           // when the new token expires; absent when it has no expiry
+	KeyFetchDuration       = "fetch_duration"       // how long the provider took
+	KeyFingerprint         = "fingerprint"          // tokenmanager.Fingerprint of the token concerned
+	KeyStatus              = "status"               // HTTP status of the rejected response
+	KeyHost                = "host"                 // host of the rejected request
+	KeyAttempt             = "attempt"              // recovery try number, from 1
+	KeyAttempts            = "attempts"             // recovery tries used before giving up
+	KeyConsecutiveFailures = "consecutive_failures" // failed fetches since the last success
+	KeyRetryIn             = "retry_in"             // backoff before the next fetch; 0 when none is scheduled
+	KeyFailedTries         = "failed_tries"         // consecutive failed fetches at a threshold
+	KeyError               = "error"                // why a fetch failed
+	KeyDetail              = "detail"               // the event's Message (holds the token only with AddTokenToLogs)
+)
+
+// SlogHandler returns an event subscriber, for transport.RoundTripper's
+// Subscribe, that writes each event to logger as one record with the
+// attributes listed with [KeyEvent] and its siblings ([Attrs]) at the
+// level [Level] gives. If logger is nil, slog.Default() is used.
+//
+// Records never hold an access token, except in the detail attribute
+// (the event's Message) when Settings.AddTokenToLogs is set. The returned
+// func is safe for concurrent use as far as logger's handler is (every
+// slog handler in the standard library is).
+func SlogHandler(logger *slog.Logger) func(messages.Event) {
+	return func(ev messages.Event) {
+		if ev == nil {
+			return
+		}
+		l := logger
+		if l == nil {
+			l = slog.Default()
+		}
+		ctx := context.Background()
+		level := Level(ev)
+		if !l.Enabled(ctx, level) {
+			return
+		}
+		l.LogAttrs(ctx, level, logMessage(ev), Attrs(ev)...)
+	}
+}
+
+// Level returns the level SlogHandler logs ev at: Info for a refreshed
+// token; Warn for a rejected token, a failed fetch and a resent request
+// (each is recovered from on its own); Error when fetches keep failing
+// (a token try threshold) or a request is given back rejected (recovery
+// aborted). Unknown events are Info.
+func Level(ev messages.Event) slog.Level {
+	switch ev.(type) {
+	case messages.AuthFailed, messages.TokenRequestFailed, messages.RecoveryTried:
+		return slog.LevelWarn
+	case messages.TokenTryThresholdReached, messages.RecoveryAborted:
+		return slog.LevelError
+	}
+	return slog.LevelInfo
+}
+
+// logMessage is the record's message for ev.
+func logMessage(ev messages.Event) string {
+	switch ev.(type) {
+	case messages.TokenRefreshed:
+		return "token refreshed"
+	case messages.AuthFailed:
+		return "token rejected"
+	case messages.TokenRequestFailed:
+		return "token request failed"
+	case messages.RecoveryTried:
+		return "request resent with a fresh token"
+	case messages.TokenTryThresholdReached:
+		return "token requests keep failing"
+	case messages.RecoveryAborted:
+		return "recovery aborted"
+	}
+	return "token manager event"
+}
+
+// Attrs returns the attributes SlogHandler logs for ev, [KeyEvent] first.
+// An event type this package does not know gets only [KeyEvent].
+func Attrs(ev messages.Event) []slog.Attr {
+	attrs := []slog.Attr{slog.String(KeyEvent, ev.Name())}
+	detail := func(msg string) {
+		if msg != "" {
+			attrs = append(attrs, slog.String(KeyDetail, msg))
+		}
+	}
+	switch e := ev.(type) {
+	case messages.TokenRefreshed:
+		attrs = append(attrs, slog.String(KeyReason, string(e.Reason)))
+		if !e.ExpiresAt.IsZero() {
+			attrs = append(attrs, slog.Time(KeyExpiresAt, e.ExpiresAt))
+		}
+		attrs = append(attrs,
+			slog.Duration(KeyFetchDuration, e.FetchDuration),
+			slog.String(KeyFingerprint, e.Fingerprint))
+		detail(e.Message)
+	case messages.AuthFailed:
+		attrs = append(attrs,
+			slog.Int(KeyStatus, e.Status),
+			slog.String(KeyHost, e.Host),
+			slog.String(KeyFingerprint, e.Fingerprint))
+		detail(e.Message)
+	case messages.TokenRequestFailed:
+		if e.Err != nil {
+			attrs = append(attrs, slog.String(KeyError, e.Err.Error()))
+		}
+		attrs = append(attrs,
+			slog.Int(KeyConsecutiveFailures, e.ConsecutiveFailures),
+			slog.Duration(KeyRetryIn, e.RetryIn))
+	case messages.RecoveryTried:
+		attrs = append(attrs,
+			slog.Int(KeyAttempt, e.Attempt),
+			slog.String(KeyFingerprint, e.Fingerprint))
+		detail(e.Message)
+	case messages.TokenTryThresholdReached:
+		attrs = append(attrs, slog.Int(KeyFailedTries, e.FailedTries))
+	case messages.RecoveryAborted:
+		attrs = append(attrs,
+			slog.Int(KeyAttempts, e.Attempts),
+			slog.Int(KeyStatus, e.Status))
+		detail(e.Message)
+	}
+	return attrs
+}

@@ -1,0 +1,19 @@
+// Package providers holds ready-made [tokenmanager.TokenProvider]s.
+//
+// [ClientCredentials] implements the OAuth 2.0 client-credentials grant
+// (RFC 6749 §4.4) against any token endpoint: Auth0, Microsoft Entra ID,
+// Keycloak, Okta, Cognito and the like. It copes with the quirks such
+// servers show in the wild: expires_in sent as a string or not at all (the
+// lifetime is then read from a JWT access token's exp claim), form-encoded
+// responses, JSON served as text/plain, servers that want the client's
+// credentials in the body rather than in HTTP Basic auth, and Retry-After
+// on 429 and 503 answers.
+//
+// [FromTokenSource] adapts any golang.org/x/oauth2 TokenSource, for the
+// flows that package covers (Google credentials, JWT bearer grants, ...).
+//
+// A token endpoint's error answer becomes a *[RetrieveError]. Its
+// RetryAfter method tells the token actor how long the server asked it to
+// wait, so a rate-limited endpoint is not hammered. No error from this
+// package contains the client secret or an access token.
+package providers
