@@ -80,6 +80,10 @@ func (t Token) String() string {
 // GoString is like String, so %#v does not print the access token either.
 func (t Token) GoString() string { return t.String() }
 
+// LogValue is like String, so log/slog does not print the access token
+// either.
+func (t Token) LogValue() slog.Value { return slog.StringValue(t.String()) }
+
 // UnmarshalJSON decodes an OAuth2 token response. expires_in may be a JSON
 // number or a string holding an integer; anything else is an error.
 func (t *Token) UnmarshalJSON(data []byte) error {
@@ -152,7 +156,9 @@ func (t Token) Lifetime() (time.Duration, bool) {
 type TokenProvider func(ctx context.Context) (Token, error)
 
 // Formatter turns an access token into the header value. The default is
-// "Bearer " + accessToken.
+// "Bearer " + accessToken. It is called from request goroutines, possibly
+// concurrently, once per new token; a panic is contained and fails the
+// request.
 type Formatter func(accessToken string) string
 
 // BearerFormatter is the default [Formatter]: "Bearer " + accessToken.
@@ -195,9 +201,11 @@ type Settings struct {
 	Clock clock.Clock
 
 	// RetryBaseDelay is the backoff after the first failed fetch; it doubles
-	// with each further failure, with jitter. Optional; zero means 500ms.
+	// with each further failure, with jitter, and is never below 10ms.
+	// Optional; zero means 500ms (or RetryMaxDelay, if that is shorter).
 	RetryBaseDelay time.Duration
-	// RetryMaxDelay caps the backoff. Optional; zero means 30s.
+	// RetryMaxDelay caps the backoff. Optional; zero means 30s (or
+	// RetryBaseDelay, if that is longer).
 	RetryMaxDelay time.Duration
 	// FetchTimeout bounds one provider call, in real time. Optional; zero
 	// means 30s.
@@ -213,9 +221,10 @@ type Settings struct {
 	// nothing is logged.
 	Logger *slog.Logger
 
-	// The callbacks below are called one at a time on a goroutine of their
-	// own, never on the actor's or a request's; a panic in one is
-	// contained. All are optional.
+	// The callbacks below are called one at a time, in event order, on a
+	// goroutine of their own, never on the actor's or a request's; a panic
+	// in one is contained. All are optional. (With transport.NewFromActor,
+	// the actor's callbacks and the RoundTripper's run on two goroutines.)
 
 	// OnTokenRefresh is called when a new token is cached.
 	OnTokenRefresh func(message string)
@@ -258,11 +267,11 @@ func (s Settings) WithDefaults() Settings {
 	if s.Clock == nil {
 		s.Clock = clock.New()
 	}
-	if s.RetryBaseDelay == 0 {
-		s.RetryBaseDelay = defaultRetryBaseDelay
-	}
 	if s.RetryMaxDelay == 0 {
-		s.RetryMaxDelay = defaultRetryMaxDelay
+		s.RetryMaxDelay = max(defaultRetryMaxDelay, s.RetryBaseDelay)
+	}
+	if s.RetryBaseDelay == 0 {
+		s.RetryBaseDelay = min(defaultRetryBaseDelay, s.RetryMaxDelay)
 	}
 	if s.FetchTimeout == 0 {
 		s.FetchTimeout = defaultFetchTimeout
@@ -346,6 +355,7 @@ type FetchError struct {
 	Err error
 }
 
+// Error describes the failure; it never holds the access token.
 func (e *FetchError) Error() string {
 	return fmt.Sprintf("tokenmanager: token fetch failed (attempt %d): %v", e.Attempt, e.Err)
 }

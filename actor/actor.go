@@ -109,8 +109,15 @@ func newTokenActor(s tokenmanager.Settings) *tokenActor {
 	return &tokenActor{s: s, clk: s.Clock, h: link.NewHandle(s.EventBuffer, s.Clock)}
 }
 
-// Receive implements protoactor's Actor.
+// Receive implements protoactor's Actor. It contains panics so that the
+// actor is never restarted: a restart would lose the waiters and the
+// handle the RoundTrippers hold.
 func (a *tokenActor) Receive(c proto.Context) {
+	defer func() {
+		if r := recover(); r != nil {
+			c.Logger().Error("tokenmanager: token actor recovered from a panic", "panic", fmt.Sprint(r))
+		}
+	}()
 	switch m := c.Message().(type) {
 	case *proto.Started:
 		a.started(c)
@@ -129,9 +136,13 @@ func (a *tokenActor) Receive(c proto.Context) {
 	case *link.Wait:
 		a.wait(m)
 	case *link.Attach:
-		select {
-		case m.Reply <- a.h:
-		default:
+		if c.Sender() != nil {
+			c.Respond(a.h)
+		} else if m.Reply != nil {
+			select {
+			case m.Reply <- a.h:
+			default:
+			}
 		}
 	case *fetchDone:
 		a.fetchDone(m)
@@ -301,7 +312,34 @@ func (a *tokenActor) startFetch(now time.Time) {
 	}()
 }
 
-func callProvider(ctx context.Context, p tokenmanager.TokenProvider) (tok tokenmanager.Token, err error) {
+type fetched struct {
+	tok tokenmanager.Token
+	err error
+}
+
+// callProvider calls p, containing a panic, and gives up when ctx ends
+// even if p does not return: a provider that ignores its context cannot
+// stall the actor (its goroutine is abandoned and ends when p returns).
+func callProvider(ctx context.Context, p tokenmanager.TokenProvider) (tokenmanager.Token, error) {
+	out := make(chan fetched, 1)
+	go func() {
+		tok, err := safeCall(ctx, p)
+		out <- fetched{tok, err}
+	}()
+	select {
+	case f := <-out:
+		return f.tok, f.err
+	case <-ctx.Done():
+		select {
+		case f := <-out: // it returned just in time
+			return f.tok, f.err
+		default:
+		}
+		return tokenmanager.Token{}, fmt.Errorf("tokenmanager: provider did not return: %w", ctx.Err())
+	}
+}
+
+func safeCall(ctx context.Context, p tokenmanager.TokenProvider) (tok tokenmanager.Token, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			tok, err = tokenmanager.Token{}, fmt.Errorf("tokenmanager: provider panicked: %v", r)
@@ -387,27 +425,37 @@ func (a *tokenActor) cache(now, start time.Time, tok tokenmanager.Token, expires
 	})
 }
 
-// scheduleRefresh arms the early refresh at expiry - RefreshBuffer, but no
-// sooner than half the token's lifetime (counted from start), nor sooner
-// than half of what is left of it, so no token makes the actor fetch in a
-// loop.
+// scheduleRefresh arms the early refresh at expiry - RefreshBuffer. A
+// token whose lifetime (counted from start) is not longer than the buffer
+// is refreshed at half its lifetime instead, and no token is refreshed
+// sooner than min(half its lifetime, 1s) after start, nor sooner than half
+// of what is left of it (when its fetch took long), so no token makes the
+// actor fetch in a loop.
 func (a *tokenActor) scheduleRefresh(now, start time.Time) {
 	a.stopTimer(&a.refreshTimer)
 	exp := a.cur.ExpiresAt
 	if exp.IsZero() {
 		return
 	}
+	life := exp.Sub(start)
 	at := exp.Add(-a.s.RefreshBuffer)
-	if half := start.Add(exp.Sub(start) / 2); at.Before(half) {
-		at = half
+	if earliest := start.Add(min(life/2, minRefreshInterval)); life <= a.s.RefreshBuffer || at.Before(earliest) {
+		at = start.Add(life / 2)
+		if life > a.s.RefreshBuffer {
+			at = earliest
+		}
 	}
 	d := at.Sub(now)
-	if least := exp.Sub(now) / 2; d < least {
-		d = least
+	if d <= 0 {
+		d = exp.Sub(now) / 2
 	}
 	gen := a.gen
 	a.refreshTimer = a.clk.AfterFunc(d, func() { a.sendSelf(refreshTick{gen: gen}) })
 }
+
+// minRefreshInterval is the least time between a fetch and the early
+// refresh of its token, unless the token lives shorter than twice that.
+const minRefreshInterval = time.Second
 
 func (a *tokenActor) refreshTick(m refreshTick) {
 	if m.gen != a.gen {
@@ -445,11 +493,8 @@ func (a *tokenActor) fail(now time.Time, err error) {
 	a.lastErr = fe
 	a.h.SetLastError(fe)
 	delay := backoff(a.failures, a.s.RetryBaseDelay, a.s.RetryMaxDelay)
-	var hint interface{ RetryAfter() time.Duration }
-	if errors.As(err, &hint) {
-		if d := min(hint.RetryAfter(), tokenmanager.MaxRetryAfter); d > delay {
-			delay = d
-		}
+	if d := min(retryAfter(err), tokenmanager.MaxRetryAfter); d > delay {
+		delay = d
 	}
 	a.notBefore = now.Add(delay)
 
@@ -471,20 +516,39 @@ func (a *tokenActor) fail(now time.Time, err error) {
 	}
 }
 
+// retryAfter returns the provider's hint for the next fetch, or zero. The
+// hint is user code: a panic in it counts as no hint.
+func retryAfter(err error) (d time.Duration) {
+	defer func() {
+		if recover() != nil {
+			d = 0
+		}
+	}()
+	var hint interface{ RetryAfter() time.Duration }
+	if errors.As(err, &hint) {
+		return hint.RetryAfter()
+	}
+	return 0
+}
+
+// minRetryDelay keeps a failing provider from being called in a loop,
+// whatever the settings say.
+const minRetryDelay = 10 * time.Millisecond
+
 // backoff returns the delay after the n-th consecutive failure: base
-// doubling per failure, capped at max, with jitter drawn from its upper
+// doubling per failure, capped at limit, with jitter drawn from its upper
 // half so that many actors do not retry in step.
-func backoff(n int, base, max time.Duration) time.Duration {
-	d := max
+func backoff(n int, base, limit time.Duration) time.Duration {
+	d := limit
 	if n < 32 {
-		if e := base << (n - 1); e > 0 && e < max {
+		if e := base << (n - 1); e > 0 && e < limit {
 			d = e
 		}
 	}
 	if half := d / 2; half > 0 {
 		d = half + rand.N(half+1)
 	}
-	return d
+	return max(d, minRetryDelay)
 }
 
 func (a *tokenActor) invalidate(token string) {

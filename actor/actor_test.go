@@ -188,6 +188,9 @@ func TestEarlyRefresh(t *testing.T) {
 		{"at expiry minus buffer", 60, 10 * time.Second, 49 * time.Second, 50 * time.Second},
 		{"at half a lifetime shorter than the buffer", 4, 10 * time.Second, 1900 * time.Millisecond, 2 * time.Second},
 		{"default buffer", 3600, 0, 3589 * time.Second, 3590 * time.Second},
+		{"lifetime a little over the buffer", 12, 10 * time.Second, 1900 * time.Millisecond, 2 * time.Second},
+		{"no sooner than 1s after the fetch", 11, 10500 * time.Millisecond, 900 * time.Millisecond, time.Second},
+		{"lifetime equal to the buffer", 10, 10 * time.Second, 4900 * time.Millisecond, 5 * time.Second},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -25,7 +25,7 @@ func TestBackoff(t *testing.T) {
 			}
 		}
 	}
-	if got := backoff(1, 0, 0); got != 0 {
-		t.Errorf("backoff with zero delays = %v; want 0", got)
+	if got := backoff(1, time.Nanosecond, time.Nanosecond); got != minRetryDelay {
+		t.Errorf("backoff with 1ns delays = %v; want the %v floor", got, minRetryDelay)
 	}
 }

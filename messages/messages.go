@@ -11,6 +11,7 @@
 package messages
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/go-tokenmanager/tokenmanager"
@@ -173,3 +174,48 @@ func (TokenTryThresholdReached) Name() string { return "token_try_threshold_reac
 
 // Name implements [Event].
 func (RecoveryAborted) Name() string { return "recovery_aborted" }
+
+// The protocol messages carry tokens, so none of them is ever printed in
+// full: String and GoString show a fingerprint instead, and protoactor
+// does not log them when they end up as dead letters (a late reply to a
+// future that timed out, say).
+
+// String describes r without its access token.
+func (r TokenResult) String() string {
+	return fmt.Sprintf("TokenResult{Token:%v ExpiresAt:%v Err:%v}", r.Token, r.ExpiresAt, r.Err)
+}
+
+// GoString is like String.
+func (r TokenResult) GoString() string { return r.String() }
+
+// String describes i by the fingerprint of its token.
+func (i Invalidate) String() string {
+	return "Invalidate{AccessToken:" + fingerprint(i.AccessToken) + "}"
+}
+
+// GoString is like String.
+func (i Invalidate) GoString() string { return i.String() }
+
+// String describes r without its access token.
+func (r Refreshed) String() string {
+	return fmt.Sprintf("Refreshed{Token:%v Err:%v}", r.Token, r.Err)
+}
+
+// GoString is like String.
+func (r Refreshed) GoString() string { return r.String() }
+
+func fingerprint(tok string) string {
+	if tok == "" {
+		return `""`
+	}
+	return "sha256:" + tokenmanager.Fingerprint(tok)
+}
+
+// IgnoreDeadLetterLogging keeps protoactor from logging the message.
+func (Invalidate) IgnoreDeadLetterLogging() {}
+
+// IgnoreDeadLetterLogging keeps protoactor from logging the message.
+func (Refreshed) IgnoreDeadLetterLogging() {}
+
+// IgnoreDeadLetterLogging keeps protoactor from logging the message.
+func (*TokenResult) IgnoreDeadLetterLogging() {}

@@ -40,6 +40,10 @@ import (
 // a live token actor answers in microseconds.
 const attachTimeout = 5 * time.Second
 
+// closeGrace bounds how long Close lets subscribers work through the
+// events already queued for them.
+const closeGrace = time.Second
+
 // maxDrain bounds how much of a discarded response is read so its
 // connection can be reused; beyond it the connection is closed instead.
 const maxDrain = 256 << 10
@@ -99,7 +103,9 @@ func New(settings tokenmanager.Settings, opts ...Option) (*RoundTripper, error) 
 	if err := settings.Validate(); err != nil {
 		return nil, err
 	}
-	props, err := actor.NewProps(settings)
+	// The RoundTripper calls all six callbacks from one goroutine, so they
+	// never run concurrently with each other.
+	props, err := actor.NewProps(link.WithoutActorCallbacks(settings))
 	if err != nil {
 		return nil, err
 	}
@@ -156,13 +162,13 @@ func attach(system *proto.ActorSystem, pid *proto.PID, settings tokenmanager.Set
 	if o.base == nil {
 		o.base = http.DefaultTransport
 	}
-	reply := make(chan *link.Handle, 1)
-	system.Root.Send(pid, &link.Attach{Reply: reply})
-	var h *link.Handle
-	select {
-	case h = <-reply:
-	case <-time.After(attachTimeout):
-		return nil, fmt.Errorf("tokenmanager: actor %v did not answer within %v; was it spawned from actor.NewProps?", pid, attachTimeout)
+	res, err := system.Root.RequestFuture(pid, &link.Attach{}, attachTimeout).Result()
+	if err != nil {
+		return nil, fmt.Errorf("tokenmanager: actor %v did not answer (%w); is it alive and spawned from actor.NewProps?", pid, err)
+	}
+	h, ok := res.(*link.Handle)
+	if !ok {
+		return nil, fmt.Errorf("tokenmanager: actor %v answered %T; was it spawned from actor.NewProps?", pid, res)
 	}
 	t := &RoundTripper{
 		base:      o.base,
@@ -183,7 +189,11 @@ func attach(system *proto.ActorSystem, pid *proto.PID, settings tokenmanager.Set
 		t.reject[code/64] |= 1 << (code % 64)
 	}
 	t.unsubs = append(t.unsubs, h.Bus.Subscribe(t.bus.Publish))
-	if cb := link.Callbacks(s, link.RequestSide); cb != nil {
+	side := link.RequestSide
+	if owned {
+		side = link.BothSides
+	}
+	if cb := link.Callbacks(s, side); cb != nil {
 		t.bus.Subscribe(cb)
 	}
 	if !owned {
@@ -234,25 +244,28 @@ func (t *RoundTripper) Token(ctx context.Context) (tokenmanager.Token, error) {
 // Close stops what t owns: for a RoundTripper from New, the token actor
 // (cancelling its fetch, stopping its timers) and the actor system. Requests
 // waiting for a token get tokenmanager.ErrClosed, as does every later call.
-// A RoundTripper from NewFromActor leaves the actor and system running.
-// Close is idempotent: later calls return nil.
+// Events already queued are delivered to subscribers for up to a second
+// (callbacks included); then subscribers are stopped after their current
+// call. A RoundTripper from NewFromActor leaves the actor and system
+// running. Close is idempotent: later calls return nil.
 func (t *RoundTripper) Close() error {
 	if !t.closed.CompareAndSwap(false, true) {
 		return nil
 	}
 	close(t.done)
+	var err error
+	if t.owned {
+		if e := t.root.StopFuture(t.pid).Wait(); e != nil {
+			err = fmt.Errorf("tokenmanager: stopping the token actor: %w", e)
+		}
+		t.system.Shutdown()
+		t.h.Bus.Shutdown(closeGrace) // the actor's last events reach t.bus
+	}
 	for _, u := range t.unsubs {
 		u()
 	}
-	t.bus.Close()
-	if t.owned {
-		err := t.root.StopFuture(t.pid).Wait()
-		t.system.Shutdown()
-		if err != nil {
-			return fmt.Errorf("tokenmanager: stopping the token actor: %w", err)
-		}
-	}
-	return nil
+	t.bus.Shutdown(closeGrace)
+	return err
 }
 
 // token returns a valid token: the snapshot's when it is fresh and not
@@ -264,11 +277,20 @@ func (t *RoundTripper) token(ctx context.Context, rejected string) (tokenmanager
 	if err := ctx.Err(); err != nil {
 		return tokenmanager.Token{}, fmt.Errorf("tokenmanager: waiting for a token: %w", err)
 	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, t.wait)
-		defer cancel()
+	select {
+	case <-t.h.Done:
+		return tokenmanager.Token{}, tokenmanager.ErrClosed
+	default:
 	}
+	// The actor forgets a wait once its context ends, so end it on every
+	// return, also when the RoundTripper closes first.
+	var cancel context.CancelFunc
+	if _, ok := ctx.Deadline(); ok {
+		ctx, cancel = context.WithCancel(ctx)
+	} else {
+		ctx, cancel = context.WithTimeout(ctx, t.wait)
+	}
+	defer cancel()
 	w := &link.Wait{Ctx: ctx, Reply: make(chan *messages.TokenResult, 1)}
 	t.root.Send(t.pid, w)
 	select {
@@ -346,13 +368,23 @@ func (t *RoundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 		closeBody(req)
 		return nil, err
 	}
-	r2 := req.Clone(ctx)
-	r2.Header.Set(t.header, value)
-	resp, err := t.base.RoundTrip(r2)
+	resp, err := t.base.RoundTrip(t.withHeader(req, value, req.Body))
 	if err != nil || !t.rejects(resp.StatusCode) {
 		return resp, err
 	}
 	return t.recover(req, resp, tok.AccessToken)
+}
+
+// withHeader returns a clone of req carrying the token's header value and
+// body.
+func (t *RoundTripper) withHeader(req *http.Request, value string, body io.ReadCloser) *http.Request {
+	r2 := req.Clone(req.Context())
+	if r2.Header == nil {
+		r2.Header = make(http.Header, 1)
+	}
+	r2.Header.Set(t.header, value)
+	r2.Body = body
+	return r2
 }
 
 // recover handles a rejected response: see RoundTrip.
@@ -366,17 +398,39 @@ func (t *RoundTripper) recover(req *http.Request, resp *http.Response, used stri
 			Fingerprint: tokenmanager.Fingerprint(used),
 			Message:     t.withTokenf(used, "request to %s got status %d", req.URL.Host, resp.StatusCode),
 		})
+		// Withdraw the token from the fast path at once, so no request,
+		// this one's caller's next included, sends it again; then let the
+		// actor drop it (if it is still the cached one).
+		t.h.Drop(used)
 		t.root.Send(t.pid, messages.Invalidate{AccessToken: used})
-		if attempt > t.maxTries || !replayable {
-			var why string
-			switch {
-			case !replayable:
-				why = "its body cannot be replayed (no GetBody)"
-			case t.maxTries == 0:
-				why = "no recovery tries are allowed"
-			default:
-				why = fmt.Sprintf("all %d recovery tries were used", t.maxTries)
+		var why string
+		switch {
+		case !replayable:
+			why = "its body cannot be replayed (no GetBody)"
+		case attempt > t.maxTries && t.maxTries == 0:
+			why = "no recovery tries are allowed"
+		case attempt > t.maxTries:
+			why = fmt.Sprintf("all %d recovery tries were used", t.maxTries)
+		}
+		var value string
+		var body io.ReadCloser
+		if why == "" {
+			tok, err := t.token(ctx, used)
+			if err == nil {
+				value, err = t.headerValue(tok.AccessToken)
 			}
+			if err == nil && req.Body != nil && req.Body != http.NoBody {
+				body, err = req.GetBody()
+			}
+			if err != nil {
+				// Keep the response we have rather than trading it for
+				// an error: RoundTrip obtained a response.
+				why = fmt.Sprintf("no fresh token or body: %v", err)
+			} else {
+				used = tok.AccessToken
+			}
+		}
+		if why != "" {
 			t.bus.Publish(messages.RecoveryAborted{
 				Attempts: attempt - 1,
 				Status:   resp.StatusCode,
@@ -385,33 +439,16 @@ func (t *RoundTripper) recover(req *http.Request, resp *http.Response, used stri
 			return resp, nil
 		}
 		drainClose(resp.Body)
-		tok, err := t.token(ctx, used)
-		if err != nil {
-			return nil, err
-		}
-		value, err := t.headerValue(tok.AccessToken)
-		if err != nil {
-			return nil, err
-		}
-		r2 := req.Clone(ctx)
-		if req.Body != nil && req.Body != http.NoBody {
-			body, err := req.GetBody()
-			if err != nil {
-				return nil, fmt.Errorf("tokenmanager: replaying the request body: %w", err)
-			}
-			r2.Body = body
-		}
-		r2.Header.Set(t.header, value)
 		t.bus.Publish(messages.RecoveryTried{
 			Attempt:     attempt,
-			Fingerprint: tokenmanager.Fingerprint(tok.AccessToken),
-			Message:     t.withTokenf(tok.AccessToken, "resending request to %s with a fresh token (recovery try %d of %d)", req.URL.Host, attempt, t.maxTries),
+			Fingerprint: tokenmanager.Fingerprint(used),
+			Message:     t.withTokenf(used, "resending request to %s with a fresh token (recovery try %d of %d)", req.URL.Host, attempt, t.maxTries),
 		})
-		resp, err = t.base.RoundTrip(r2)
+		var err error
+		resp, err = t.base.RoundTrip(t.withHeader(req, value, body))
 		if err != nil || !t.rejects(resp.StatusCode) {
 			return resp, err
 		}
-		used = tok.AccessToken
 	}
 }
 
@@ -445,12 +482,15 @@ func drainClose(body io.ReadCloser) {
 // net/http does for its own sensitive headers, hosts compare by hostname
 // (port ignored) and an IP address matches only itself.
 func sameSite(req *http.Request) bool {
-	orig := req
-	for orig.Response != nil && orig.Response.Request != nil {
-		orig = orig.Response.Request
+	if req.Response == nil {
+		return true // not a redirect
 	}
-	if orig == req {
-		return true
+	orig := req
+	for orig.Response != nil {
+		if orig.Response.Request == nil {
+			return false // a redirect from we cannot tell where: no token
+		}
+		orig = orig.Response.Request
 	}
 	return isDomainOrSubdomain(strings.ToLower(req.URL.Hostname()), strings.ToLower(orig.URL.Hostname()))
 }
@@ -459,7 +499,7 @@ func isDomainOrSubdomain(sub, parent string) bool {
 	if sub == parent {
 		return true
 	}
-	if parent == "" || net.ParseIP(parent) != nil || strings.ContainsAny(sub, ":%") {
+	if parent == "" || net.ParseIP(parent) != nil || net.ParseIP(sub) != nil || strings.ContainsAny(sub, ":%") {
 		return false
 	}
 	return strings.HasSuffix(sub, parent) && len(sub) > len(parent) && sub[len(sub)-len(parent)-1] == '.'

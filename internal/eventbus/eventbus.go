@@ -6,6 +6,7 @@ package eventbus
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/go-tokenmanager/tokenmanager/messages"
 )
@@ -20,6 +21,10 @@ type Bus struct {
 	subs   map[uint64]chan messages.Event
 	nextID uint64
 	closed bool
+
+	running   sync.WaitGroup // subscriber goroutines
+	abort     chan struct{}  // closed when Shutdown gives up waiting
+	abortOnce sync.Once
 }
 
 // New returns a bus whose subscribers each queue up to buffer events.
@@ -27,7 +32,7 @@ func New(buffer int) *Bus {
 	if buffer < 1 {
 		buffer = 1
 	}
-	return &Bus{buffer: buffer, subs: make(map[uint64]chan messages.Event)}
+	return &Bus{buffer: buffer, subs: make(map[uint64]chan messages.Event), abort: make(chan struct{})}
 }
 
 // Publish queues ev for every subscriber. It never blocks.
@@ -57,11 +62,26 @@ func (b *Bus) Subscribe(fn func(messages.Event)) (unsubscribe func()) {
 	id := b.nextID
 	b.nextID++
 	b.subs[id] = ch
+	b.running.Add(1)
 	b.mu.Unlock()
 
 	go func() {
-		for ev := range ch {
-			b.call(fn, ev)
+		defer b.running.Done()
+		for {
+			select {
+			case <-b.abort:
+				return
+			case ev, ok := <-ch:
+				if !ok {
+					return
+				}
+				select {
+				case <-b.abort:
+					return
+				default:
+					b.call(fn, ev)
+				}
+			}
 		}
 	}()
 	return func() {
@@ -95,6 +115,27 @@ func (b *Bus) Close() {
 	for id, ch := range b.subs {
 		delete(b.subs, id)
 		close(ch)
+	}
+}
+
+// Shutdown closes the bus and waits up to grace for subscribers to
+// deliver what is queued; then it tells them to stop after their current
+// call, dropping the rest, and returns. It reports whether all had ended.
+func (b *Bus) Shutdown(grace time.Duration) bool {
+	b.Close()
+	done := make(chan struct{})
+	go func() {
+		b.running.Wait()
+		close(done)
+	}()
+	timer := time.NewTimer(grace)
+	defer timer.Stop()
+	select {
+	case <-done:
+		return true
+	case <-timer.C:
+		b.abortOnce.Do(func() { close(b.abort) })
+		return false
 	}
 }
 

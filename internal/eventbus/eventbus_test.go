@@ -114,3 +114,38 @@ func TestBus_unsubscribeFromInsideHandler(t *testing.T) {
 		t.Fatal("unsubscribe from inside the handler deadlocked")
 	}
 }
+
+func TestBus_shutdownDeliversBacklogWithinGrace(t *testing.T) {
+	b := eventbus.New(64)
+	var calls atomic.Int64
+	b.Subscribe(func(messages.Event) { time.Sleep(time.Millisecond); calls.Add(1) })
+	for range 20 {
+		b.Publish(messages.AuthFailed{})
+	}
+	if !b.Shutdown(5 * time.Second) {
+		t.Fatal("Shutdown gave up on a subscriber that was only slow")
+	}
+	if got := calls.Load(); got != 20 {
+		t.Errorf("delivered %d of 20 queued events", got)
+	}
+}
+
+func TestBus_shutdownStopsAStuckSubscriber(t *testing.T) {
+	b := eventbus.New(64)
+	release := make(chan struct{})
+	var calls atomic.Int64
+	b.Subscribe(func(messages.Event) { calls.Add(1); <-release })
+	for range 20 {
+		b.Publish(messages.AuthFailed{})
+	}
+	waitFor(t, "first call", func() bool { return calls.Load() == 1 })
+	if b.Shutdown(10 * time.Millisecond) {
+		t.Fatal("Shutdown reported a stuck subscriber as ended")
+	}
+	close(release)
+	// The subscriber ends after its current call; goleak checks it is gone.
+	waitFor(t, "the subscriber to stop", func() bool { return b.Shutdown(time.Second) })
+	if got := calls.Load(); got != 1 {
+		t.Errorf("subscriber got %d calls after Shutdown gave up; want it stopped", got)
+	}
+}

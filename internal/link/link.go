@@ -55,6 +55,15 @@ func (h *Handle) Snapshot() *Snapshot { return h.snapshot.Load() }
 // Store publishes s (nil: nothing cached). Only the actor calls it.
 func (h *Handle) Store(s *Snapshot) { h.snapshot.Store(s) }
 
+// Drop withdraws the snapshot if it still holds token, so that readers stop
+// using a token a response just rejected, before the actor has handled the
+// Invalidate that follows. It never withdraws a newer snapshot.
+func (h *Handle) Drop(token string) {
+	if s := h.snapshot.Load(); s != nil && s.Token.AccessToken == token {
+		h.snapshot.CompareAndSwap(s, nil)
+	}
+}
+
 // LastError returns the last failed fetch's error, nil after a success.
 func (h *Handle) LastError() error {
 	if p := h.lastErr.Load(); p != nil {
@@ -72,10 +81,18 @@ func (h *Handle) SetLastError(err error) {
 	h.lastErr.Store(&err)
 }
 
-// Attach asks the actor for its Handle. Reply must be buffered.
+// Attach asks the actor for its Handle. Sent with RequestFuture, the
+// reply is the *Handle; sent with Send, it goes to Reply, which must be
+// buffered.
 type Attach struct {
 	Reply chan *Handle
 }
+
+// IgnoreDeadLetterLogging keeps protoactor from logging the message.
+func (*Attach) IgnoreDeadLetterLogging() {}
+
+// IgnoreDeadLetterLogging keeps protoactor from logging the message.
+func (*Wait) IgnoreDeadLetterLogging() {}
 
 // Wait asks the actor for a valid token on behalf of a request. Unlike
 // messages.Get, a Wait outlives failed fetches: the actor keeps retrying
