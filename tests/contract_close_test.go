@@ -1,0 +1,265 @@
+package tests
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log"
+	"net/http"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/benbjohnson/clock"
+	"go.uber.org/goleak"
+
+	"github.com/go-tokenmanager/tokenmanager"
+	"github.com/go-tokenmanager/tokenmanager/messages"
+	"github.com/go-tokenmanager/tokenmanager/transport"
+)
+
+// closeCountingBody records how often it is closed.
+type closeCountingBody struct {
+	io.Reader
+	closes atomic.Int32
+}
+
+func (b *closeCountingBody) Close() error {
+	b.closes.Add(1)
+	return nil
+}
+
+func TestClose_releasesWaitersAndCancelsFetch(t *testing.T) {
+	baseline := goleak.IgnoreCurrent()
+	mock := clock.NewMock()
+	p := &provider{expiresIn: 3600}
+	release := p.hold()
+	defer release()
+	rt, err := transport.New(tokenmanager.Settings{GetCredentials: p.get, Clock: mock}, transport.WithBase(&backend{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var heard atomic.Int64
+	rt.Subscribe(func(messages.Event) { heard.Add(1) })
+
+	const each = 5
+	waiters := make(chan error, 2*each)
+	for range each {
+		go func() { waiters <- send(context.Background(), rt, "").err }()
+		go func() {
+			_, err := rt.Token(context.Background())
+			waiters <- err
+		}()
+	}
+	eventually(t, "the fetch to start", func() bool { return p.calls.Load() == 1 })
+	time.Sleep(20 * time.Millisecond) // let the waiters queue on the held fetch
+
+	if err := rt.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	timeout := time.After(time.Second)
+	for range 2 * each {
+		select {
+		case err := <-waiters:
+			if !errors.Is(err, tokenmanager.ErrClosed) {
+				t.Errorf("waiter got %v; want tokenmanager.ErrClosed", err)
+			}
+		case <-timeout:
+			t.Fatal("Close did not release every waiter promptly")
+		}
+	}
+	eventually(t, "the in-flight fetch to be cancelled", func() bool {
+		errs, _ := p.gaveUp()
+		return len(errs) == 1
+	})
+	if errs, _ := p.gaveUp(); !errors.Is(errs[0], context.Canceled) {
+		t.Errorf("the provider's ctx ended with %v; want context.Canceled", errs[0])
+	}
+
+	// Every call after Close fails with ErrClosed.
+	body := &closeCountingBody{Reader: strings.NewReader("payload")}
+	req, _ := http.NewRequest(http.MethodPost, apiURL, body)
+	if _, err := rt.RoundTrip(req); !errors.Is(err, tokenmanager.ErrClosed) {
+		t.Errorf("RoundTrip after Close: %v; want ErrClosed", err)
+	}
+	if n := body.closes.Load(); n != 1 {
+		t.Errorf("RoundTrip after Close closed the request body %d times; want 1", n)
+	}
+	if _, err := rt.Token(context.Background()); !errors.Is(err, tokenmanager.ErrClosed) {
+		t.Errorf("Token after Close: %v; want ErrClosed", err)
+	}
+	if _, err := rt.Client().Get(apiURL); !errors.Is(err, tokenmanager.ErrClosed) {
+		t.Errorf("Client().Get after Close: %v; want an error wrapping ErrClosed", err)
+	}
+	rt.Subscribe(func(messages.Event) { t.Error("a subscriber added after Close was called") })()
+	if err := rt.Close(); err != nil {
+		t.Errorf("second Close = %v; want nil", err)
+	}
+
+	// Timers are gone: time passing fetches nothing.
+	release()
+	for range 24 {
+		mock.Add(time.Hour)
+	}
+	stays(t, "no fetch after Close", func() bool { return p.calls.Load() == 1 })
+	goleak.VerifyNone(t, baseline)
+}
+
+func TestClose_stopsTimers(t *testing.T) {
+	tests := []struct {
+		name  string
+		setup func(t *testing.T, p *provider, rt *transport.RoundTripper, mock *clock.Mock)
+	}{
+		{"refresh timer armed", func(t *testing.T, p *provider, rt *transport.RoundTripper, _ *clock.Mock) {
+			mustOK(t, rt) // expires in 60s: the early refresh is armed
+		}},
+		{"retry timer armed", func(t *testing.T, p *provider, rt *transport.RoundTripper, _ *clock.Mock) {
+			p.always.Store(true)
+			go send(context.Background(), rt, "") // waits: a retry is armed
+			eventually(t, "the failed fetch", func() bool { return p.calls.Load() == 1 })
+			time.Sleep(20 * time.Millisecond) // let the failure arm the retry
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			baseline := goleak.IgnoreCurrent()
+			mock := clock.NewMock()
+			p := &provider{expiresIn: 60}
+			rt, err := transport.New(tokenmanager.Settings{
+				GetCredentials: p.get, Clock: mock, RetryBaseDelay: time.Second, RetryMaxDelay: time.Second,
+			}, transport.WithBase(&backend{}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.setup(t, p, rt, mock)
+			before := p.calls.Load()
+			if err := rt.Close(); err != nil {
+				t.Fatalf("Close: %v", err)
+			}
+			for range 48 {
+				mock.Add(time.Hour)
+			}
+			stays(t, "no fetch after Close", func() bool { return p.calls.Load() == before })
+			goleak.VerifyNone(t, baseline)
+		})
+	}
+}
+
+func TestClose_newFromActorLeavesActorRunning(t *testing.T) {
+	p := &provider{expiresIn: 3600}
+	system := newSystem(t)
+	pid := spawn(t, system, tokenmanager.Settings{GetCredentials: p.get, Clock: clock.NewMock()})
+	rt, err := transport.NewFromActor(system, pid, tokenmanager.Settings{}, transport.WithBase(&backend{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// A request waiting on a held fetch is released by Close...
+	release := p.hold()
+	defer release()
+	waiter := make(chan error, 1)
+	go func() { waiter <- send(context.Background(), rt, "").err }()
+	eventually(t, "the fetch to start", func() bool { return p.calls.Load() == 1 })
+	if err := rt.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	select {
+	case err := <-waiter:
+		if !errors.Is(err, tokenmanager.ErrClosed) {
+			t.Errorf("waiter got %v; want ErrClosed", err)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("Close did not release the waiter")
+	}
+	if err := rt.Close(); err != nil {
+		t.Errorf("second Close = %v; want nil", err)
+	}
+	if _, err := rt.Token(context.Background()); !errors.Is(err, tokenmanager.ErrClosed) {
+		t.Errorf("Token after Close: %v; want ErrClosed", err)
+	}
+
+	// ...but the caller's actor keeps running, its fetch included.
+	release()
+	if res := ask(t, system, pid); res.Err != nil || res.Token.AccessToken != "tok-1" {
+		t.Errorf("Get after Close = {%q, %v}; want tok-1", res.Token.AccessToken, res.Err)
+	}
+	if got := p.calls.Load(); got != 1 {
+		t.Errorf("provider calls = %d; want 1", got)
+	}
+}
+
+// captureOutput runs fn with os.Stdout, os.Stderr and the standard logger
+// redirected to pipes and returns what was written.
+func captureOutput(t *testing.T, fn func()) string {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make(chan string, 1)
+	go func() {
+		data, _ := io.ReadAll(r)
+		r.Close()
+		out <- string(data)
+	}()
+	stdout, stderr, logOut := os.Stdout, os.Stderr, log.Writer()
+	os.Stdout, os.Stderr = w, w
+	log.SetOutput(w)
+	defer func() {
+		os.Stdout, os.Stderr = stdout, stderr
+		log.SetOutput(logOut)
+	}()
+	fn()
+	os.Stdout, os.Stderr = stdout, stderr
+	log.SetOutput(logOut)
+	w.Close()
+	return <-out
+}
+
+func TestNothingPrinted(t *testing.T) {
+	printed := captureOutput(t, func() {
+		p := &provider{expiresIn: 3600}
+		p.failN.Store(2)
+		b := &backend{}
+		rt, err := transport.New(tokenmanager.Settings{
+			GetCredentials: p.get,
+			RetryBaseDelay: time.Millisecond,
+			RetryMaxDelay:  5 * time.Millisecond,
+			WaitTimeout:    patience,
+		}, transport.WithBase(b))
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer rt.Close()
+		// Failed fetches, retried; a token; a revocation; a rejection
+		// with recovery used up.
+		mustOK(t, rt)
+		b.revoke("tok-3")
+		mustOK(t, rt)
+		b.setStatus(http.StatusUnauthorized)
+		send(context.Background(), rt, "")
+		b.setStatus(0)
+		// Close while a request waits on a hanging fetch.
+		p.hang.Store(true)
+		b.setStatus(http.StatusUnauthorized)
+		before := p.calls.Load()
+		done := make(chan struct{})
+		go func() {
+			send(context.Background(), rt, "")
+			close(done)
+		}()
+		eventually(t, "a hanging fetch", func() bool { return p.calls.Load() > before })
+		time.Sleep(20 * time.Millisecond)
+		if err := rt.Close(); err != nil {
+			t.Error(err)
+		}
+		<-done
+		rt.Token(context.Background())
+	})
+	if printed != "" {
+		t.Errorf("the library printed:\n%s", printed)
+	}
+}

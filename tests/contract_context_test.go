@@ -1,0 +1,298 @@
+package tests
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/benbjohnson/clock"
+
+	"github.com/go-tokenmanager/tokenmanager"
+	"github.com/go-tokenmanager/tokenmanager/messages"
+)
+
+func TestContext_cancelWhileWaiting(t *testing.T) {
+	p := &provider{expiresIn: 3600}
+	release := p.hold()
+	defer release()
+	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get, Clock: clock.NewMock()}, &backend{})
+
+	patient := burst(rt, 10)
+	eventually(t, "the fetch to start", func() bool { return p.calls.Load() == 1 })
+
+	ctx, cancel := context.WithCancel(context.Background())
+	viaRoundTrip := make(chan error, 1)
+	go func() { viaRoundTrip <- send(ctx, rt, "impatient").err }()
+	viaToken := make(chan error, 1)
+	go func() {
+		_, err := rt.Token(ctx)
+		viaToken <- err
+	}()
+	time.Sleep(20 * time.Millisecond) // let both start waiting on the held fetch
+	cancel()
+	for name, ch := range map[string]chan error{"RoundTrip": viaRoundTrip, "Token": viaToken} {
+		select {
+		case err := <-ch:
+			if !errors.Is(err, context.Canceled) {
+				t.Errorf("%s: err = %v; want one wrapping context.Canceled", name, err)
+			}
+		case <-time.After(time.Second):
+			t.Fatalf("%s did not return promptly after its context was cancelled", name)
+		}
+	}
+
+	// The others keep waiting and get the token once it comes.
+	release()
+	allCarried(t, gather(t, patient, 10), "Bearer tok-1")
+	if got := p.calls.Load(); got != 1 {
+		t.Errorf("provider calls = %d; want 1", got)
+	}
+}
+
+func TestContext_waitsThroughFailedFetches(t *testing.T) {
+	mock := clock.NewMock()
+	p := &provider{expiresIn: 3600}
+	p.failN.Store(3)
+	const maxDelay = 2 * time.Second
+	rt := newRT(t, tokenmanager.Settings{
+		GetCredentials: p.get,
+		Clock:          mock,
+		RetryBaseDelay: time.Second,
+		RetryMaxDelay:  maxDelay,
+	}, &backend{})
+	rec := record(t, rt)
+
+	done := make(chan result, 1)
+	go func() { done <- send(context.Background(), rt, "persistent") }()
+	var r result
+	returned := false
+	advanceUntil(t, mock, maxDelay, "the request returns", func() bool {
+		if returned {
+			return true
+		}
+		select {
+		case r = <-done:
+			returned = true
+		default:
+		}
+		return returned
+	})
+	if r.err != nil || r.status != http.StatusOK || r.auth != "Bearer tok-4" {
+		t.Errorf("status %d, auth %q, err %v; want 200 with tok-4 after three failed fetches", r.status, r.auth, r.err)
+	}
+	if got := p.calls.Load(); got != 4 {
+		t.Errorf("provider calls = %d; want 4", got)
+	}
+	failed := waitEvents[messages.TokenRequestFailed](t, rec, 3)
+	for i, e := range failed {
+		if e.ConsecutiveFailures != i+1 || !errors.Is(e.Err, errEndpointDown) {
+			t.Errorf("TokenRequestFailed #%d = {ConsecutiveFailures: %d, Err: %v}; want {%d, wrapping %v}",
+				i+1, e.ConsecutiveFailures, e.Err, i+1, errEndpointDown)
+		}
+	}
+}
+
+func TestContext_actorAskerGetsFetchErrorAtOnce(t *testing.T) {
+	p := &provider{expiresIn: 3600}
+	p.always.Store(true)
+	system := newSystem(t)
+	pid := spawn(t, system, tokenmanager.Settings{GetCredentials: p.get, Clock: clock.NewMock()})
+
+	for i := range 2 {
+		began := time.Now()
+		res := ask(t, system, pid)
+		if took := time.Since(began); took > time.Second {
+			t.Errorf("ask %d took %v; want the failure at once", i+1, took)
+		}
+		var fe *tokenmanager.FetchError
+		if !errors.As(res.Err, &fe) || !errors.Is(res.Err, errEndpointDown) {
+			t.Errorf("ask %d: Err = %v; want a *tokenmanager.FetchError wrapping %v", i+1, res.Err, errEndpointDown)
+		}
+		if res.Token.AccessToken != "" {
+			t.Errorf("ask %d: a failed reply carries token %q", i+1, res.Token.AccessToken)
+		}
+	}
+	// The second ask came during the backoff (the mock clock stood still):
+	// it hears the last failure and starts no fetch.
+	if got := p.calls.Load(); got != 1 {
+		t.Errorf("provider calls = %d; want 1", got)
+	}
+}
+
+func TestContext_idleManagerDoesNotPoll(t *testing.T) {
+	const maxDelay = 2 * time.Second
+	settings := func(p *provider, mock *clock.Mock) tokenmanager.Settings {
+		return tokenmanager.Settings{GetCredentials: p.get, Clock: mock, RetryBaseDelay: time.Second, RetryMaxDelay: maxDelay}
+	}
+	stillIdle := func(t *testing.T, p *provider, mock *clock.Mock) {
+		t.Helper()
+		time.Sleep(20 * time.Millisecond) // let the last failure settle
+		before := p.calls.Load()
+		for range 48 {
+			mock.Add(time.Hour)
+		}
+		stays(t, "no fetch with nobody waiting", func() bool { return p.calls.Load() == before })
+	}
+
+	t.Run("request gave up", func(t *testing.T) {
+		mock := clock.NewMock()
+		p := &provider{}
+		p.always.Store(true)
+		rt := newRT(t, settings(p, mock), &backend{})
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		done := make(chan result, 1)
+		go func() { done <- send(ctx, rt, "gives-up") }()
+		// While it waits, the failures are retried.
+		advanceUntil(t, mock, maxDelay, "a retried fetch", func() bool { return p.calls.Load() >= 2 })
+		cancel()
+		if r := <-done; !errors.Is(r.err, context.Canceled) {
+			t.Fatalf("err = %v; want one wrapping context.Canceled", r.err)
+		}
+		stillIdle(t, p, mock)
+	})
+
+	t.Run("actor asker answered", func(t *testing.T) {
+		mock := clock.NewMock()
+		p := &provider{}
+		p.always.Store(true)
+		system := newSystem(t)
+		pid := spawn(t, system, settings(p, mock))
+		if res := ask(t, system, pid); res.Err == nil {
+			t.Fatal("Get succeeded; want the fetch error")
+		}
+		stillIdle(t, p, mock)
+	})
+}
+
+func TestContext_waitTimeoutWithoutDeadline(t *testing.T) {
+	const wait = 200 * time.Millisecond
+	tests := []struct {
+		name  string
+		fault func(*provider)
+	}{
+		{"provider fails", func(p *provider) { p.always.Store(true) }},
+		{"provider hangs", func(p *provider) { p.hang.Store(true) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := &provider{expiresIn: 3600}
+			tt.fault(p)
+			rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get, Clock: clock.NewMock(), WaitTimeout: wait}, &backend{})
+			for name, call := range map[string]func() error{
+				"RoundTrip": func() error { return send(context.Background(), rt, "").err },
+				"Token": func() error {
+					_, err := rt.Token(context.Background())
+					return err
+				},
+			} {
+				began := time.Now()
+				err := call()
+				took := time.Since(began)
+				if !errors.Is(err, context.DeadlineExceeded) {
+					t.Errorf("%s: err = %v; want one wrapping context.DeadlineExceeded", name, err)
+				}
+				if took < wait/2 || took > 10*wait {
+					t.Errorf("%s returned after %v; want about WaitTimeout (%v)", name, took, wait)
+				}
+			}
+		})
+	}
+}
+
+func TestContext_fetchTimeoutCancelsProvider(t *testing.T) {
+	const fetchTimeout = 100 * time.Millisecond
+	mock := clock.NewMock()
+	p := &provider{expiresIn: 3600}
+	p.hang.Store(true)
+	rt := newRT(t, tokenmanager.Settings{
+		GetCredentials: p.get,
+		Clock:          mock,
+		FetchTimeout:   fetchTimeout,
+		RetryBaseDelay: time.Second,
+		RetryMaxDelay:  time.Second,
+	}, &backend{})
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := rt.Token(context.Background())
+		done <- err
+	}()
+	eventually(t, "the hanging fetch to be cancelled", func() bool {
+		errs, _ := p.gaveUp()
+		return len(errs) > 0
+	})
+	errs, ended := p.gaveUp()
+	if !errors.Is(errs[0], context.DeadlineExceeded) {
+		t.Errorf("provider ctx ended with %v; want context.DeadlineExceeded", errs[0])
+	}
+	if ended[0] < fetchTimeout/2 || ended[0] > 10*fetchTimeout {
+		t.Errorf("provider ctx ended after %v; want about FetchTimeout (%v)", ended[0], fetchTimeout)
+	}
+
+	// The waiter keeps waiting; once the provider answers, it gets a token.
+	p.hang.Store(false)
+	var err error
+	returned := false
+	advanceUntil(t, mock, time.Second, "the waiter gets a token", func() bool {
+		if !returned {
+			select {
+			case err = <-done:
+				returned = true
+			default:
+			}
+		}
+		return returned
+	})
+	if err != nil {
+		t.Errorf("Token after the provider recovered: %v", err)
+	}
+}
+
+func TestContext_lifetimeCountsFromFetchStart(t *testing.T) {
+	mock := clock.NewMock()
+	p := &provider{expiresIn: 60}
+	release := p.hold()
+	defer release()
+	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get, Clock: mock}, &backend{})
+	rec := record(t, rt)
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := rt.Token(context.Background())
+		done <- err
+	}()
+	eventually(t, "the fetch to start", func() bool { return p.calls.Load() == 1 })
+	started := mock.Now()
+	mock.Add(30 * time.Second) // the token endpoint is slow
+	release()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	got := waitEvents[messages.TokenRefreshed](t, rec, 1)[0].ExpiresAt
+	if want := started.Add(60 * time.Second); !got.Equal(want) {
+		t.Errorf("TokenRefreshed.ExpiresAt = fetch start + %v; want + 60s", got.Sub(started))
+	}
+}
+
+// WaitTimeout applies only when the context has no deadline: a request
+// with a longer deadline of its own waits until that deadline.
+func TestContext_ownDeadlineOverridesWaitTimeout(t *testing.T) {
+	const wait, deadline = 50 * time.Millisecond, 400 * time.Millisecond
+	p := &provider{}
+	p.always.Store(true)
+	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get, Clock: clock.NewMock(), WaitTimeout: wait}, &backend{})
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	began := time.Now()
+	r := send(ctx, rt, "")
+	took := time.Since(began)
+	if !errors.Is(r.err, context.DeadlineExceeded) {
+		t.Errorf("err = %v; want one wrapping context.DeadlineExceeded", r.err)
+	}
+	if took < deadline*3/4 {
+		t.Errorf("returned after %v; want to wait until the context's own deadline (%v), not WaitTimeout (%v)", took, deadline, wait)
+	}
+}

@@ -1,0 +1,321 @@
+package tests
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"reflect"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/benbjohnson/clock"
+
+	"github.com/go-tokenmanager/tokenmanager"
+	"github.com/go-tokenmanager/tokenmanager/messages"
+	"github.com/go-tokenmanager/tokenmanager/transport"
+)
+
+// untilDone returns a condition for advanceUntil that holds once a result
+// arrives on ch, storing it in *r.
+func untilDone(ch <-chan result, r *result) func() bool {
+	done := false
+	return func() bool {
+		if !done {
+			select {
+			case *r = <-ch:
+				done = true
+			default:
+			}
+		}
+		return done
+	}
+}
+
+func TestFaults_providerPanics(t *testing.T) {
+	mock := clock.NewMock()
+	p := &provider{expiresIn: 3600}
+	p.panicN.Store(2)
+	rt := newRT(t, tokenmanager.Settings{
+		GetCredentials: p.get,
+		Clock:          mock,
+		RetryBaseDelay: time.Second,
+		RetryMaxDelay:  2 * time.Second,
+	}, &backend{})
+	rec := record(t, rt)
+
+	ch := make(chan result, 1)
+	go func() { ch <- send(context.Background(), rt, "") }()
+	var r result
+	advanceUntil(t, mock, 2*time.Second, "the request returns", untilDone(ch, &r))
+	if r.err != nil || r.status != http.StatusOK || r.auth != "Bearer tok-3" {
+		t.Fatalf("status %d, auth %q, err %v; want 200 with tok-3 after two panics", r.status, r.auth, r.err)
+	}
+	for _, e := range waitEvents[messages.TokenRequestFailed](t, rec, 2) {
+		if e.Err == nil {
+			t.Error("TokenRequestFailed for a panic has no Err")
+		}
+	}
+	// The actor kept its state: the token stays cached.
+	for range 10 {
+		if got := mustOK(t, rt).auth; got != "Bearer tok-3" {
+			t.Errorf("request carried %q; want the cached tok-3", got)
+		}
+	}
+	if got := p.calls.Load(); got != 3 {
+		t.Errorf("provider calls = %d; want 3", got)
+	}
+}
+
+func TestFaults_panickingCallbacksAndSubscribers(t *testing.T) {
+	mock := clock.NewMock()
+	p := &provider{expiresIn: 3600}
+	b := &backend{}
+	var calls sync.Map // callback name -> *atomic.Int64
+	boom := func(name string) {
+		n, _ := calls.LoadOrStore(name, new(atomic.Int64))
+		n.(*atomic.Int64).Add(1)
+		panic(name + " exploded")
+	}
+	called := func(name string) int64 {
+		if n, ok := calls.Load(name); ok {
+			return n.(*atomic.Int64).Load()
+		}
+		return 0
+	}
+	rt := newRT(t, tokenmanager.Settings{
+		GetCredentials:      p.get,
+		Clock:               mock,
+		MaxRecoveryTries:    1,
+		TokenTryThreshold:   1,
+		RetryBaseDelay:      time.Second,
+		RetryMaxDelay:       time.Second,
+		OnTokenRefresh:      func(string) { boom("OnTokenRefresh") },
+		OnAuthFail:          func(string) { boom("OnAuthFail") },
+		OnTokenRequestFail:  func(error) { boom("OnTokenRequestFail") },
+		OnRecoveryTry:       func(string) { boom("OnRecoveryTry") },
+		OnTokenTryThreshold: func(int) { boom("OnTokenTryThreshold") },
+		OnRecoveryAbort:     func(string) { boom("OnRecoveryAbort") },
+	}, b)
+	t.Cleanup(rt.Subscribe(func(messages.Event) { boom("subscriber") }))
+	rec := record(t, rt)
+
+	// A failed fetch, then a token.
+	p.failN.Store(1)
+	ch := make(chan result, 1)
+	go func() { ch <- send(context.Background(), rt, "") }()
+	var r result
+	advanceUntil(t, mock, time.Second, "the first request returns", untilDone(ch, &r))
+	if r.err != nil || r.status != http.StatusOK {
+		t.Fatalf("first request: status %d, err %v; want 200", r.status, r.err)
+	}
+	// A revoked token, recovered.
+	b.revoke("tok-2")
+	if got := mustOK(t, rt).auth; got != "Bearer tok-3" {
+		t.Errorf("recovered request carried %q; want tok-3", got)
+	}
+	// A rejection with recovery used up.
+	b.setStatus(http.StatusUnauthorized)
+	if r := send(context.Background(), rt, ""); r.status != http.StatusUnauthorized {
+		t.Errorf("status %d, err %v; want 401", r.status, r.err)
+	}
+	b.setStatus(0)
+	eventually(t, "a fresh token after the aborted request", func() bool { return mustOK(t, rt).auth == "Bearer tok-5" })
+	for range 10 {
+		mustOK(t, rt)
+	}
+
+	waitEvents[messages.RecoveryAborted](t, rec, 1)
+	for _, name := range []string{"OnTokenRefresh", "OnAuthFail", "OnTokenRequestFail", "OnRecoveryTry", "OnTokenTryThreshold", "OnRecoveryAbort"} {
+		eventually(t, name+" to be called", func() bool { return called(name) >= 1 })
+	}
+	eventually(t, "OnTokenRefresh to be called after panicking", func() bool { return called("OnTokenRefresh") >= 3 })
+	eventually(t, "the panicking subscriber to keep being called", func() bool {
+		return called("subscriber") == int64(len(rec.all()))
+	})
+	// Nothing restarted the actor: its cached token survived all of it.
+	// Calls: a failure, tok-2, tok-3 after the revocation, tok-4 for the
+	// one recovery try, tok-5 after that was rejected too.
+	if got := p.calls.Load(); got != 5 {
+		t.Errorf("provider calls = %d; want 5", got)
+	}
+}
+
+func TestFaults_stuckSubscriberStallsNothing(t *testing.T) {
+	p := &provider{expiresIn: 3600}
+	b := &backend{}
+	unblock := make(chan struct{})
+	rt := newRT(t, tokenmanager.Settings{
+		GetCredentials: p.get,
+		Clock:          clock.NewMock(),
+		EventBuffer:    4,
+		OnAuthFail:     func(string) { <-unblock },
+	}, b)
+	stuck := make(chan struct{}, 1)
+	t.Cleanup(rt.Subscribe(func(messages.Event) {
+		select {
+		case stuck <- struct{}{}:
+		default:
+		}
+		<-unblock
+	}))
+	t.Cleanup(func() { close(unblock) }) // runs before Close
+
+	rounds := func(from, to int) {
+		t.Helper()
+		for i := from; i < to; i++ {
+			tok := mustOK(t, rt).auth
+			b.revoke(strings.TrimPrefix(tok, "Bearer "))
+		}
+	}
+	began := time.Now()
+	rounds(0, 15)
+	<-stuck
+	dropped := rt.DroppedEvents()
+	if dropped == 0 {
+		t.Errorf("DroppedEvents = 0 after 15 rounds of events with a stuck subscriber and EventBuffer 4")
+	}
+	rounds(15, 30)
+	if got := rt.DroppedEvents(); got <= dropped {
+		t.Errorf("DroppedEvents = %d after 15 more rounds; want more than %d", got, dropped)
+	}
+	if took := time.Since(began); took > 3*time.Second {
+		t.Errorf("30 rounds took %v; a stuck subscriber must not slow requests", took)
+	}
+}
+
+func TestFaults_stuckEventStreamSubscriberStallsNothing(t *testing.T) {
+	p := &provider{expiresIn: 3600}
+	b := &backend{}
+	system := newSystem(t)
+	pid := spawn(t, system, tokenmanager.Settings{GetCredentials: p.get, Clock: clock.NewMock(), EventBuffer: 4})
+	unblock := make(chan struct{})
+	isEvent := func(m any) bool { _, ok := m.(messages.Event); return ok }
+	stuck := system.EventStream.SubscribeWithPredicate(func(any) { <-unblock }, isEvent)
+	panicky := system.EventStream.SubscribeWithPredicate(func(any) { panic("EventStream subscriber exploded") }, isEvent)
+	t.Cleanup(func() {
+		close(unblock)
+		system.EventStream.Unsubscribe(stuck)
+		system.EventStream.Unsubscribe(panicky)
+	})
+	rt, err := transport.NewFromActor(system, pid, tokenmanager.Settings{EventBuffer: 4}, transport.WithBase(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+
+	began := time.Now()
+	for range 30 {
+		tok := mustOK(t, rt).auth
+		b.revoke(strings.TrimPrefix(tok, "Bearer "))
+	}
+	if took := time.Since(began); took > 3*time.Second {
+		t.Errorf("30 rounds took %v; a stuck EventStream subscriber must not slow requests", took)
+	}
+	// Round i used tok-i; the actor still answers with the last one.
+	if res := ask(t, system, pid); res.Err != nil || res.Token.AccessToken != "tok-30" {
+		t.Errorf("Get = {%q, %v}; want tok-30", res.Token.AccessToken, res.Err)
+	}
+}
+
+func TestFaults_tryThresholdEvents(t *testing.T) {
+	for _, threshold := range []int{0, 4} {
+		want := threshold
+		if want == 0 {
+			want = 10 // the default
+		}
+		t.Run(fmt.Sprint("threshold=", want), func(t *testing.T) {
+			mock := clock.NewMock()
+			p := &provider{}
+			p.always.Store(true)
+			var mu sync.Mutex
+			var fromCallback []int
+			var requestFails atomic.Int64
+			rt := newRT(t, tokenmanager.Settings{
+				GetCredentials:    p.get,
+				Clock:             mock,
+				TokenTryThreshold: threshold,
+				RetryBaseDelay:    time.Millisecond,
+				RetryMaxDelay:     2 * time.Millisecond,
+				OnTokenTryThreshold: func(n int) {
+					mu.Lock()
+					fromCallback = append(fromCallback, n)
+					mu.Unlock()
+				},
+				OnTokenRequestFail: func(error) { requestFails.Add(1) },
+			}, &backend{})
+			rec := record(t, rt)
+
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan result, 1)
+			go func() { done <- send(ctx, rt, "waits") }()
+			failures := int64(2*want + 1)
+			advanceUntil(t, mock, 2*time.Millisecond, "enough failed fetches", func() bool { return p.calls.Load() >= failures })
+			cancel()
+			<-done
+			time.Sleep(20 * time.Millisecond) // let the last fetch end
+			n := int(p.calls.Load())
+
+			var wantTries []int
+			for i := want; i <= n; i += want {
+				wantTries = append(wantTries, i)
+			}
+			failed := waitEvents[messages.TokenRequestFailed](t, rec, n)
+			for i, e := range failed {
+				if e.ConsecutiveFailures != i+1 {
+					t.Errorf("TokenRequestFailed #%d has ConsecutiveFailures %d", i+1, e.ConsecutiveFailures)
+				}
+			}
+			reached := waitEvents[messages.TokenTryThresholdReached](t, rec, len(wantTries))
+			var got []int
+			for _, e := range reached {
+				got = append(got, e.FailedTries)
+			}
+			if !reflect.DeepEqual(got, wantTries) {
+				t.Errorf("TokenTryThresholdReached at %v; want %v (after %d failures)", got, wantTries, n)
+			}
+			eventually(t, "the callbacks", func() bool {
+				mu.Lock()
+				defer mu.Unlock()
+				return len(fromCallback) == len(wantTries) && requestFails.Load() == int64(n)
+			})
+			mu.Lock()
+			if !reflect.DeepEqual(fromCallback, wantTries) {
+				t.Errorf("OnTokenTryThreshold called with %v; want %v", fromCallback, wantTries)
+			}
+			mu.Unlock()
+		})
+	}
+}
+
+func TestFaults_hangingProviderDoesNotBlockActor(t *testing.T) {
+	p := &provider{expiresIn: 3600}
+	p.hang.Store(true) // until the actor stops
+	system := newSystem(t)
+	pid := spawn(t, system, tokenmanager.Settings{GetCredentials: p.get, Clock: clock.NewMock()})
+	rt, err := transport.NewFromActor(system, pid, tokenmanager.Settings{}, transport.WithBase(&backend{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+
+	waiter := make(chan result, 1)
+	go func() { waiter <- send(context.Background(), rt, "") }()
+	eventually(t, "the hanging fetch", func() bool { return p.calls.Load() == 1 })
+
+	// The actor still takes messages: a pushed token reaches the waiter.
+	system.Root.Send(pid, messages.Refreshed{Token: tokenmanager.Token{AccessToken: "pushed", ExpiresIn: 3600}})
+	select {
+	case r := <-waiter:
+		if r.err != nil || r.auth != "Bearer pushed" {
+			t.Errorf("waiter: auth %q, err %v; want the pushed token", r.auth, r.err)
+		}
+	case <-time.After(patience):
+		t.Fatal("the waiter was not answered while the provider hung")
+	}
+	if res := ask(t, system, pid); res.Token.AccessToken != "pushed" {
+		t.Errorf("Get = {%q, %v}; want pushed", res.Token.AccessToken, res.Err)
+	}
+}
