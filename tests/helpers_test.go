@@ -226,11 +226,6 @@ func (tb *trackedBody) Close() error {
 	return nil
 }
 
-// roundTripFunc adapts a function to http.RoundTripper.
-type roundTripFunc func(*http.Request) (*http.Response, error)
-
-func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
-
 // newRT builds a RoundTripper with transport.New and closes it when the
 // test ends.
 func newRT(t *testing.T, s tokenmanager.Settings, base http.RoundTripper) *transport.RoundTripper {
