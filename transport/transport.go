@@ -24,6 +24,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -86,6 +87,8 @@ type RoundTripper struct {
 	owned  bool
 
 	header0 atomic.Pointer[headerValue] // the last formatted token
+	mu      sync.Mutex                  // guards flight
+	flight  *flight                     // the shared wait in progress, if any
 	bus     *eventbus.Bus
 	unsubs  []func()
 	closed  atomic.Bool
@@ -269,7 +272,7 @@ func (t *RoundTripper) Close() error {
 }
 
 // token returns a valid token: the snapshot's when it is fresh and not
-// rejected, else the actor's answer to a wait.
+// rejected, else the actor's answer.
 func (t *RoundTripper) token(ctx context.Context, rejected string) (tokenmanager.Token, error) {
 	if snap := t.h.Snapshot(); snap.FreshAt(t.h.Clock.Now()) && snap.Token.AccessToken != rejected {
 		return snap.Token, nil
@@ -277,20 +280,115 @@ func (t *RoundTripper) token(ctx context.Context, rejected string) (tokenmanager
 	if err := ctx.Err(); err != nil {
 		return tokenmanager.Token{}, fmt.Errorf("tokenmanager: waiting for a token: %w", err)
 	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, t.wait)
+		defer cancel()
+	}
+	for {
+		f := t.join()
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			t.leave(f)
+			return tokenmanager.Token{}, t.waitErr(ctx)
+		}
+		switch {
+		case f.res == nil: // the flight ended without an answer
+			if ctx.Err() != nil {
+				return tokenmanager.Token{}, t.waitErr(ctx)
+			}
+			continue
+		case f.res.Err != nil:
+			return tokenmanager.Token{}, f.res.Err
+		case f.res.Token.AccessToken == rejected && rejected != "":
+			// The flight was answered before the actor saw this request's
+			// invalidation: ask on its own, behind the invalidation.
+			return t.waitAlone(ctx)
+		}
+		return f.res.Token, nil
+	}
+}
+
+func (t *RoundTripper) waitErr(ctx context.Context) error {
+	if last := t.h.LastError(); last != nil {
+		return fmt.Errorf("tokenmanager: waiting for a token (last fetch: %v): %w", last, ctx.Err())
+	}
+	return fmt.Errorf("tokenmanager: waiting for a token: %w", ctx.Err())
+}
+
+// flight is one wait in the actor, shared by every request of this
+// RoundTripper that misses the snapshot meanwhile, so that a stampede costs
+// the actor one message rather than one per request.
+type flight struct {
+	done    chan struct{} // closed once res is set
+	res     *messages.TokenResult
+	cancel  context.CancelFunc
+	waiters int // guarded by RoundTripper.mu
+}
+
+// join returns the flight in progress, starting one if there is none.
+func (t *RoundTripper) join() *flight {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	f := t.flight
+	if f == nil {
+		// A flight lasts while someone waits on it, at most WaitTimeout:
+		// waiters with longer deadlines join the next one.
+		ctx, cancel := context.WithTimeout(context.Background(), t.wait)
+		f = &flight{done: make(chan struct{}), cancel: cancel}
+		t.flight = f
+		go t.fly(ctx, f)
+	}
+	f.waiters++
+	return f
+}
+
+// leave is called by a waiter that gives up; the last one out ends the
+// flight, so the actor stops fetching for nobody.
+func (t *RoundTripper) leave(f *flight) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	f.waiters--
+	if f.waiters == 0 {
+		if t.flight == f {
+			t.flight = nil
+		}
+		f.cancel()
+	}
+}
+
+func (t *RoundTripper) fly(ctx context.Context, f *flight) {
+	defer f.cancel()
+	var res *messages.TokenResult
 	select {
 	case <-t.h.Done:
-		return tokenmanager.Token{}, tokenmanager.ErrClosed
+		res = &messages.TokenResult{Err: tokenmanager.ErrClosed}
 	default:
+		w := &link.Wait{Ctx: ctx, Reply: make(chan *messages.TokenResult, 1)}
+		t.root.Send(t.pid, w)
+		select {
+		case res = <-w.Reply:
+		case <-ctx.Done():
+		case <-t.h.Done:
+			res = &messages.TokenResult{Err: tokenmanager.ErrClosed}
+		case <-t.done:
+			res = &messages.TokenResult{Err: tokenmanager.ErrClosed}
+		}
 	}
-	// The actor forgets a wait once its context ends, so end it on every
-	// return, also when the RoundTripper closes first.
-	var cancel context.CancelFunc
-	if _, ok := ctx.Deadline(); ok {
-		ctx, cancel = context.WithCancel(ctx)
-	} else {
-		ctx, cancel = context.WithTimeout(ctx, t.wait)
+	t.mu.Lock()
+	if t.flight == f {
+		t.flight = nil
 	}
-	defer cancel()
+	t.mu.Unlock()
+	f.res = res
+	close(f.done)
+}
+
+// waitAlone asks the actor for a token on behalf of this request only.
+func (t *RoundTripper) waitAlone(ctx context.Context) (tokenmanager.Token, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // the actor forgets the wait once its context ends
 	w := &link.Wait{Ctx: ctx, Reply: make(chan *messages.TokenResult, 1)}
 	t.root.Send(t.pid, w)
 	select {
@@ -300,10 +398,7 @@ func (t *RoundTripper) token(ctx context.Context, rejected string) (tokenmanager
 		}
 		return r.Token, nil
 	case <-ctx.Done():
-		if last := t.h.LastError(); last != nil {
-			return tokenmanager.Token{}, fmt.Errorf("tokenmanager: waiting for a token (last fetch: %v): %w", last, ctx.Err())
-		}
-		return tokenmanager.Token{}, fmt.Errorf("tokenmanager: waiting for a token: %w", ctx.Err())
+		return tokenmanager.Token{}, t.waitErr(ctx)
 	case <-t.h.Done:
 		return tokenmanager.Token{}, tokenmanager.ErrClosed
 	case <-t.done:
@@ -357,13 +452,18 @@ func (t *RoundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	if !sameSite(req) {
 		return t.base.RoundTrip(req)
 	}
-	ctx := req.Context()
-	tok, err := t.token(ctx, "")
-	if err != nil {
-		closeBody(req)
-		return nil, err
+	var access string
+	if snap := t.h.Snapshot(); snap.FreshAt(t.h.Clock.Now()) {
+		access = snap.Token.AccessToken // the fast path: no message, no lock
+	} else {
+		tok, err := t.token(req.Context(), "")
+		if err != nil {
+			closeBody(req)
+			return nil, err
+		}
+		access = tok.AccessToken
 	}
-	value, err := t.headerValue(tok.AccessToken)
+	value, err := t.headerValue(access)
 	if err != nil {
 		closeBody(req)
 		return nil, err
@@ -372,7 +472,7 @@ func (t *RoundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil || !t.rejects(resp.StatusCode) {
 		return resp, err
 	}
-	return t.recover(req, resp, tok.AccessToken)
+	return t.recover(req, resp, access)
 }
 
 // withHeader returns a clone of req carrying the token's header value and
