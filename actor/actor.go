@@ -39,6 +39,10 @@ import (
 
 // NewProps validates settings and returns props for a token actor. Each
 // actor spawned from them owns its own token; spawn one per identity.
+//
+// Stop the actor with PoisonFuture to have every queued [messages.Get]
+// answered (with tokenmanager.ErrClosed once it stops); Stop drops queued
+// messages, so their futures time out.
 // The settings' fetching side governs the actor: GetCredentials,
 // RefreshBuffer, TokenTryThreshold, Clock, the retry and fetch timeouts,
 // AddTokenToLogs for its event messages, and the OnTokenRefresh,
