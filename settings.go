@@ -122,9 +122,10 @@ func parseExpiresIn(raw json.RawMessage) (int64, error) {
 	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
 		return n, nil
 	}
-	// Some servers send 3600.0; accept integral floats only.
+	// Some servers send 3600.0; accept integral decimal numbers only.
 	f, err := strconv.ParseFloat(s, 64)
-	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) || f != math.Trunc(f) || math.Abs(f) > math.MaxInt64/2 {
+	if err != nil || strings.Trim(s, "+-0123456789.eE") != "" ||
+		math.IsNaN(f) || math.IsInf(f, 0) || f != math.Trunc(f) || math.Abs(f) > math.MaxInt64/2 {
 		return 0, fmt.Errorf("tokenmanager: expires_in %.40q is not an integer number of seconds", s)
 	}
 	return int64(f), nil
@@ -215,7 +216,7 @@ type Settings struct {
 	WaitTimeout time.Duration
 	// EventBuffer is the queue length of each event subscriber (callbacks
 	// included); events beyond it are dropped and counted. Optional; zero
-	// means 1024.
+	// means 1024; at most [MaxEventBuffer].
 	EventBuffer int
 	// Logger receives the actor runtime's logs. Optional; nil means
 	// nothing is logged.
@@ -325,8 +326,8 @@ func (s Settings) Validate() error {
 	if s.WaitTimeout < 0 {
 		bad("WaitTimeout is %v; it must not be negative", s.WaitTimeout)
 	}
-	if s.EventBuffer < 0 {
-		bad("EventBuffer is %d; it must not be negative", s.EventBuffer)
+	if s.EventBuffer < 0 || s.EventBuffer > MaxEventBuffer {
+		bad("EventBuffer is %d; it must be between 0 and %d", s.EventBuffer, MaxEventBuffer)
 	}
 	return errors.Join(errs...)
 }
@@ -362,6 +363,11 @@ func (e *FetchError) Error() string {
 
 // Unwrap returns the underlying error.
 func (e *FetchError) Unwrap() error { return e.Err }
+
+// MaxEventBuffer is the largest [Settings.EventBuffer]: a million queued
+// events per subscriber is already far more than any consumer can be
+// behind by usefully.
+const MaxEventBuffer = 1 << 20
 
 // MaxRetryAfter caps how long a provider's RetryAfter hint can hold back
 // the next fetch, so a bogus header cannot stall the manager for hours.
