@@ -26,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -87,14 +88,10 @@ type tokenActor struct {
 	everCached bool
 	dropReason messages.RefreshReason
 
-	// invalidations counts effective invalidations; a fetch that saw one
-	// while in flight is discarded so it cannot resurrect a rejected token.
-	invalidations uint64
-
 	fetching   bool
 	fetchID    uint64
 	fetchStart time.Time
-	fetchInv   uint64
+	rejected   []string // tokens invalidated while the current fetch ran
 	fetchWhy   messages.RefreshReason
 	refreshDue bool // the early-refresh timer fired and no new token came yet
 
@@ -107,10 +104,18 @@ type tokenActor struct {
 	retryTimer   *clock.Timer
 	retrySeq     uint64
 	refreshTimer *clock.Timer
+	// provider holds one slot while a provider call runs, abandoned or not,
+	// so the provider is never called concurrently.
+	provider chan struct{}
 }
 
 func newTokenActor(s tokenmanager.Settings) *tokenActor {
-	return &tokenActor{s: s, clk: s.Clock, h: link.NewHandle(s.EventBuffer, s.Clock)}
+	return &tokenActor{
+		s:        s,
+		clk:      s.Clock,
+		h:        link.NewHandle(s.EventBuffer, s.Clock),
+		provider: make(chan struct{}, 1),
+	}
 }
 
 // Receive implements protoactor's Actor. It contains panics so that the
@@ -295,7 +300,8 @@ func (a *tokenActor) startFetch(now time.Time) {
 	a.fetching = true
 	a.fetchID++
 	a.fetchStart = now
-	a.fetchInv = a.invalidations
+	clear(a.rejected)
+	a.rejected = a.rejected[:0]
 	switch {
 	case !a.everCached:
 		a.fetchWhy = messages.ReasonColdStart
@@ -306,12 +312,12 @@ func (a *tokenActor) startFetch(now time.Time) {
 	default:
 		a.fetchWhy = a.dropReason
 	}
-	id, provider := a.fetchID, a.s.GetCredentials
+	id, provider, slot := a.fetchID, a.s.GetCredentials, a.provider
 	ctx, cancel := context.WithTimeout(a.ctx, a.s.FetchTimeout)
 	go func() {
 		defer cancel()
 		began := time.Now()
-		tok, err := callProvider(ctx, provider)
+		tok, err := callProvider(ctx, slot, provider)
 		a.sendSelf(&fetchDone{id: id, token: tok, err: err, duration: time.Since(began)})
 	}()
 }
@@ -324,9 +330,17 @@ type fetched struct {
 // callProvider calls p, containing a panic, and gives up when ctx ends
 // even if p does not return: a provider that ignores its context cannot
 // stall the actor (its goroutine is abandoned and ends when p returns).
-func callProvider(ctx context.Context, p tokenmanager.TokenProvider) (tokenmanager.Token, error) {
+// slot keeps calls one at a time: while an abandoned call still runs, the
+// next fetch waits for it until its own ctx ends, then fails.
+func callProvider(ctx context.Context, slot chan struct{}, p tokenmanager.TokenProvider) (tokenmanager.Token, error) {
+	select {
+	case slot <- struct{}{}:
+	case <-ctx.Done():
+		return tokenmanager.Token{}, fmt.Errorf("tokenmanager: the previous provider call has not returned: %w", ctx.Err())
+	}
 	out := make(chan fetched, 1)
 	go func() {
+		defer func() { <-slot }()
 		tok, err := safeCall(ctx, p)
 		out <- fetched{tok, err}
 	}()
@@ -362,9 +376,9 @@ func (a *tokenActor) fetchDone(m *fetchDone) {
 	if err == nil {
 		err = tokenmanager.CheckToken(m.token)
 	}
-	if err == nil && a.invalidations != a.fetchInv {
-		// A token was rejected while this fetch ran: its result may be the
-		// rejected token or one issued alongside it. Fetch anew if needed.
+	if err == nil && slices.Contains(a.rejected, m.token.AccessToken) {
+		// The fetch brought back a token rejected while it ran: never
+		// cache it again. Fetch anew if needed.
 		a.dropReason = messages.ReasonInvalidated
 		if a.needed(now) {
 			a.startFetch(now)
@@ -559,10 +573,12 @@ func (a *tokenActor) invalidate(token string) {
 	if a.cur == nil || (token != "" && token != a.cur.Token.AccessToken) {
 		return
 	}
+	if a.fetching {
+		a.rejected = append(a.rejected, a.cur.Token.AccessToken)
+	}
 	a.gen++
 	a.cur = nil
 	a.h.Store(nil)
-	a.invalidations++
 	a.dropReason = messages.ReasonInvalidated
 	a.refreshDue = false
 	a.stopTimer(&a.refreshTimer)

@@ -569,3 +569,58 @@ func TestNewProps_validates(t *testing.T) {
 		t.Error("NewProps accepted settings without a provider")
 	}
 }
+
+func TestInvalidate_duringRefreshKeepsTheNewToken(t *testing.T) {
+	// A late rejection of the old token while its replacement is being
+	// fetched must not throw the replacement away.
+	p := &provider{expiresIn: 60, gate: make(chan struct{}, 1)}
+	p.gate <- struct{}{}
+	e := start(t, p, tokenmanager.Settings{})
+	e.token()
+	e.clock.Add(50 * time.Second) // early refresh, held at the gate
+	e.calls(2)
+	e.sys.Root.Send(e.pid, messages.Invalidate{AccessToken: "tok-1"})
+	e.barrier()
+	p.gate <- struct{}{}
+	if got := e.token(); got != "tok-2" {
+		t.Errorf("token = %q; want tok-2, fetched while tok-1 was rejected", got)
+	}
+	e.calls(2)
+}
+
+func TestProvider_neverCalledConcurrently(t *testing.T) {
+	// A provider that ignores its context is abandoned after FetchTimeout,
+	// but the next call waits for it rather than running beside it.
+	var running, most atomic.Int64
+	release := make(chan struct{})
+	e := start(t, &provider{}, tokenmanager.Settings{})
+	props, _ := actor.NewProps(tokenmanager.Settings{
+		Clock:          e.clock,
+		FetchTimeout:   20 * time.Millisecond,
+		RetryBaseDelay: time.Millisecond,
+		RetryMaxDelay:  time.Millisecond,
+		GetCredentials: func(context.Context) (tokenmanager.Token, error) {
+			n := running.Add(1)
+			defer running.Add(-1)
+			for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+			}
+			<-release // ignores ctx
+			return tokenmanager.Token{AccessToken: "late"}, nil
+		},
+	})
+	pid := e.sys.Root.Spawn(props)
+	defer func() {
+		close(release)
+		e.sys.Root.StopFuture(pid).Wait()
+	}()
+	for range 5 {
+		res, _ := e.sys.Root.RequestFuture(pid, messages.Get{}, 5*time.Second).Result()
+		if r := res.(*messages.TokenResult); r.Err == nil {
+			t.Fatal("Get succeeded while the provider hangs")
+		}
+		e.clock.Add(time.Second) // past the backoff
+	}
+	if got := most.Load(); got != 1 {
+		t.Errorf("provider ran %d calls at once; want 1", got)
+	}
+}

@@ -333,9 +333,9 @@ func (t *RoundTripper) join() *flight {
 	defer t.mu.Unlock()
 	f := t.flight
 	if f == nil {
-		// A flight lasts while someone waits on it, at most WaitTimeout:
-		// waiters with longer deadlines join the next one.
-		ctx, cancel := context.WithTimeout(context.Background(), t.wait)
+		// A flight lasts while someone waits on it: every waiter has a
+		// deadline (its own or WaitTimeout), and the last to leave ends it.
+		ctx, cancel := context.WithCancel(context.Background())
 		f = &flight{done: make(chan struct{}), cancel: cancel}
 		t.flight = f
 		go t.fly(ctx, f)

@@ -417,3 +417,15 @@ func TestNew_rejectsBadSettings(t *testing.T) {
 		}
 	}
 }
+
+func TestToken_ownDeadlineOutlastsTinyWaitTimeout(t *testing.T) {
+	// WaitTimeout bounds only requests without a deadline.
+	p := &provider{expiresIn: 3600}
+	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get, WaitTimeout: time.Nanosecond}, &backend{})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	tok, err := rt.Token(ctx)
+	if err != nil || tok.AccessToken != "tok-1" {
+		t.Errorf("Token = %q, %v; want tok-1", tok.AccessToken, err)
+	}
+}
