@@ -92,8 +92,13 @@ type tokenActor struct {
 	fetchID    uint64
 	fetchStart time.Time
 	rejected   []string // tokens invalidated while the current fetch ran
-	fetchWhy   messages.RefreshReason
-	refreshDue bool // the early-refresh timer fired and no new token came yet
+
+	// cachedAt is when cur was cached; quickRejects counts tokens in a row
+	// rejected soon after they were cached (see holdIfRejectedTooOften).
+	cachedAt     time.Time
+	quickRejects int
+	fetchWhy     messages.RefreshReason
+	refreshDue   bool // the early-refresh timer fired and no new token came yet
 
 	askers  []*proto.PID // messages.Get senders waiting for the current fetch
 	waiters []*link.Wait // requests waiting through failures until their ctx ends
@@ -135,13 +140,15 @@ func (a *tokenActor) Receive(c proto.Context) {
 	case messages.Get, *messages.Get:
 		a.get(c)
 	case messages.Invalidate:
-		a.invalidate(m.AccessToken)
+		a.invalidate(m.AccessToken, false)
 	case *messages.Invalidate:
-		a.invalidate(m.AccessToken)
+		a.invalidate(m.AccessToken, false)
 	case messages.Refreshed:
 		a.pushed(m)
 	case *messages.Refreshed:
 		a.pushed(*m)
+	case *link.Rejected:
+		a.invalidate(m.AccessToken, true)
 	case *link.Wait:
 		a.wait(m)
 	case *link.Attach:
@@ -245,6 +252,10 @@ func (a *tokenActor) wait(w *link.Wait) {
 	now := a.clk.Now()
 	if a.cur.FreshAt(now) {
 		reply(w, a.result())
+		return
+	}
+	if w.Recovering && a.h.Holding(now) {
+		reply(w, &messages.TokenResult{Err: link.ErrHolding})
 		return
 	}
 	if len(a.waiters) >= 64 && len(a.waiters)&(len(a.waiters)-1) == 0 {
@@ -409,6 +420,7 @@ func (a *tokenActor) cache(now, start time.Time, tok tokenmanager.Token, expires
 	a.gen++
 	a.cur = &link.Snapshot{Token: tok, ExpiresAt: expires, Generation: a.gen}
 	a.h.Store(a.cur)
+	a.cachedAt = now
 	a.everCached = true
 	a.refreshDue = false
 	a.failures, a.lastErr, a.notBefore = 0, nil, time.Time{}
@@ -481,6 +493,8 @@ func (a *tokenActor) refreshTick(m refreshTick) {
 	}
 	a.refreshTimer = nil
 	a.refreshDue = true
+	a.quickRejects = 0 // the token lived to its refresh
+	a.h.SetHoldUntil(time.Time{})
 	a.ensureFetch(a.clk.Now())
 }
 
@@ -569,9 +583,15 @@ func backoff(n int, base, limit time.Duration) time.Duration {
 	return max(d, minRetryDelay)
 }
 
-func (a *tokenActor) invalidate(token string) {
+// invalidate drops the cached token if it is still token (any, if
+// empty). fresh says the token was fetched for a recovery and rejected on
+// its first use.
+func (a *tokenActor) invalidate(token string, fresh bool) {
 	if a.cur == nil || (token != "" && token != a.cur.Token.AccessToken) {
 		return
+	}
+	if fresh {
+		a.holdIfRejectedTooOften(a.clk.Now())
 	}
 	if a.fetching {
 		a.rejected = append(a.rejected, a.cur.Token.AccessToken)
@@ -582,6 +602,38 @@ func (a *tokenActor) invalidate(token string) {
 	a.dropReason = messages.ReasonInvalidated
 	a.refreshDue = false
 	a.stopTimer(&a.refreshTimer)
+}
+
+// holdIfRejectedTooOften protects the token endpoint from an API that
+// rejects every new token (a wrong audience, say), where each request
+// would otherwise cost MaxRecoveryTries + 1 fetches. It counts tokens
+// fetched for a recovery and rejected on first use within RetryMaxDelay
+// of being cached (or half their lifetime, if shorter). After a streak of
+// them far longer than any recovery needs (four times MaxRecoveryTries +
+// 1, at least 8), the next fetch waits a backoff that grows with the
+// streak, and RoundTrippers give back the rejected response instead of
+// recovering until then. A token that lives to its early refresh, or
+// longer than the window, ends the streak.
+func (a *tokenActor) holdIfRejectedTooOften(now time.Time) {
+	window := a.s.RetryMaxDelay
+	if !a.cur.ExpiresAt.IsZero() {
+		window = min(window, a.cur.ExpiresAt.Sub(a.cachedAt)/2)
+	}
+	if now.Sub(a.cachedAt) >= window {
+		a.quickRejects = 0
+		a.h.SetHoldUntil(time.Time{})
+		return
+	}
+	a.quickRejects++
+	limit := max(4*(max(a.s.MaxRecoveryTries, 0)+1), 8)
+	if a.quickRejects < limit {
+		return
+	}
+	d := backoff(a.quickRejects-limit+1, a.s.RetryBaseDelay, a.s.RetryMaxDelay)
+	if until := now.Add(d); until.After(a.notBefore) {
+		a.notBefore = until
+	}
+	a.h.SetHoldUntil(a.notBefore)
 }
 
 func (a *tokenActor) pushed(m messages.Refreshed) {

@@ -240,8 +240,7 @@ func (t *RoundTripper) Token(ctx context.Context) (tokenmanager.Token, error) {
 	if t.closed.Load() {
 		return tokenmanager.Token{}, tokenmanager.ErrClosed
 	}
-	tok, err := t.token(ctx, "")
-	return tok, err
+	return t.token(ctx, "", false)
 }
 
 // Close stops what t owns: for a RoundTripper from New, the token actor
@@ -272,8 +271,10 @@ func (t *RoundTripper) Close() error {
 }
 
 // token returns a valid token: the snapshot's when it is fresh and not
-// rejected, else the actor's answer.
-func (t *RoundTripper) token(ctx context.Context, rejected string) (tokenmanager.Token, error) {
+// rejected, else the actor's answer. A request whose fresh token was just
+// rejected (recovering) asks on its own, and hears at once when the actor
+// holds back fetches because new tokens keep being rejected.
+func (t *RoundTripper) token(ctx context.Context, rejected string, recovering bool) (tokenmanager.Token, error) {
 	if snap := t.h.Snapshot(); snap.FreshAt(t.h.Clock.Now()) && snap.Token.AccessToken != rejected {
 		return snap.Token, nil
 	}
@@ -284,6 +285,9 @@ func (t *RoundTripper) token(ctx context.Context, rejected string) (tokenmanager
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, t.wait)
 		defer cancel()
+	}
+	if recovering {
+		return t.waitAlone(ctx, true)
 	}
 	for {
 		f := t.join()
@@ -304,7 +308,11 @@ func (t *RoundTripper) token(ctx context.Context, rejected string) (tokenmanager
 		case f.res.Token.AccessToken == rejected && rejected != "":
 			// The flight was answered before the actor saw this request's
 			// invalidation: ask on its own, behind the invalidation.
-			return t.waitAlone(ctx)
+			return t.waitAlone(ctx, false)
+		case !f.res.ExpiresAt.IsZero() && !t.h.Clock.Now().Before(f.res.ExpiresAt):
+			// This request joined a flight answered before the token
+			// expired: ask again.
+			continue
 		}
 		return f.res.Token, nil
 	}
@@ -386,10 +394,10 @@ func (t *RoundTripper) fly(ctx context.Context, f *flight) {
 }
 
 // waitAlone asks the actor for a token on behalf of this request only.
-func (t *RoundTripper) waitAlone(ctx context.Context) (tokenmanager.Token, error) {
+func (t *RoundTripper) waitAlone(ctx context.Context, recovering bool) (tokenmanager.Token, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // the actor forgets the wait once its context ends
-	w := &link.Wait{Ctx: ctx, Reply: make(chan *messages.TokenResult, 1)}
+	w := &link.Wait{Ctx: ctx, Reply: make(chan *messages.TokenResult, 1), Recovering: recovering}
 	t.root.Send(t.pid, w)
 	select {
 	case r := <-w.Reply:
@@ -456,7 +464,7 @@ func (t *RoundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	if snap := t.h.Snapshot(); snap.FreshAt(t.h.Clock.Now()) {
 		access = snap.Token.AccessToken // the fast path: no message, no lock
 	} else {
-		tok, err := t.token(req.Context(), "")
+		tok, err := t.token(req.Context(), "", false)
 		if err != nil {
 			closeBody(req)
 			return nil, err
@@ -502,7 +510,12 @@ func (t *RoundTripper) recover(req *http.Request, resp *http.Response, used stri
 		// this one's caller's next included, sends it again; then let the
 		// actor drop it (if it is still the cached one).
 		t.h.Drop(used)
-		t.root.Send(t.pid, messages.Invalidate{AccessToken: used})
+		if attempt == 1 {
+			t.root.Send(t.pid, messages.Invalidate{AccessToken: used})
+		} else {
+			// A token fetched for this recovery, rejected on first use.
+			t.root.Send(t.pid, &link.Rejected{AccessToken: used})
+		}
 		var why string
 		switch {
 		case !replayable:
@@ -515,18 +528,21 @@ func (t *RoundTripper) recover(req *http.Request, resp *http.Response, used stri
 		var value string
 		var body io.ReadCloser
 		if why == "" {
-			tok, err := t.token(ctx, used)
+			tok, err := t.token(ctx, used, attempt > 1)
 			if err == nil {
 				value, err = t.headerValue(tok.AccessToken)
 			}
 			if err == nil && req.Body != nil && req.Body != http.NoBody {
 				body, err = req.GetBody()
 			}
-			if err != nil {
+			switch {
+			case errors.Is(err, link.ErrHolding):
+				why = "new tokens keep being rejected, so fetching is backing off"
+			case err != nil:
 				// Keep the response we have rather than trading it for
 				// an error: RoundTrip obtained a response.
 				why = fmt.Sprintf("no fresh token or body: %v", err)
-			} else {
+			default:
 				used = tok.AccessToken
 			}
 		}

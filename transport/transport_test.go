@@ -429,3 +429,45 @@ func TestToken_ownDeadlineOutlastsTinyWaitTimeout(t *testing.T) {
 		t.Errorf("Token = %q, %v; want tok-1", tok.AccessToken, err)
 	}
 }
+
+func TestRecovery_apiRejectingEveryTokenDoesNotHammerTheEndpoint(t *testing.T) {
+	// An API that rejects every new token (a wrong audience, say) would
+	// cost MaxRecoveryTries + 1 fetches per request; after a long streak
+	// the manager backs off instead.
+	p := &provider{expiresIn: 3600}
+	b := &backend{status: http.StatusUnauthorized}
+	mock := clock.NewMock()
+	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get, Clock: mock}, b)
+	aborted := collect[messages.RecoveryAborted](t, rt)
+	const requests = 50
+	for range requests {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://api.test/x", nil)
+		if resp, err := rt.RoundTrip(req); err == nil {
+			resp.Body.Close()
+		}
+		cancel()
+	}
+	if got := p.calls.Load(); got > 40 {
+		t.Errorf("provider calls = %d for %d requests; want the backoff to hold them to a few dozen (without it: %d)",
+			got, requests, requests*6)
+	}
+	held := false
+	for !held {
+		held = strings.Contains(aborted(1)[0].Message, "backing off")
+	}
+	// After the backoff, fetching resumes.
+	before := p.calls.Load()
+	mock.Add(30 * time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://api.test/x", nil)
+	resp, err := rt.RoundTrip(req)
+	if err != nil {
+		t.Fatalf("after the backoff: %v (provider calls %d -> %d)", err, before, p.calls.Load())
+	}
+	resp.Body.Close()
+	if got := p.calls.Load() - before; got < 1 {
+		t.Errorf("no fetch after the backoff")
+	}
+}

@@ -5,6 +5,7 @@ package link
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
 	"time"
 
@@ -33,8 +34,9 @@ func (s *Snapshot) FreshAt(now time.Time) bool {
 // Handle is what the actor shares with the transports attached to it. It
 // is safe for concurrent use by multiple goroutines.
 type Handle struct {
-	snapshot atomic.Pointer[Snapshot]
-	lastErr  atomic.Pointer[error]
+	snapshot  atomic.Pointer[Snapshot]
+	lastErr   atomic.Pointer[error]
+	holdUntil atomic.Int64 // UnixNano on Clock; 0: not holding
 	// Bus carries the actor's events (TokenRefreshed, TokenRequestFailed,
 	// TokenTryThresholdReached).
 	Bus *eventbus.Bus
@@ -64,6 +66,23 @@ func (h *Handle) Drop(token string) {
 	}
 }
 
+// SetHoldUntil records until when the actor holds back fetches because new
+// tokens keep being rejected (zero: it does not). Only the actor calls it.
+func (h *Handle) SetHoldUntil(t time.Time) {
+	if t.IsZero() {
+		h.holdUntil.Store(0)
+		return
+	}
+	h.holdUntil.Store(t.UnixNano())
+}
+
+// Holding reports whether, at now, the actor holds back fetches because
+// new tokens keep being rejected.
+func (h *Handle) Holding(now time.Time) bool {
+	u := h.holdUntil.Load()
+	return u != 0 && now.UnixNano() < u
+}
+
 // LastError returns the last failed fetch's error, nil after a success.
 func (h *Handle) LastError() error {
 	if p := h.lastErr.Load(); p != nil {
@@ -91,6 +110,16 @@ type Attach struct {
 // IgnoreDeadLetterLogging keeps protoactor from logging the message.
 func (*Attach) IgnoreDeadLetterLogging() {}
 
+// Rejected is messages.Invalidate for a token that was fetched for a
+// recovery and rejected on its first use: the sign of an API that rejects
+// every new token, which the actor answers by backing off.
+type Rejected struct {
+	AccessToken string
+}
+
+// IgnoreDeadLetterLogging keeps protoactor from logging the message.
+func (*Rejected) IgnoreDeadLetterLogging() {}
+
 // IgnoreDeadLetterLogging keeps protoactor from logging the message.
 func (*Wait) IgnoreDeadLetterLogging() {}
 
@@ -101,4 +130,12 @@ func (*Wait) IgnoreDeadLetterLogging() {}
 type Wait struct {
 	Ctx   context.Context
 	Reply chan *messages.TokenResult
+	// Recovering: the request's fresh token was just rejected. While the
+	// actor holds back fetches because that keeps happening, it answers
+	// such a wait at once with ErrHolding.
+	Recovering bool
 }
+
+// ErrHolding answers a recovering Wait while the actor holds back fetches
+// because new tokens keep being rejected.
+var ErrHolding = errors.New("tokenmanager: new tokens keep being rejected; fetching is backing off")
