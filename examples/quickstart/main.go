@@ -89,7 +89,7 @@ func main() {
 	unsubscribe := rt.Subscribe(func(ev messages.Event) {
 		switch e := ev.(type) {
 		case messages.TokenRefreshed:
-			logf("event: %s (fetch took %v)", e.Message, e.FetchDuration.Round(time.Millisecond))
+			logf("event: %s (fetch took %v)", e.Message, e.FetchDuration.Round(10*time.Microsecond))
 		case messages.AuthFailed:
 			logf("event: auth failed: %s", e.Message)
 		case messages.RecoveryTried:
