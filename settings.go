@@ -144,11 +144,13 @@ func (t Token) Lifetime() (time.Duration, bool) {
 	return time.Duration(t.ExpiresIn) * time.Second, true
 }
 
-// TokenProvider fetches a new token. The manager calls it from one
-// goroutine at a time, never from a request's goroutine, with a context
-// that ends when the fetch times out ([Settings.FetchTimeout]) or the
-// manager closes. It should honour ctx. A panic is contained and reported
-// as a failed fetch.
+// TokenProvider fetches a new token. The manager calls it one fetch at a
+// time, never from a request's goroutine, with a context that ends when
+// the fetch times out ([Settings.FetchTimeout]) or the manager closes. It
+// should honour ctx: a call that does not return when ctx ends is
+// abandoned (the fetch fails and is retried with backoff), and while it
+// still runs a second call may start beside it, never a third. A panic is
+// contained and reported as a failed fetch.
 //
 // When the returned error (or one it wraps) has a method
 // RetryAfter() time.Duration, as for an HTTP 429 or 503 with a

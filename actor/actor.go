@@ -109,8 +109,9 @@ type tokenActor struct {
 	retryTimer   *clock.Timer
 	retrySeq     uint64
 	refreshTimer *clock.Timer
-	// provider holds one slot while a provider call runs, abandoned or not,
-	// so the provider is never called concurrently.
+	// provider holds a slot while a provider call runs, abandoned or not:
+	// a call abandoned after FetchTimeout may overlap the next one, but no
+	// more calls than that run at once.
 	provider chan struct{}
 }
 
@@ -119,7 +120,7 @@ func newTokenActor(s tokenmanager.Settings) *tokenActor {
 		s:        s,
 		clk:      s.Clock,
 		h:        link.NewHandle(s.EventBuffer, s.Clock),
-		provider: make(chan struct{}, 1),
+		provider: make(chan struct{}, maxProviderCalls),
 	}
 }
 
@@ -140,15 +141,15 @@ func (a *tokenActor) Receive(c proto.Context) {
 	case messages.Get, *messages.Get:
 		a.get(c)
 	case messages.Invalidate:
-		a.invalidate(m.AccessToken, false)
+		a.invalidate(m.AccessToken, -1)
 	case *messages.Invalidate:
-		a.invalidate(m.AccessToken, false)
+		a.invalidate(m.AccessToken, -1)
 	case messages.Refreshed:
 		a.pushed(m)
 	case *messages.Refreshed:
 		a.pushed(*m)
 	case *link.Rejected:
-		a.invalidate(m.AccessToken, true)
+		a.invalidate(m.AccessToken, m.MaxTries)
 	case *link.Wait:
 		a.wait(m)
 	case *link.Attach:
@@ -338,16 +339,23 @@ type fetched struct {
 	err error
 }
 
+// maxProviderCalls bounds provider calls running at once: the current
+// one and one abandoned after FetchTimeout that has not returned yet.
+const maxProviderCalls = 2
+
+// errProviderStuck fails a fetch while earlier provider calls, abandoned
+// after FetchTimeout, still have not returned; the usual backoff follows.
+var errProviderStuck = errors.New("tokenmanager: earlier provider calls ignored their context and have not returned")
+
 // callProvider calls p, containing a panic, and gives up when ctx ends
 // even if p does not return: a provider that ignores its context cannot
 // stall the actor (its goroutine is abandoned and ends when p returns).
-// slot keeps calls one at a time: while an abandoned call still runs, the
-// next fetch waits for it until its own ctx ends, then fails.
+// slot bounds the calls running at once, abandoned ones included.
 func callProvider(ctx context.Context, slot chan struct{}, p tokenmanager.TokenProvider) (tokenmanager.Token, error) {
 	select {
 	case slot <- struct{}{}:
-	case <-ctx.Done():
-		return tokenmanager.Token{}, fmt.Errorf("tokenmanager: the previous provider call has not returned: %w", ctx.Err())
+	default:
+		return tokenmanager.Token{}, errProviderStuck
 	}
 	out := make(chan fetched, 1)
 	go func() {
@@ -425,6 +433,7 @@ func (a *tokenActor) cache(now, start time.Time, tok tokenmanager.Token, expires
 	a.refreshDue = false
 	a.failures, a.lastErr, a.notBefore = 0, nil, time.Time{}
 	a.h.SetLastError(nil)
+	a.h.SetHoldUntil(time.Time{}) // the streak goes on, the hold is over
 	a.stopTimer(&a.retryTimer)
 	a.scheduleRefresh(now, start)
 
@@ -584,14 +593,26 @@ func backoff(n int, base, limit time.Duration) time.Duration {
 }
 
 // invalidate drops the cached token if it is still token (any, if
-// empty). fresh says the token was fetched for a recovery and rejected on
-// its first use.
-func (a *tokenActor) invalidate(token string, fresh bool) {
+// empty). tries >= 0 says the token was fetched for a recovery and
+// rejected on its first use by a RoundTripper allowing tries recoveries;
+// tries < 0 is a plain Invalidate.
+func (a *tokenActor) invalidate(token string, tries int) {
 	if a.cur == nil || (token != "" && token != a.cur.Token.AccessToken) {
 		return
 	}
-	if fresh {
-		a.holdIfRejectedTooOften(a.clk.Now())
+	now := a.clk.Now()
+	window := a.s.RetryMaxDelay
+	if !a.cur.ExpiresAt.IsZero() {
+		window = min(window, a.cur.ExpiresAt.Sub(a.cachedAt)/2)
+	}
+	if now.Sub(a.cachedAt) >= window {
+		// This token served for a while: any streak is over.
+		a.quickRejects = 0
+		a.h.SetHoldUntil(time.Time{})
+	} else if tries >= 0 {
+		// Fetched for a recovery and rejected on first use; tries is the
+		// sending RoundTripper's own MaxRecoveryTries.
+		a.holdIfRejectedTooOften(now, tries)
 	}
 	if a.fetching {
 		a.rejected = append(a.rejected, a.cur.Token.AccessToken)
@@ -609,23 +630,14 @@ func (a *tokenActor) invalidate(token string, fresh bool) {
 // would otherwise cost MaxRecoveryTries + 1 fetches. It counts tokens
 // fetched for a recovery and rejected on first use within RetryMaxDelay
 // of being cached (or half their lifetime, if shorter). After a streak of
-// them far longer than any recovery needs (four times MaxRecoveryTries +
-// 1, at least 8), the next fetch waits a backoff that grows with the
-// streak, and RoundTrippers give back the rejected response instead of
-// recovering until then. A token that lives to its early refresh, or
-// longer than the window, ends the streak.
-func (a *tokenActor) holdIfRejectedTooOften(now time.Time) {
-	window := a.s.RetryMaxDelay
-	if !a.cur.ExpiresAt.IsZero() {
-		window = min(window, a.cur.ExpiresAt.Sub(a.cachedAt)/2)
-	}
-	if now.Sub(a.cachedAt) >= window {
-		a.quickRejects = 0
-		a.h.SetHoldUntil(time.Time{})
-		return
-	}
+// them far longer than any recovery needs (four times the sender's
+// MaxRecoveryTries + 1, at least 8), the next fetch waits a backoff that
+// grows with the streak, and recovering requests give back the rejected
+// response at once until then. A token rejected after serving longer than
+// the window, or living to its early refresh, ends the streak.
+func (a *tokenActor) holdIfRejectedTooOften(now time.Time, tries int) {
 	a.quickRejects++
-	limit := max(4*(max(a.s.MaxRecoveryTries, 0)+1), 8)
+	limit := max(4*(tries+1), 8)
 	if a.quickRejects < limit {
 		return
 	}

@@ -514,7 +514,7 @@ func (t *RoundTripper) recover(req *http.Request, resp *http.Response, used stri
 			t.root.Send(t.pid, messages.Invalidate{AccessToken: used})
 		} else {
 			// A token fetched for this recovery, rejected on first use.
-			t.root.Send(t.pid, &link.Rejected{AccessToken: used})
+			t.root.Send(t.pid, &link.Rejected{AccessToken: used, MaxTries: t.maxTries})
 		}
 		var why string
 		switch {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -14,10 +15,12 @@ import (
 	"testing"
 	"time"
 
+	proto "github.com/asynkron/protoactor-go/actor"
 	"github.com/benbjohnson/clock"
 	"go.uber.org/goleak"
 
 	"github.com/go-tokenmanager/tokenmanager"
+	"github.com/go-tokenmanager/tokenmanager/actor"
 	"github.com/go-tokenmanager/tokenmanager/messages"
 	"github.com/go-tokenmanager/tokenmanager/transport"
 )
@@ -469,5 +472,88 @@ func TestRecovery_apiRejectingEveryTokenDoesNotHammerTheEndpoint(t *testing.T) {
 	resp.Body.Close()
 	if got := p.calls.Load() - before; got < 1 {
 		t.Errorf("no fetch after the backoff")
+	}
+}
+
+func TestRecovery_backoffStreakEndsWhenTokensServeAgain(t *testing.T) {
+	// After an incident that made the manager back off, tokens serve
+	// normally for a long while; one later revocation whose first
+	// replacement is rejected too must recover as usual.
+	p := &provider{expiresIn: 3600}
+	b := &backend{}
+	mock := clock.NewMock()
+	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get, Clock: mock}, b)
+	do := func() int {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://api.test/x", nil)
+		resp, err := rt.RoundTrip(req)
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	b.mu.Lock()
+	b.status = http.StatusUnauthorized // the incident: every token rejected
+	b.mu.Unlock()
+	for range 12 {
+		do()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		rt.Token(ctx) // a round trip through the actor's mailbox
+		cancel()
+		mock.Add(31 * time.Second) // past any backoff
+	}
+	b.mu.Lock()
+	b.status = 0
+	b.mu.Unlock()
+	for i := range 50 {
+		if st := do(); st != 200 {
+			t.Fatalf("healthy request %d: status %d", i, st)
+		}
+		mock.Add(time.Minute)
+	}
+	cur, err := rt.Token(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.revoke(cur.AccessToken)
+	b.revoke(fmt.Sprintf("tok-%d", p.calls.Load()+1))
+	if st := do(); st != 200 {
+		t.Errorf("status %d after a revocation whose first replacement was rejected too; want 200", st)
+	}
+	if st := do(); st != 200 {
+		t.Errorf("next request: status %d; want 200", st)
+	}
+}
+
+func TestNewFromActor_recoveryUsesItsOwnTries(t *testing.T) {
+	// The actor's settings allow no recovery; the RoundTripper allows ten.
+	p := &provider{expiresIn: 3600}
+	b := &backend{}
+	for i := 1; i <= 10; i++ {
+		b.revoke(fmt.Sprintf("tok-%d", i))
+	}
+	system := proto.NewActorSystem(proto.WithLoggerFactory(func(*proto.ActorSystem) *slog.Logger {
+		return slog.New(slog.DiscardHandler)
+	}))
+	props, err := actor.NewProps(tokenmanager.Settings{GetCredentials: p.get, MaxRecoveryTries: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := system.Root.Spawn(props)
+	defer func() {
+		system.Root.StopFuture(pid).Wait()
+		system.Shutdown()
+	}()
+	rt, err := transport.NewFromActor(system, pid, tokenmanager.Settings{MaxRecoveryTries: 10}, transport.WithBase(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	resp := get(t, rt)
+	resp.Body.Close()
+	if auth, _ := b.last(); resp.StatusCode != 200 || auth != "Bearer tok-11" {
+		t.Errorf("got %d with %q; want 200 with tok-11 after ten recoveries", resp.StatusCode, auth)
 	}
 }

@@ -115,6 +115,7 @@ func (*Attach) IgnoreDeadLetterLogging() {}
 // every new token, which the actor answers by backing off.
 type Rejected struct {
 	AccessToken string
+	MaxTries    int // the sender's MaxRecoveryTries (>= 0)
 }
 
 // IgnoreDeadLetterLogging keeps protoactor from logging the message.
