@@ -255,10 +255,6 @@ func (a *tokenActor) wait(w *link.Wait) {
 		reply(w, a.result())
 		return
 	}
-	if w.Recovering && a.h.Holding(now) {
-		reply(w, &messages.TokenResult{Err: link.ErrHolding})
-		return
-	}
 	if len(a.waiters) >= 64 && len(a.waiters)&(len(a.waiters)-1) == 0 {
 		a.pruneWaiters() // amortised: forget requests that gave up
 	}
@@ -433,7 +429,6 @@ func (a *tokenActor) cache(now, start time.Time, tok tokenmanager.Token, expires
 	a.refreshDue = false
 	a.failures, a.lastErr, a.notBefore = 0, nil, time.Time{}
 	a.h.SetLastError(nil)
-	a.h.SetHoldUntil(time.Time{}) // the streak goes on, the hold is over
 	a.stopTimer(&a.retryTimer)
 	a.scheduleRefresh(now, start)
 
@@ -631,10 +626,12 @@ func (a *tokenActor) invalidate(token string, tries int) {
 // fetched for a recovery and rejected on first use within RetryMaxDelay
 // of being cached (or half their lifetime, if shorter). After a streak of
 // them far longer than any recovery needs (four times the sender's
-// MaxRecoveryTries + 1, at least 8), the next fetch waits a backoff that
-// grows with the streak, and recovering requests give back the rejected
-// response at once until then. A token rejected after serving longer than
-// the window, or living to its early refresh, ends the streak.
+// MaxRecoveryTries + 1, at least 8), it declares a hold for a backoff that
+// grows with the streak: a request first rejected during the hold is given
+// back its response at once, without recovery and without dropping the
+// token, so the hold costs the endpoint no fetch (requests already
+// recovering finish their tries). A token rejected after serving longer
+// than the window, or living to its early refresh, ends the streak.
 func (a *tokenActor) holdIfRejectedTooOften(now time.Time, tries int) {
 	a.quickRejects++
 	limit := max(4*(tries+1), 8)
@@ -642,10 +639,7 @@ func (a *tokenActor) holdIfRejectedTooOften(now time.Time, tries int) {
 		return
 	}
 	d := backoff(a.quickRejects-limit+1, a.s.RetryBaseDelay, a.s.RetryMaxDelay)
-	if until := now.Add(d); until.After(a.notBefore) {
-		a.notBefore = until
-	}
-	a.h.SetHoldUntil(a.notBefore)
+	a.h.SetHoldUntil(now.Add(d))
 }
 
 func (a *tokenActor) pushed(m messages.Refreshed) {

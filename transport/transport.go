@@ -240,7 +240,7 @@ func (t *RoundTripper) Token(ctx context.Context) (tokenmanager.Token, error) {
 	if t.closed.Load() {
 		return tokenmanager.Token{}, tokenmanager.ErrClosed
 	}
-	return t.token(ctx, "", false)
+	return t.token(ctx, "")
 }
 
 // Close stops what t owns: for a RoundTripper from New, the token actor
@@ -271,10 +271,8 @@ func (t *RoundTripper) Close() error {
 }
 
 // token returns a valid token: the snapshot's when it is fresh and not
-// rejected, else the actor's answer. A request whose fresh token was just
-// rejected (recovering) asks on its own, and hears at once when the actor
-// holds back fetches because new tokens keep being rejected.
-func (t *RoundTripper) token(ctx context.Context, rejected string, recovering bool) (tokenmanager.Token, error) {
+// rejected, else the actor's answer.
+func (t *RoundTripper) token(ctx context.Context, rejected string) (tokenmanager.Token, error) {
 	if snap := t.h.Snapshot(); snap.FreshAt(t.h.Clock.Now()) && snap.Token.AccessToken != rejected {
 		return snap.Token, nil
 	}
@@ -285,9 +283,6 @@ func (t *RoundTripper) token(ctx context.Context, rejected string, recovering bo
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, t.wait)
 		defer cancel()
-	}
-	if recovering {
-		return t.waitAlone(ctx, true)
 	}
 	for {
 		f := t.join()
@@ -308,7 +303,7 @@ func (t *RoundTripper) token(ctx context.Context, rejected string, recovering bo
 		case f.res.Token.AccessToken == rejected && rejected != "":
 			// The flight was answered before the actor saw this request's
 			// invalidation: ask on its own, behind the invalidation.
-			return t.waitAlone(ctx, false)
+			return t.waitAlone(ctx)
 		case !f.res.ExpiresAt.IsZero() && !t.h.Clock.Now().Before(f.res.ExpiresAt):
 			// This request joined a flight answered before the token
 			// expired: ask again.
@@ -394,10 +389,10 @@ func (t *RoundTripper) fly(ctx context.Context, f *flight) {
 }
 
 // waitAlone asks the actor for a token on behalf of this request only.
-func (t *RoundTripper) waitAlone(ctx context.Context, recovering bool) (tokenmanager.Token, error) {
+func (t *RoundTripper) waitAlone(ctx context.Context) (tokenmanager.Token, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // the actor forgets the wait once its context ends
-	w := &link.Wait{Ctx: ctx, Reply: make(chan *messages.TokenResult, 1), Recovering: recovering}
+	w := &link.Wait{Ctx: ctx, Reply: make(chan *messages.TokenResult, 1)}
 	t.root.Send(t.pid, w)
 	select {
 	case r := <-w.Reply:
@@ -464,7 +459,7 @@ func (t *RoundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	if snap := t.h.Snapshot(); snap.FreshAt(t.h.Clock.Now()) {
 		access = snap.Token.AccessToken // the fast path: no message, no lock
 	} else {
-		tok, err := t.token(req.Context(), "", false)
+		tok, err := t.token(req.Context(), "")
 		if err != nil {
 			closeBody(req)
 			return nil, err
@@ -506,6 +501,16 @@ func (t *RoundTripper) recover(req *http.Request, resp *http.Response, used stri
 			Fingerprint: tokenmanager.Fingerprint(used),
 			Message:     t.withTokenf(used, "request to %s got status %d", req.URL.Host, resp.StatusCode),
 		})
+		if attempt == 1 && t.h.Holding(t.h.Clock.Now()) {
+			// New tokens keep being rejected: give the response back and
+			// keep the token, so the token endpoint is spared (see
+			// actor.holdIfRejectedTooOften).
+			t.bus.Publish(messages.RecoveryAborted{
+				Status:  resp.StatusCode,
+				Message: fmt.Sprintf("recovery aborted for request to %s with status %d: new tokens keep being rejected, so the manager is backing off", req.URL.Host, resp.StatusCode),
+			})
+			return resp, nil
+		}
 		// Withdraw the token from the fast path at once, so no request,
 		// this one's caller's next included, sends it again; then let the
 		// actor drop it (if it is still the cached one).
@@ -528,21 +533,18 @@ func (t *RoundTripper) recover(req *http.Request, resp *http.Response, used stri
 		var value string
 		var body io.ReadCloser
 		if why == "" {
-			tok, err := t.token(ctx, used, attempt > 1)
+			tok, err := t.token(ctx, used)
 			if err == nil {
 				value, err = t.headerValue(tok.AccessToken)
 			}
 			if err == nil && req.Body != nil && req.Body != http.NoBody {
 				body, err = req.GetBody()
 			}
-			switch {
-			case errors.Is(err, link.ErrHolding):
-				why = "new tokens keep being rejected, so fetching is backing off"
-			case err != nil:
+			if err != nil {
 				// Keep the response we have rather than trading it for
 				// an error: RoundTrip obtained a response.
 				why = fmt.Sprintf("no fresh token or body: %v", err)
-			default:
+			} else {
 				used = tok.AccessToken
 			}
 		}

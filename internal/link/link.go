@@ -5,7 +5,6 @@ package link
 
 import (
 	"context"
-	"errors"
 	"sync/atomic"
 	"time"
 
@@ -66,8 +65,9 @@ func (h *Handle) Drop(token string) {
 	}
 }
 
-// SetHoldUntil records until when the actor holds back fetches because new
-// tokens keep being rejected (zero: it does not). Only the actor calls it.
+// SetHoldUntil records until when requests should not recover from a
+// rejection because new tokens keep being rejected (zero: no hold). Only
+// the actor calls it.
 func (h *Handle) SetHoldUntil(t time.Time) {
 	if t.IsZero() {
 		h.holdUntil.Store(0)
@@ -76,8 +76,8 @@ func (h *Handle) SetHoldUntil(t time.Time) {
 	h.holdUntil.Store(t.UnixNano())
 }
 
-// Holding reports whether, at now, the actor holds back fetches because
-// new tokens keep being rejected.
+// Holding reports whether, at now, requests should not recover from a
+// rejection because new tokens keep being rejected.
 func (h *Handle) Holding(now time.Time) bool {
 	u := h.holdUntil.Load()
 	return u != 0 && now.UnixNano() < u
@@ -131,12 +131,4 @@ func (*Wait) IgnoreDeadLetterLogging() {}
 type Wait struct {
 	Ctx   context.Context
 	Reply chan *messages.TokenResult
-	// Recovering: the request's fresh token was just rejected. While the
-	// actor holds back fetches because that keeps happening, it answers
-	// such a wait at once with ErrHolding.
-	Recovering bool
 }
-
-// ErrHolding answers a recovering Wait while the actor holds back fetches
-// because new tokens keep being rejected.
-var ErrHolding = errors.New("tokenmanager: new tokens keep being rejected; fetching is backing off")

@@ -37,7 +37,7 @@ const (
 // fails a share of its calls, and checks that it never runs twice at
 // once.
 type soakProvider struct {
-	mock *clock.Mock
+	mock *monotonicMock
 
 	inFlight    atomic.Int64
 	maxInFlight atomic.Int64
@@ -150,7 +150,7 @@ func TestSoak(t *testing.T) {
 	if testing.Short() {
 		t.Skip("soak test: skipped with -short")
 	}
-	mock := clock.NewMock()
+	mock := &monotonicMock{Mock: clock.NewMock()}
 	p := &soakProvider{mock: mock}
 	base := &soakBase{p: p}
 	rt := newRT(t, tokenmanager.Settings{
@@ -310,7 +310,7 @@ func TestSoak(t *testing.T) {
 }
 
 // soakRequest sends one GET or POST stamped with its mock start time.
-func soakRequest(rt http.RoundTripper, mock *clock.Mock, rng *rand.Rand) (int, error) {
+func soakRequest(rt http.RoundTripper, mock *monotonicMock, rng *rand.Rand) (int, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	var req *http.Request
@@ -355,4 +355,24 @@ func (e *soakEvents) counts() map[string]int {
 		out[k] = v
 	}
 	return out
+}
+
+// monotonicMock is a mock clock whose Now never goes backwards. The mock's
+// Add can move time back: a timer scheduled while Add finishes is left
+// behind the new time, and the next Add rewinds the clock to it. With
+// several goroutines reading the clock, as here, that would make a token
+// look expired "before" a request that started earlier on a later reading.
+type monotonicMock struct {
+	*clock.Mock
+	mu   sync.Mutex // guards last
+	last time.Time
+}
+
+func (m *monotonicMock) Now() time.Time {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if now := m.Mock.Now(); now.After(m.last) {
+		m.last = now
+	}
+	return m.last
 }
