@@ -599,18 +599,27 @@ func drainClose(body io.ReadCloser) {
 // or its host is the original request's host or a subdomain of it. As
 // net/http does for its own sensitive headers, hosts compare by hostname
 // (port ignored) and an IP address matches only itself.
+//
+// Like net/http, once a redirect chain has left the original host, the
+// token stays off for the rest of the chain, also if it comes back.
 func sameSite(req *http.Request) bool {
 	if req.Response == nil {
 		return true // not a redirect
 	}
-	orig := req
-	for orig.Response != nil {
-		if orig.Response.Request == nil {
+	chain := []*http.Request{req}
+	for r := req; r.Response != nil; r = r.Response.Request {
+		if r.Response.Request == nil {
 			return false // a redirect from we cannot tell where: no token
 		}
-		orig = orig.Response.Request
+		chain = append(chain, r.Response.Request)
 	}
-	return isDomainOrSubdomain(strings.ToLower(req.URL.Hostname()), strings.ToLower(orig.URL.Hostname()))
+	orig := strings.ToLower(chain[len(chain)-1].URL.Hostname())
+	for _, r := range chain[:len(chain)-1] {
+		if !isDomainOrSubdomain(strings.ToLower(r.URL.Hostname()), orig) {
+			return false
+		}
+	}
+	return true
 }
 
 func isDomainOrSubdomain(sub, parent string) bool {

@@ -557,3 +557,37 @@ func TestNewFromActor_recoveryUsesItsOwnTries(t *testing.T) {
 		t.Errorf("got %d with %q; want 200 with tok-11 after ten recoveries", resp.StatusCode, auth)
 	}
 }
+
+func TestSameSite_chainThatLeftStaysStripped(t *testing.T) {
+	mk := func(rawURL string, prev *http.Request) *http.Request {
+		r, _ := http.NewRequest(http.MethodGet, rawURL, nil)
+		if prev != nil {
+			r.Response = &http.Response{Request: prev}
+		}
+		return r
+	}
+	var seen []string
+	base := roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		seen = append(seen, req.Header.Get("Authorization"))
+		return &http.Response{StatusCode: 200, Body: http.NoBody, Request: req}, nil
+	})
+	p := &provider{expiresIn: 3600}
+	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get}, base)
+	a := mk("http://a.test/1", nil)
+	sub := mk("http://api.a.test/2", a)
+	b := mk("http://b.test/3", sub)
+	back := mk("http://a.test/4", b)
+	orphan := mk("http://a.test/5", nil)
+	orphan.Response = &http.Response{} // a redirect with no request behind it
+	for _, r := range []*http.Request{a, sub, b, back, orphan} {
+		resp, err := rt.RoundTrip(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	want := []string{"Bearer tok-1", "Bearer tok-1", "", "", ""}
+	if fmt.Sprint(seen) != fmt.Sprint(want) {
+		t.Errorf("Authorization along the chain = %q; want %q", seen, want)
+	}
+}
