@@ -83,10 +83,8 @@ type tokenActor struct {
 	cancel context.CancelFunc
 	unsubs []func()
 
-	cur        *link.Snapshot // nil when nothing is cached; may be expired
-	gen        uint64
-	everCached bool
-	dropReason messages.RefreshReason
+	cur *link.Snapshot // nil when nothing is cached; may be expired
+	gen uint64
 
 	fetching   bool
 	fetchID    uint64
@@ -153,14 +151,7 @@ func (a *tokenActor) Receive(c proto.Context) {
 	case *link.Wait:
 		a.wait(m)
 	case *link.Attach:
-		if c.Sender() != nil {
-			c.Respond(a.h)
-		} else if m.Reply != nil {
-			select {
-			case m.Reply <- a.h:
-			default:
-			}
-		}
+		c.Respond(a.h)
 	case *fetchDone:
 		a.fetchDone(m)
 	case refreshTick:
@@ -311,14 +302,14 @@ func (a *tokenActor) startFetch(now time.Time) {
 	clear(a.rejected)
 	a.rejected = a.rejected[:0]
 	switch {
-	case !a.everCached:
+	case a.gen == 0: // nothing was ever cached (every change bumps gen)
 		a.fetchWhy = messages.ReasonColdStart
 	case a.cur.FreshAt(now):
 		a.fetchWhy = messages.ReasonEarlyRefresh
 	case a.cur != nil:
 		a.fetchWhy = messages.ReasonExpired
-	default:
-		a.fetchWhy = a.dropReason
+	default: // dropped by an invalidation
+		a.fetchWhy = messages.ReasonInvalidated
 	}
 	id, provider, slot := a.fetchID, a.s.GetCredentials, a.provider
 	ctx, cancel := context.WithTimeout(a.ctx, a.s.FetchTimeout)
@@ -394,7 +385,6 @@ func (a *tokenActor) fetchDone(m *fetchDone) {
 	if err == nil && slices.Contains(a.rejected, m.token.AccessToken) {
 		// The fetch brought back a token rejected while it ran: never
 		// cache it again. Fetch anew if needed.
-		a.dropReason = messages.ReasonInvalidated
 		if a.needed(now) {
 			a.startFetch(now)
 		}
@@ -422,10 +412,9 @@ func (a *tokenActor) fetchDone(m *fetchDone) {
 func (a *tokenActor) cache(now, start time.Time, tok tokenmanager.Token, expires time.Time,
 	why messages.RefreshReason, took time.Duration) {
 	a.gen++
-	a.cur = &link.Snapshot{Token: tok, ExpiresAt: expires, Generation: a.gen}
+	a.cur = &link.Snapshot{Token: tok, ExpiresAt: expires}
 	a.h.Store(a.cur)
 	a.cachedAt = now
-	a.everCached = true
 	a.refreshDue = false
 	a.failures, a.lastErr, a.notBefore = 0, nil, time.Time{}
 	a.h.SetLastError(nil)
@@ -615,7 +604,6 @@ func (a *tokenActor) invalidate(token string, tries int) {
 	a.gen++
 	a.cur = nil
 	a.h.Store(nil)
-	a.dropReason = messages.ReasonInvalidated
 	a.refreshDue = false
 	a.stopTimer(&a.refreshTimer)
 }

@@ -134,12 +134,8 @@ func (e *env) calls(want int64) {
 
 // barrier returns once the actor has handled everything sent before it.
 func (e *env) barrier() {
-	reply := make(chan *link.Handle, 1)
-	e.sys.Root.Send(e.pid, &link.Attach{Reply: reply})
-	select {
-	case <-reply:
-	case <-time.After(5 * time.Second):
-		e.t.Fatal("actor did not answer")
+	if _, err := e.sys.Root.RequestFuture(e.pid, &link.Attach{}, 5*time.Second).Result(); err != nil {
+		e.t.Fatalf("actor did not answer: %v", err)
 	}
 }
 
@@ -302,9 +298,18 @@ func TestInvalidate_duringFetchCannotResurrect(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	e.sys.Root.Send(pid, messages.Invalidate{AccessToken: "same"})
+	// Ask while the fetch is held, so the Get waits on it.
+	f := e.sys.Root.RequestFuture(pid, messages.Get{}, 5*time.Second)
 	reply := make(chan string, 1)
-	go func() { reply <- get() }()
-	time.Sleep(10 * time.Millisecond) // let the Get queue behind the fetch
+	go func() {
+		res, _ := f.Result()
+		r, _ := res.(*messages.TokenResult)
+		if r == nil {
+			reply <- "no reply"
+			return
+		}
+		reply <- r.Token.AccessToken
+	}()
 	close(gate)
 	if got := <-reply; got != "fresh" {
 		t.Errorf("token after revocation = %q; want fresh (the in-flight fetch must not bring back the revoked token)", got)
@@ -622,5 +627,66 @@ func TestProvider_abandonedCallsAreBounded(t *testing.T) {
 	}
 	if got := most.Load(); got != 2 {
 		t.Errorf("provider ran %d calls at once; want 2 (one abandoned, one current)", got)
+	}
+}
+
+func TestTokenRefreshed_reasons(t *testing.T) {
+	p := &provider{expiresIn: 60}
+	e := start(t, p, tokenmanager.Settings{RetryBaseDelay: 30 * time.Second, RetryMaxDelay: 30 * time.Second})
+	got := make(chan messages.RefreshReason, 10)
+	sub := e.sys.EventStream.SubscribeWithPredicate(
+		func(ev any) { got <- ev.(messages.TokenRefreshed).Reason },
+		func(ev any) bool { _, ok := ev.(messages.TokenRefreshed); return ok },
+	)
+	defer e.sys.EventStream.Unsubscribe(sub)
+	next := func(want messages.RefreshReason) {
+		t.Helper()
+		select {
+		case r := <-got:
+			if r != want {
+				t.Errorf("Reason = %q; want %q", r, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no TokenRefreshed; want one with reason %q", want)
+		}
+	}
+	e.token()
+	next(messages.ReasonColdStart)
+	e.clock.Add(50 * time.Second)
+	e.calls(2)
+	next(messages.ReasonEarlyRefresh)
+	e.sys.Root.Send(e.pid, messages.Invalidate{AccessToken: "tok-2"})
+	e.token()
+	next(messages.ReasonInvalidated)
+	e.sys.Root.Send(e.pid, messages.Refreshed{Token: tokenmanager.Token{AccessToken: "pushed", ExpiresIn: 60}})
+	e.token()
+	next(messages.ReasonPushed)
+	// The early refresh fails and its retry comes after the token expired;
+	// the next Get fetches because the token had expired.
+	p.failWith(errors.New("down"))
+	e.clock.Add(50 * time.Second)
+	e.calls(4)
+	p.failWith(nil)
+	e.clock.Add(40 * time.Second)
+	e.token()
+	next(messages.ReasonExpired)
+}
+
+func TestPoison_answersQueuedGets(t *testing.T) {
+	p := &provider{gate: make(chan struct{})}
+	e := start(t, p, tokenmanager.Settings{})
+	var futures []*proto.Future
+	for range 50 {
+		futures = append(futures, e.sys.Root.RequestFuture(e.pid, messages.Get{}, 5*time.Second))
+	}
+	e.sys.Root.PoisonFuture(e.pid).Wait()
+	for i, f := range futures {
+		res, err := f.Result()
+		if err != nil {
+			t.Fatalf("Get %d: %v; want an answer", i, err)
+		}
+		if r := res.(*messages.TokenResult); !errors.Is(r.Err, tokenmanager.ErrClosed) {
+			t.Errorf("Get %d: Err = %v; want ErrClosed", i, r.Err)
+		}
 	}
 }

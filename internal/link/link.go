@@ -21,8 +21,6 @@ type Snapshot struct {
 	Token tokenmanager.Token
 	// ExpiresAt is zero when the token has no expiry.
 	ExpiresAt time.Time
-	// Generation grows by one with every change of the cached token.
-	Generation uint64
 }
 
 // FreshAt reports whether the snapshot's token is still valid at now.
@@ -100,12 +98,9 @@ func (h *Handle) SetLastError(err error) {
 	h.lastErr.Store(&err)
 }
 
-// Attach asks the actor for its Handle. Sent with RequestFuture, the
-// reply is the *Handle; sent with Send, it goes to Reply, which must be
-// buffered.
-type Attach struct {
-	Reply chan *Handle
-}
+// Attach asks the actor for its Handle; send it with RequestFuture, and
+// the reply is the *Handle.
+type Attach struct{}
 
 // IgnoreDeadLetterLogging keeps protoactor from logging the message.
 func (*Attach) IgnoreDeadLetterLogging() {}
