@@ -117,9 +117,22 @@ func TestClose_stopsTimers(t *testing.T) {
 		}},
 		{"retry timer armed", func(t *testing.T, p *provider, rt *transport.RoundTripper, _ *clock.Mock) {
 			p.always.Store(true)
+			armed := make(chan struct{}, 1)
+			unsubscribe := rt.Subscribe(func(ev messages.Event) {
+				if f, ok := ev.(messages.TokenRequestFailed); ok && f.RetryIn > 0 {
+					select {
+					case armed <- struct{}{}:
+					default:
+					}
+				}
+			})
+			defer unsubscribe()
 			go send(context.Background(), rt, "") // waits: a retry is armed
-			eventually(t, "the failed fetch", func() bool { return p.calls.Load() == 1 })
-			time.Sleep(20 * time.Millisecond) // let the failure arm the retry
+			select {
+			case <-armed: // published after the retry timer was armed
+			case <-time.After(5 * time.Second):
+				t.Fatal("no failed fetch with a retry armed")
+			}
 		}},
 	}
 	for _, tt := range tests {

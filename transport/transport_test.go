@@ -591,3 +591,54 @@ func TestSameSite_chainThatLeftStaysStripped(t *testing.T) {
 		t.Errorf("Authorization along the chain = %q; want %q", seen, want)
 	}
 }
+
+type closeRecorder struct {
+	io.Reader
+	closed atomic.Int64
+}
+
+func (c *closeRecorder) Close() error { c.closed.Add(1); return nil }
+
+func TestRoundTrip_formatterPanicIsContained(t *testing.T) {
+	p := &provider{expiresIn: 3600}
+	b := &backend{}
+	rt := newRT(t, tokenmanager.Settings{
+		GetCredentials: p.get,
+		Formatter:      func(string) string { panic("formatter bug") },
+	}, b)
+	body := &closeRecorder{Reader: strings.NewReader("x")}
+	req, _ := http.NewRequest(http.MethodPost, "http://api.test/x", body)
+	resp, err := rt.RoundTrip(req)
+	if err == nil || resp != nil || !strings.Contains(err.Error(), "Formatter panicked") {
+		t.Fatalf("RoundTrip = %v, %v; want an error saying the Formatter panicked", resp, err)
+	}
+	if got := body.closed.Load(); got != 1 {
+		t.Errorf("request body closed %d times; want 1", got)
+	}
+	if len(b.seen) != 0 {
+		t.Errorf("%d requests sent; want none", len(b.seen))
+	}
+}
+
+func TestNewFromActor_deadActorFailsFast(t *testing.T) {
+	system := proto.NewActorSystem(
+		proto.WithLoggerFactory(func(*proto.ActorSystem) *slog.Logger { return slog.New(slog.DiscardHandler) }),
+		proto.WithDeadLetterThrottleInterval(time.Millisecond),
+	)
+	defer system.Shutdown()
+	props, err := actor.NewProps(tokenmanager.Settings{GetCredentials: (&provider{}).get})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := system.Root.Spawn(props)
+	system.Root.StopFuture(pid).Wait()
+	rt, err := transport.NewFromActor(system, pid, tokenmanager.Settings{})
+	if err == nil {
+		rt.Close()
+		t.Fatal("NewFromActor accepted a stopped actor")
+	}
+	// A dead letter, not a timeout: it noticed at once.
+	if !errors.Is(err, proto.ErrDeadLetter) {
+		t.Errorf("err = %v; want one wrapping the dead letter", err)
+	}
+}
