@@ -13,7 +13,7 @@ func ExampleSettings_Validate() {
 	// Output:
 	// tokenmanager: GetCredentials is nil; a TokenProvider is required
 	// tokenmanager: RefreshBuffer is -1ns; it must not be negative
-	// tokenmanager: RefreshOnStatus holds 1000; statuses run from 100 to 599
+	// tokenmanager: RefreshOnStatus holds 1000; only error statuses (400 to 599) can mean a rejected token
 }
 
 func ExampleToken() {

@@ -206,7 +206,7 @@ func FuzzSettingsValidate(f *testing.F) {
 			problems = append(problems, []string{"Header"})
 		}
 		for _, code := range s.RefreshOnStatus {
-			if code < 100 || code > 599 {
+			if code < 400 || code > 599 {
 				problems = append(problems, []string{"RefreshOnStatus", strconv.Itoa(code)})
 			}
 		}

@@ -51,10 +51,6 @@ const (
 // 401 Unauthorized is how RFC 6750 rejects a bearer token.
 var defaultRefreshOnStatus = []int{401}
 
-// ErrClosed is returned by every call made after Close, and to requests
-// still waiting for a token when the manager closes.
-var ErrClosed = errors.New("tokenmanager: closed")
-
 // Token is what a [TokenProvider] returns: the OAuth2 token response fields
 // the manager uses.
 //
@@ -185,7 +181,9 @@ type Settings struct {
 	Formatter Formatter
 	// RefreshOnStatus lists the response statuses that mean "token
 	// rejected": the request's token is invalidated and the request resent
-	// with a fresh one. Optional; empty means [401].
+	// with a fresh one. Optional; empty means [401]. Only error statuses
+	// (400 to 599) are accepted: a success or redirect status cannot mean
+	// a rejected token, and would make every request fetch a new one.
 	RefreshOnStatus []int
 	// TokenTryThreshold: every this many consecutive failed fetches,
 	// OnTokenTryThreshold is called and TokenTryThresholdReached published.
@@ -202,6 +200,13 @@ type Settings struct {
 	// Clock drives expiry, early refresh and backoff. Optional; nil means
 	// the real clock. Tests pass clock.NewMock().
 	Clock clock.Clock
+	// AllowInsecureHTTP lets the token travel over plain http to hosts
+	// that are not loopback. Optional; false means a request whose URL is
+	// not https, and whose host is not localhost, 127.0.0.0/8 or ::1, fails
+	// with [ErrInsecureTransport] and is not sent. Set it only where
+	// something else protects the traffic: a service mesh whose sidecar
+	// terminates TLS, or a test rig on a private network.
+	AllowInsecureHTTP bool
 
 	// RetryBaseDelay is the backoff after the first failed fetch; it doubles
 	// with each further failure, with jitter, and is never below 10ms.
@@ -305,8 +310,8 @@ func (s Settings) Validate() error {
 		bad("Header %q is not a valid HTTP header name", s.Header)
 	}
 	for _, code := range s.RefreshOnStatus {
-		if code < 100 || code > 599 {
-			bad("RefreshOnStatus holds %d; statuses run from 100 to 599", code)
+		if code < 400 || code > 599 {
+			bad("RefreshOnStatus holds %d; only error statuses (400 to 599) can mean a rejected token", code)
 		}
 	}
 	if s.TokenTryThreshold < 0 {
@@ -348,24 +353,6 @@ func validHeaderName(name string) bool {
 	return name != ""
 }
 
-// FetchError is the error a failed token fetch produces. It never holds
-// the access token.
-type FetchError struct {
-	// Attempt is the number of consecutive failed fetches, this one
-	// included.
-	Attempt int
-	// Err is what the provider returned, or why its token was refused.
-	Err error
-}
-
-// Error describes the failure; it never holds the access token.
-func (e *FetchError) Error() string {
-	return fmt.Sprintf("tokenmanager: token fetch failed (attempt %d): %v", e.Attempt, e.Err)
-}
-
-// Unwrap returns the underlying error.
-func (e *FetchError) Unwrap() error { return e.Err }
-
 // MaxEventBuffer is the largest [Settings.EventBuffer]: a million queued
 // events per subscriber is already far more than any consumer can be
 // behind by usefully.
@@ -385,10 +372,6 @@ func Fingerprint(accessToken string) string {
 	sum := sha256.Sum256([]byte(accessToken))
 	return hex.EncodeToString(sum[:8])
 }
-
-// ErrInvalidToken is wrapped by a [FetchError] when the provider returned
-// a token the manager cannot use (an empty access token, say).
-var ErrInvalidToken = errors.New("tokenmanager: invalid token from provider")
 
 // CheckToken reports why t cannot be used, or nil.
 func CheckToken(t Token) error {

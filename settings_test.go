@@ -32,6 +32,7 @@ func TestSettings_Validate(t *testing.T) {
 		{"negative buffer", tokenmanager.Settings{GetCredentials: okProvider, RefreshBuffer: -time.Second}, []string{"RefreshBuffer"}},
 		{"bad header", tokenmanager.Settings{GetCredentials: okProvider, Header: "Bad Header:"}, []string{"Header"}},
 		{"status out of range", tokenmanager.Settings{GetCredentials: okProvider, RefreshOnStatus: []int{401, 99, 600}}, []string{"99", "600"}},
+		{"success and redirect statuses", tokenmanager.Settings{GetCredentials: okProvider, RefreshOnStatus: []int{200, 302, 399}}, []string{"200", "302", "399", "400 to 599"}},
 		{"negative threshold", tokenmanager.Settings{GetCredentials: okProvider, TokenTryThreshold: -1}, []string{"TokenTryThreshold"}},
 		{"base above max", tokenmanager.Settings{GetCredentials: okProvider, RetryBaseDelay: time.Minute, RetryMaxDelay: time.Second},
 			[]string{"RetryBaseDelay", "RetryMaxDelay"}},

@@ -148,6 +148,8 @@ func (a *tokenActor) Receive(c proto.Context) {
 		a.pushed(*m)
 	case *link.Rejected:
 		a.invalidate(m.AccessToken, m.MaxTries)
+	case *link.Served:
+		a.endStreak()
 	case *link.Wait:
 		a.wait(m)
 	case *link.Attach:
@@ -191,6 +193,7 @@ func (a *tokenActor) stopping(c proto.Context) {
 	a.askers, a.waiters = nil, nil
 	a.h.Store(nil)
 	close(a.h.Done)
+	a.h.Bus.Publish(messages.Closed{})
 	a.h.Bus.Close()
 	for _, u := range a.unsubs {
 		u()
@@ -244,6 +247,12 @@ func (a *tokenActor) wait(w *link.Wait) {
 	now := a.clk.Now()
 	if a.cur.FreshAt(now) {
 		reply(w, a.result())
+		return
+	}
+	if !a.fetching && now.Before(a.notBefore) && tokenmanager.IsPermanent(a.lastErr) {
+		// The last fetch failed for good and the backoff is not over:
+		// answer with that failure rather than hold the request.
+		reply(w, &messages.TokenResult{Err: a.lastErr})
 		return
 	}
 	if len(a.waiters) >= 64 && len(a.waiters)&(len(a.waiters)-1) == 0 {
@@ -354,14 +363,30 @@ func callProvider(ctx context.Context, slot chan struct{}, p tokenmanager.TokenP
 	case f := <-out:
 		return f.tok, f.err
 	case <-ctx.Done():
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			// A provider that honours its context returns its own error
+			// right after the timeout: give it a moment, so that error
+			// (not "did not return") is what everyone sees.
+			grace := time.NewTimer(providerGrace)
+			defer grace.Stop()
+			select {
+			case f := <-out:
+				return f.tok, f.err
+			case <-grace.C:
+			}
+		}
 		select {
 		case f := <-out: // it returned just in time
 			return f.tok, f.err
 		default:
 		}
-		return tokenmanager.Token{}, fmt.Errorf("tokenmanager: provider did not return: %w", ctx.Err())
+		return tokenmanager.Token{}, fmt.Errorf("tokenmanager: provider did not return within FetchTimeout: %w", ctx.Err())
 	}
 }
+
+// providerGrace is how long, in real time, a provider whose fetch timed
+// out may take to return its own error before it is abandoned.
+const providerGrace = 100 * time.Millisecond
 
 func safeCall(ctx context.Context, p tokenmanager.TokenProvider) (tok tokenmanager.Token, err error) {
 	defer func() {
@@ -395,8 +420,8 @@ func (a *tokenActor) fetchDone(m *fetchDone) {
 		if life, ok := m.token.Lifetime(); ok {
 			expires = a.fetchStart.Add(life)
 			if !now.Before(expires) {
-				err = fmt.Errorf("%w: it expired before it arrived (expires_in %d)",
-					tokenmanager.ErrInvalidToken, m.token.ExpiresIn)
+				err = fmt.Errorf("%w (expires_in %d, fetch took %v)",
+					tokenmanager.ErrExpiredOnArrival, m.token.ExpiresIn, now.Sub(a.fetchStart))
 			}
 		}
 	}
@@ -486,8 +511,7 @@ func (a *tokenActor) refreshTick(m refreshTick) {
 	}
 	a.refreshTimer = nil
 	a.refreshDue = true
-	a.quickRejects = 0 // the token lived to its refresh
-	a.h.SetHoldUntil(time.Time{})
+	a.endStreak() // the token lived to its refresh
 	a.ensureFetch(a.clk.Now())
 }
 
@@ -529,13 +553,23 @@ func (a *tokenActor) fail(now time.Time, err error) {
 	}
 	clear(a.askers)
 	a.askers = a.askers[:0]
+	permanent := tokenmanager.IsPermanent(err)
+	if permanent {
+		// Waiting cannot help: fail every request now. The next one after
+		// the backoff tries again (see wait).
+		for _, w := range a.waiters {
+			reply(w, res)
+		}
+		clear(a.waiters)
+		a.waiters = a.waiters[:0]
+	}
 
 	var retryIn time.Duration
 	if a.needed(now) {
 		a.scheduleRetry(delay)
 		retryIn = delay
 	}
-	a.h.Bus.Publish(messages.TokenRequestFailed{Err: fe, ConsecutiveFailures: a.failures, RetryIn: retryIn})
+	a.h.Bus.Publish(messages.TokenRequestFailed{Err: fe, Permanent: permanent, ConsecutiveFailures: a.failures, RetryIn: retryIn})
 	if a.failures%a.s.TokenTryThreshold == 0 {
 		a.h.Bus.Publish(messages.TokenTryThresholdReached{FailedTries: a.failures})
 	}
@@ -591,8 +625,7 @@ func (a *tokenActor) invalidate(token string, tries int) {
 	}
 	if now.Sub(a.cachedAt) >= window {
 		// This token served for a while: any streak is over.
-		a.quickRejects = 0
-		a.h.SetHoldUntil(time.Time{})
+		a.endStreak()
 	} else if tries >= 0 {
 		// Fetched for a recovery and rejected on first use; tries is the
 		// sending RoundTripper's own MaxRecoveryTries.
@@ -618,16 +651,29 @@ func (a *tokenActor) invalidate(token string, tries int) {
 // grows with the streak: a request first rejected during the hold is given
 // back its response at once, without recovery and without dropping the
 // token, so the hold costs the endpoint no fetch (requests already
-// recovering finish their tries). A token rejected after serving longer
-// than the window, or living to its early refresh, ends the streak.
+// recovering finish their tries). Any token serving a request
+// successfully (link.Served), a token rejected after serving longer than
+// the window, or one living to its early refresh ends the streak and the
+// hold: tokens that work, however briefly, never lock requests out.
 func (a *tokenActor) holdIfRejectedTooOften(now time.Time, tries int) {
 	a.quickRejects++
+	a.h.SetStreak(true)
 	limit := max(4*(tries+1), 8)
 	if a.quickRejects < limit {
 		return
 	}
 	d := backoff(a.quickRejects-limit+1, a.s.RetryBaseDelay, a.s.RetryMaxDelay)
 	a.h.SetHoldUntil(now.Add(d))
+}
+
+// endStreak forgets the tokens rejected on first use and lifts any hold.
+func (a *tokenActor) endStreak() {
+	if a.quickRejects == 0 {
+		return
+	}
+	a.quickRejects = 0
+	a.h.SetStreak(false)
+	a.h.SetHoldUntil(time.Time{})
 }
 
 func (a *tokenActor) pushed(m messages.Refreshed) {
@@ -637,7 +683,8 @@ func (a *tokenActor) pushed(m messages.Refreshed) {
 		return
 	}
 	if err := tokenmanager.CheckToken(m.Token); err != nil {
-		a.fail(now, err)
+		// Not the provider's failure: keep what is cached, count nothing.
+		a.h.Bus.Publish(messages.PushRejected{Err: fmt.Errorf("tokenmanager: pushed token refused: %w", err)})
 		return
 	}
 	var expires time.Time

@@ -489,8 +489,8 @@ func TestTokenExpiredOnArrival_isAFailedFetch(t *testing.T) {
 	pid := e.sys.Root.Spawn(props)
 	defer func() { e.sys.Root.StopFuture(pid).Wait() }()
 	res, _ := e.sys.Root.RequestFuture(pid, messages.Get{}, 5*time.Second).Result()
-	if r := res.(*messages.TokenResult); !errors.Is(r.Err, tokenmanager.ErrInvalidToken) {
-		t.Errorf("Err = %v; want ErrInvalidToken for a token that expired before it arrived", r.Err)
+	if r := res.(*messages.TokenResult); !errors.Is(r.Err, tokenmanager.ErrExpiredOnArrival) {
+		t.Errorf("Err = %v; want ErrExpiredOnArrival for a token that expired before it arrived", r.Err)
 	}
 }
 

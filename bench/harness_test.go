@@ -29,7 +29,7 @@ const (
 	benchToken   = "bench-access-token"
 	benchHeader  = "Authorization"
 	benchValue   = "Bearer " + benchToken
-	benchURL     = "http://api.example.test/things"
+	benchURL     = "https://api.example.test/things"
 	longLifetime = 3600 // seconds: no refresh during a benchmark
 )
 

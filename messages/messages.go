@@ -117,7 +117,13 @@ type AuthFailed struct {
 
 // TokenRequestFailed is published by the token actor when a fetch fails.
 type TokenRequestFailed struct {
+	// Err is a *tokenmanager.FetchError wrapping the provider's error.
 	Err error
+	// Permanent says the failure will not go away by retrying
+	// (tokenmanager.IsPermanent): everyone waiting for a token was failed
+	// at once, and the next fetch waits for the next request after the
+	// backoff.
+	Permanent bool
 	// ConsecutiveFailures counts failed fetches since the last success,
 	// this one included.
 	ConsecutiveFailures int
@@ -125,6 +131,21 @@ type TokenRequestFailed struct {
 	// scheduled because nobody needs a token.
 	RetryIn time.Duration
 }
+
+// PushRejected is published by the token actor when a [Refreshed] message
+// from other code carries a token it cannot use (an empty access token,
+// say). The cached token, if any, stays; the push does not count as a
+// failed fetch.
+type PushRejected struct {
+	// Err says why the token was refused; it never holds the token.
+	Err error
+}
+
+// Closed is published once when a manager closes: by a RoundTripper's
+// Close, and by the token actor when it stops. It is the last event its
+// publisher sends; observers holding state about the manager (gauges, say)
+// drop it.
+type Closed struct{}
 
 // RecoveryTried is published by the RoundTripper when a request is resent
 // with a fresh token.
@@ -174,6 +195,12 @@ func (TokenTryThresholdReached) Name() string { return "token_try_threshold_reac
 
 // Name implements [Event].
 func (RecoveryAborted) Name() string { return "recovery_aborted" }
+
+// Name implements [Event].
+func (PushRejected) Name() string { return "push_rejected" }
+
+// Name implements [Event].
+func (Closed) Name() string { return "closed" }
 
 // The protocol messages carry tokens, so none of them is ever printed in
 // full: String and GoString show a fingerprint instead, and protoactor

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"sync"
 	"time"
 
 	"github.com/benbjohnson/clock"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
 
 	"github.com/go-tokenmanager/tokenmanager/messages"
 )
@@ -23,12 +25,16 @@ const (
 	// durations, in seconds, with attribute "reason".
 	MetricFetchDuration = "tokenmanager.token.fetch.duration"
 	// MetricTimeToExpiry is a gauge of the seconds left until the current
-	// token expires (negative once it has expired without a refresh). It
+	// token expires. While the manager is live it goes negative once the
+	// token has expired without a refresh, so alerts can fire on it. It
 	// reports nothing before the first token, nor for a token without
-	// expiry.
+	// expiry, and it stops at the manager's [messages.Closed] event (until
+	// the next token_refreshed, if the Metrics is fed again).
 	MetricTimeToExpiry = "tokenmanager.token.time_to_expiry"
 	// MetricConsecutiveFailures is a gauge of failed fetches since the last
-	// success.
+	// success. It stops at the manager's [messages.Closed] event (until
+	// the next token_refreshed or token_request_failed, if the Metrics is
+	// fed again).
 	MetricConsecutiveFailures = "tokenmanager.token.consecutive_failures"
 )
 
@@ -66,9 +72,18 @@ func WithAttributes(kv ...attribute.KeyValue) MetricsOption {
 
 // Metrics records the token manager's events as OpenTelemetry metrics
 // (see [MetricEvents] and its siblings). Feed it with
-// rt.Subscribe(m.Handle). Use one Metrics per token manager (give each a
-// distinguishing [WithAttributes]); the gauges follow the events of
-// whichever manager feeds them. Metrics is safe for concurrent use.
+// rt.Subscribe(m.Handle). Use one Metrics per token manager; the gauges
+// follow the events of whichever manager feeds them. Several managers
+// sharing a meter need one Metrics each, told apart by
+// [WithAttributes](attribute.String("manager", "...")): without it their
+// gauges would collapse into one data point and one manager's value would
+// be lost, so [NewMetrics] refuses to create a second live Metrics with
+// the same meter and attributes.
+//
+// When the manager publishes [messages.Closed], the gauges stop reporting;
+// they report again when a later token_refreshed or token_request_failed
+// arrives (a closed manager never reopens, but the Metrics may be fed by
+// another one). Metrics is safe for concurrent use.
 type Metrics struct {
 	clock  clock.Clock
 	attrs  []attribute.KeyValue
@@ -80,14 +95,84 @@ type Metrics struct {
 	failures metric.Int64ObservableGauge
 	reg      metric.Registration
 
+	key        registryKey // valid when registered
+	registered bool        // m is in registry under key
+
 	mu        sync.Mutex // guards the fields below
 	expiresAt time.Time  // zero: no token, or a token without expiry
 	failed    int
-	closed    bool
+	stopped   bool // a messages.Closed arrived: report no gauges
+	closed    bool // Close was called
+}
+
+// registryKey identifies the gauge data points a Metrics reports: the
+// same meter and the same attribute set collide.
+type registryKey struct {
+	meter metric.Meter
+	attrs attribute.Distinct
+}
+
+// registry holds the live (not Closed) Metrics by the data points they
+// report, so that NewMetrics can refuse a colliding one.
+var (
+	registryMu sync.Mutex
+	registry   = map[registryKey]*Metrics{}
+)
+
+// register adds m to registry under key unless a live Metrics is there.
+func (m *Metrics) register(meter metric.Meter, set attribute.Set) error {
+	// The meter is part of a map key, which panics for a value that cannot
+	// be compared. reflect.Value.Comparable checks the dynamic value (a
+	// struct with an interface field holding a slice, say), which is
+	// stricter than reflect.TypeOf(meter).Comparable(). A meter that is not
+	// comparable cannot be told apart from another one, so the collision
+	// check is skipped for it. A noop meter records nothing, so nothing
+	// can be lost; all noop.Meter values are equal, so it is skipped too.
+	if !reflect.TypeOf(meter).Comparable() || !reflect.ValueOf(meter).Comparable() {
+		return nil
+	}
+	if _, ok := meter.(noop.Meter); ok {
+		return nil
+	}
+	key := registryKey{meter: meter, attrs: set.Equivalent()}
+	registryMu.Lock()
+	defer registryMu.Unlock()
+	if _, ok := registry[key]; ok {
+		return fmt.Errorf("observability: a live Metrics already reports on this meter with attributes {%s}, "+
+			"so the two would share gauge data points and one manager's values would be lost; "+
+			"give each manager a distinguishing WithAttributes(attribute.String(\"manager\", \"...\")) "+
+			"(or \"identity\"), or Close the other Metrics first",
+			set.Encoded(attribute.DefaultEncoder()))
+	}
+	registry[key] = m
+	m.key, m.registered = key, true
+	return nil
+}
+
+// unregister removes m from registry.
+func (m *Metrics) unregister() {
+	if !m.registered {
+		return
+	}
+	registryMu.Lock()
+	if registry[m.key] == m {
+		delete(registry, m.key)
+	}
+	registryMu.Unlock()
 }
 
 // NewMetrics creates the instruments on meter and returns a Metrics that
 // records into them. Close unregisters its gauges' callback.
+//
+// NewMetrics returns an error if a live Metrics (one not yet Closed)
+// already exists for the same meter with the same attributes (in any
+// order): the two would report the same gauge data points and one
+// manager's values would be lost. Give each manager's Metrics a
+// distinguishing [WithAttributes], e.g. attribute.String("manager",
+// "billing"), or Close the old Metrics first. The check needs a
+// comparable meter (every meter of the OpenTelemetry SDK and of the
+// otel global is); it is skipped for a meter that is not, and for a
+// noop.Meter, which records nothing.
 func NewMetrics(meter metric.Meter, opts ...MetricsOption) (*Metrics, error) {
 	if meter == nil {
 		return nil, errors.New("observability: NewMetrics needs a meter")
@@ -102,37 +187,54 @@ func NewMetrics(meter metric.Meter, opts ...MetricsOption) (*Metrics, error) {
 		cfg.clock = clock.New()
 	}
 	m := &Metrics{clock: cfg.clock, attrs: cfg.attrs}
-	m.common = metric.WithAttributeSet(attribute.NewSet(cfg.attrs...))
+	set := attribute.NewSet(cfg.attrs...)
+	m.common = metric.WithAttributeSet(set)
+	if err := m.register(meter, set); err != nil {
+		return nil, err
+	}
+	if err := m.create(meter); err != nil {
+		m.unregister()
+		return nil, err
+	}
+	return m, nil
+}
+
+// create creates m's instruments on meter and registers the gauges'
+// callback.
+func (m *Metrics) create(meter metric.Meter) error {
 	var err error
 	if m.events, err = meter.Int64Counter(MetricEvents,
 		metric.WithDescription("Token manager events, by event name."),
 		metric.WithUnit("{event}")); err != nil {
-		return nil, fmt.Errorf("observability: creating %s: %w", MetricEvents, err)
+		return fmt.Errorf("observability: creating %s: %w", MetricEvents, err)
 	}
 	if m.fetch, err = meter.Float64Histogram(MetricFetchDuration,
 		metric.WithDescription("Duration of successful token fetches."),
 		metric.WithUnit("s"),
 		metric.WithExplicitBucketBoundaries(fetchBuckets...)); err != nil {
-		return nil, fmt.Errorf("observability: creating %s: %w", MetricFetchDuration, err)
+		return fmt.Errorf("observability: creating %s: %w", MetricFetchDuration, err)
 	}
 	if m.ttl, err = meter.Float64ObservableGauge(MetricTimeToExpiry,
 		metric.WithDescription("Seconds until the current token expires."),
 		metric.WithUnit("s")); err != nil {
-		return nil, fmt.Errorf("observability: creating %s: %w", MetricTimeToExpiry, err)
+		return fmt.Errorf("observability: creating %s: %w", MetricTimeToExpiry, err)
 	}
 	if m.failures, err = meter.Int64ObservableGauge(MetricConsecutiveFailures,
 		metric.WithDescription("Failed token fetches since the last success."),
 		metric.WithUnit("{failure}")); err != nil {
-		return nil, fmt.Errorf("observability: creating %s: %w", MetricConsecutiveFailures, err)
+		return fmt.Errorf("observability: creating %s: %w", MetricConsecutiveFailures, err)
 	}
 	if m.reg, err = meter.RegisterCallback(m.observe, m.ttl, m.failures); err != nil {
-		return nil, fmt.Errorf("observability: registering the gauge callback: %w", err)
+		return fmt.Errorf("observability: registering the gauge callback: %w", err)
 	}
-	return m, nil
+	return nil
 }
 
 // Handle records ev. Pass it to transport.RoundTripper.Subscribe. Events
-// after Close are ignored.
+// after Close are ignored. A [messages.Closed] is counted like any other
+// event and stops the gauges until the next token_refreshed (both gauges)
+// or token_request_failed (consecutive failures only; time to expiry waits
+// for a token).
 func (m *Metrics) Handle(ev messages.Event) {
 	if ev == nil {
 		return
@@ -147,8 +249,17 @@ func (m *Metrics) Handle(ev messages.Event) {
 	case messages.TokenRefreshed:
 		m.expiresAt = e.ExpiresAt
 		m.failed = 0
+		m.stopped = false
 	case messages.TokenRequestFailed:
 		m.failed = e.ConsecutiveFailures
+		m.stopped = false
+	case messages.Closed:
+		// The manager is gone: its token's expiry and its failures mean
+		// nothing any more (a time to expiry would go negative and fire
+		// alerts). Forget them, so a later feed starts afresh.
+		m.expiresAt = time.Time{}
+		m.failed = 0
+		m.stopped = true
 	}
 	m.mu.Unlock()
 
@@ -168,8 +279,11 @@ func (m *Metrics) Handle(ev messages.Event) {
 // observe reports the gauges.
 func (m *Metrics) observe(_ context.Context, o metric.Observer) error {
 	m.mu.Lock()
-	exp, failed := m.expiresAt, m.failed
+	exp, failed, stopped := m.expiresAt, m.failed, m.stopped || m.closed
 	m.mu.Unlock()
+	if stopped {
+		return nil
+	}
 	if !exp.IsZero() {
 		o.ObserveFloat64(m.ttl, exp.Sub(m.clock.Now()).Seconds(), m.common)
 	}
@@ -177,8 +291,9 @@ func (m *Metrics) observe(_ context.Context, o metric.Observer) error {
 	return nil
 }
 
-// Close unregisters the gauges' callback; later events are ignored. It is
-// idempotent.
+// Close unregisters the gauges' callback; later events are ignored. It
+// also frees m's meter and attributes for a new Metrics (see
+// [NewMetrics]). It is idempotent.
 func (m *Metrics) Close() error {
 	m.mu.Lock()
 	already := m.closed
@@ -187,6 +302,7 @@ func (m *Metrics) Close() error {
 	if already {
 		return nil
 	}
+	m.unregister()
 	// Unregister outside m.mu: a collection in progress may be waiting in
 	// observe for it.
 	if err := m.reg.Unregister(); err != nil {

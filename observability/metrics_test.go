@@ -3,12 +3,15 @@ package observability_test
 import (
 	"context"
 	"math"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/benbjohnson/clock"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
@@ -32,6 +35,7 @@ func newHarness(t *testing.T, opts ...observability.MetricsOption) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { m.Close() }) // before the provider's Shutdown
 	return &harness{reader: reader, clock: mock, m: m}
 }
 
@@ -264,5 +268,238 @@ func TestMetrics_concurrent(t *testing.T) {
 	wg.Wait()
 	if got := counts(t, h.collect(t)); got["token_refreshed/early_refresh"] != 800 || got["token_request_failed"] != 800 {
 		t.Errorf("counts = %v; want 800 of each", got)
+	}
+}
+
+// TestMetrics_closedStopsGauges: once the manager is closed its gauges
+// stop, rather than time to expiry going negative and firing alerts.
+func TestMetrics_closedStopsGauges(t *testing.T) {
+	h := newHarness(t)
+	h.m.Handle(messages.TokenRefreshed{Reason: messages.ReasonColdStart, ExpiresAt: h.clock.Now().Add(time.Minute)})
+	h.m.Handle(messages.TokenRequestFailed{ConsecutiveFailures: 2})
+	h.m.Handle(messages.Closed{})
+	h.clock.Add(time.Hour) // long past the token's expiry
+
+	ms := h.collect(t)
+	if v, ok := gauge[float64](t, ms, observability.MetricTimeToExpiry); ok {
+		t.Errorf("time to expiry = %v after closed; want none", v)
+	}
+	if v, ok := gauge[int64](t, ms, observability.MetricConsecutiveFailures); ok {
+		t.Errorf("consecutive failures = %v after closed; want none", v)
+	}
+	if got := counts(t, ms); got["closed"] != 1 {
+		t.Errorf("counts = %v; want closed counted once", got)
+	}
+	// Other events do not bring the gauges back.
+	h.m.Handle(messages.AuthFailed{Status: 401})
+	h.m.Handle(messages.Closed{})
+	ms = h.collect(t)
+	if _, ok := gauge[float64](t, ms, observability.MetricTimeToExpiry); ok {
+		t.Error("time to expiry reported after closed and auth_failed")
+	}
+	if _, ok := gauge[int64](t, ms, observability.MetricConsecutiveFailures); ok {
+		t.Error("consecutive failures reported after closed and auth_failed")
+	}
+
+	// Fed again: a failed fetch brings back the failures, not the old
+	// token's expiry; a new token brings back both.
+	h.m.Handle(messages.TokenRequestFailed{ConsecutiveFailures: 1})
+	ms = h.collect(t)
+	if v, ok := gauge[int64](t, ms, observability.MetricConsecutiveFailures); !ok || v != 1 {
+		t.Errorf("consecutive failures = %v, %v after re-feeding; want 1", v, ok)
+	}
+	if v, ok := gauge[float64](t, ms, observability.MetricTimeToExpiry); ok {
+		t.Errorf("time to expiry = %v before a new token; want none", v)
+	}
+	h.m.Handle(messages.TokenRefreshed{Reason: messages.ReasonColdStart, ExpiresAt: h.clock.Now().Add(time.Minute)})
+	ms = h.collect(t)
+	if v, ok := gauge[float64](t, ms, observability.MetricTimeToExpiry); !ok || v != 60 {
+		t.Errorf("time to expiry = %v, %v after a new token; want 60", v, ok)
+	}
+	if v, ok := gauge[int64](t, ms, observability.MetricConsecutiveFailures); !ok || v != 0 {
+		t.Errorf("consecutive failures = %v, %v after a new token; want 0", v, ok)
+	}
+}
+
+// newProvider returns a meter provider with a manual reader.
+func newProvider(t *testing.T) (*sdkmetric.MeterProvider, *sdkmetric.ManualReader) {
+	t.Helper()
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	t.Cleanup(func() { mp.Shutdown(context.Background()) })
+	return mp, reader
+}
+
+// newMetrics is NewMetrics, closed at the end of the test.
+func newMetrics(t *testing.T, meter metric.Meter, opts ...observability.MetricsOption) (*observability.Metrics, error) {
+	t.Helper()
+	m, err := observability.NewMetrics(meter, opts...)
+	if err == nil {
+		t.Cleanup(func() { m.Close() })
+	}
+	return m, err
+}
+
+// gaugePoints returns a gauge's values keyed by the "manager" attribute.
+func gaugePoints[N int64 | float64](t *testing.T, reader *sdkmetric.ManualReader, name string) map[string]N {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]N{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name != name {
+				continue
+			}
+			g, ok := m.Data.(metricdata.Gauge[N])
+			if !ok {
+				t.Fatalf("%s is %T; want a Gauge", name, m.Data)
+			}
+			for _, dp := range g.DataPoints {
+				v, _ := dp.Attributes.Value("manager")
+				if _, dup := out[v.AsString()]; dup {
+					t.Errorf("%s has two data points for manager=%q", name, v.AsString())
+				}
+				out[v.AsString()] = dp.Value
+			}
+		}
+	}
+	return out
+}
+
+// TestNewMetrics_collision: a second live Metrics on the same meter with
+// the same attributes would share gauge points with the first, so
+// NewMetrics refuses it, and says how to tell them apart.
+func TestNewMetrics_collision(t *testing.T) {
+	mp, reader := newProvider(t)
+	meter := mp.Meter("test")
+	if _, err := newMetrics(t, meter); err != nil {
+		t.Fatal(err)
+	}
+	_, err := newMetrics(t, meter)
+	if err == nil {
+		t.Fatal("second NewMetrics on the same meter without attributes = nil error; want one")
+	}
+	if msg := err.Error(); !strings.Contains(msg, "WithAttributes") || !strings.Contains(msg, `"manager"`) {
+		t.Errorf("error %q does not say to give a distinguishing WithAttributes", msg)
+	}
+	if got := gaugePoints[int64](t, reader, observability.MetricConsecutiveFailures); len(got) != 1 {
+		t.Errorf("consecutive failures points = %v; want 1 (the refused Metrics reports none)", got)
+	}
+
+	// The same attributes in another order are the same set.
+	kv := []attribute.KeyValue{attribute.String("manager", "a"), attribute.String("region", "eu")}
+	if _, err := newMetrics(t, meter, observability.WithAttributes(kv...)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := newMetrics(t, meter, observability.WithAttributes(kv[1], kv[0])); err == nil {
+		t.Error("NewMetrics with the same attributes in another order = nil error; want one")
+	}
+
+	// Another meter (another scope, or another provider) does not collide.
+	if _, err := newMetrics(t, mp.Meter("other")); err != nil {
+		t.Errorf("NewMetrics on another meter: %v", err)
+	}
+	mp2, _ := newProvider(t)
+	if _, err := newMetrics(t, mp2.Meter("test")); err != nil {
+		t.Errorf("NewMetrics on another provider: %v", err)
+	}
+
+	// Unchecked: a noop meter, which records nothing, and meters that
+	// cannot be compared (no panic either).
+	for name, meter := range map[string]metric.Meter{
+		"noop":                          noop.NewMeterProvider().Meter("test"),
+		"non-comparable type":           sliceMeter{Meter: mp.Meter("slice")},
+		"non-comparable value in field": anyMeter{Meter: mp.Meter("any"), v: []int{}},
+	} {
+		for i := 0; i < 2; i++ {
+			if _, err := newMetrics(t, meter); err != nil {
+				t.Errorf("NewMetrics #%d on a %s meter: %v", i+1, name, err)
+			}
+		}
+	}
+}
+
+// sliceMeter is a meter whose type is not comparable.
+type sliceMeter struct {
+	metric.Meter
+	_ []int
+}
+
+// anyMeter is a meter whose type is comparable but whose value may not be.
+type anyMeter struct {
+	metric.Meter
+	v any
+}
+
+// TestNewMetrics_distinctAttributes: Metrics on one meter told apart by
+// attributes coexist, each with its own gauge points.
+func TestNewMetrics_distinctAttributes(t *testing.T) {
+	mp, reader := newProvider(t)
+	meter := mp.Meter("test")
+	mock := clock.NewMock()
+	a, err := newMetrics(t, meter, observability.WithClock(mock), observability.WithAttributes(attribute.String("manager", "a")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := newMetrics(t, meter, observability.WithClock(mock), observability.WithAttributes(attribute.String("manager", "b")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Handle(messages.TokenRefreshed{Reason: messages.ReasonColdStart, ExpiresAt: mock.Now().Add(time.Minute)})
+	b.Handle(messages.TokenRefreshed{Reason: messages.ReasonColdStart, ExpiresAt: mock.Now().Add(time.Hour)})
+	b.Handle(messages.TokenRequestFailed{ConsecutiveFailures: 3})
+
+	ttl := gaugePoints[float64](t, reader, observability.MetricTimeToExpiry)
+	if len(ttl) != 2 || ttl["a"] != 60 || ttl["b"] != 3600 {
+		t.Errorf("time to expiry points = %v; want a:60 b:3600", ttl)
+	}
+	failures := gaugePoints[int64](t, reader, observability.MetricConsecutiveFailures)
+	if len(failures) != 2 || failures["a"] != 0 || failures["b"] != 3 {
+		t.Errorf("consecutive failures points = %v; want a:0 b:3", failures)
+	}
+
+	// A third with either's attributes would collide.
+	if _, err := newMetrics(t, meter, observability.WithAttributes(attribute.String("manager", "b"))); err == nil {
+		t.Error("NewMetrics with manager=b again = nil error; want one")
+	}
+}
+
+// TestNewMetrics_afterClose: Close frees the meter and attributes for a
+// new Metrics.
+func TestNewMetrics_afterClose(t *testing.T) {
+	mp, reader := newProvider(t)
+	meter := mp.Meter("test")
+	first, err := newMetrics(t, meter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := newMetrics(t, meter); err == nil {
+		t.Fatal("second NewMetrics while the first is live = nil error; want one")
+	}
+	// A closed manager (the event) leaves the Metrics live: it may be fed again.
+	first.Handle(messages.Closed{})
+	if _, err := newMetrics(t, meter); err == nil {
+		t.Fatal("NewMetrics after the first saw a closed event = nil error; want one until it is Closed")
+	}
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	second, err := newMetrics(t, meter)
+	if err != nil {
+		t.Fatalf("NewMetrics after Close of the first: %v", err)
+	}
+	second.Handle(messages.TokenRequestFailed{ConsecutiveFailures: 4})
+	if got := gaugePoints[int64](t, reader, observability.MetricConsecutiveFailures); len(got) != 1 || got[""] != 4 {
+		t.Errorf("consecutive failures points = %v; want only the second Metrics' 4", got)
+	}
+	// Closing the first again does not free the second's entry.
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := newMetrics(t, meter); err == nil {
+		t.Error("NewMetrics while the second is live = nil error; want one")
 	}
 }

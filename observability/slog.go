@@ -21,8 +21,9 @@ const (
 	KeyAttempts            = "attempts"             // recovery tries used before giving up
 	KeyConsecutiveFailures = "consecutive_failures" // failed fetches since the last success
 	KeyRetryIn             = "retry_in"             // backoff before the next fetch; 0 when none is scheduled
+	KeyPermanent           = "permanent"            // whether a failed fetch will not go away by retrying; always present for token_request_failed
 	KeyFailedTries         = "failed_tries"         // consecutive failed fetches at a threshold
-	KeyError               = "error"                // why a fetch failed
+	KeyError               = "error"                // why a fetch failed, or why a pushed token was refused
 	KeyDetail              = "detail"               // the event's Message (holds the token only with AddTokenToLogs)
 )
 
@@ -54,13 +55,14 @@ func SlogHandler(logger *slog.Logger) func(messages.Event) {
 }
 
 // Level returns the level SlogHandler logs ev at: Info for a refreshed
-// token; Warn for a rejected token, a failed fetch and a resent request
-// (each is recovered from on its own); Error when fetches keep failing
-// (a token try threshold) or a request is given back rejected (recovery
-// aborted). Unknown events are Info.
+// token and a closed manager; Warn for a rejected token, a failed fetch, a
+// resent request (each is recovered from on its own) and a refused pushed
+// token; Error when fetches keep failing (a token try threshold) or a
+// request is given back rejected (recovery aborted). Unknown events are
+// Info.
 func Level(ev messages.Event) slog.Level {
 	switch ev.(type) {
-	case messages.AuthFailed, messages.TokenRequestFailed, messages.RecoveryTried:
+	case messages.AuthFailed, messages.TokenRequestFailed, messages.RecoveryTried, messages.PushRejected:
 		return slog.LevelWarn
 	case messages.TokenTryThresholdReached, messages.RecoveryAborted:
 		return slog.LevelError
@@ -83,6 +85,10 @@ func logMessage(ev messages.Event) string {
 		return "token requests keep failing"
 	case messages.RecoveryAborted:
 		return "recovery aborted"
+	case messages.PushRejected:
+		return "pushed token rejected"
+	case messages.Closed:
+		return "token manager closed"
 	}
 	return "token manager event"
 }
@@ -117,6 +123,7 @@ func Attrs(ev messages.Event) []slog.Attr {
 			attrs = append(attrs, slog.String(KeyError, e.Err.Error()))
 		}
 		attrs = append(attrs,
+			slog.Bool(KeyPermanent, e.Permanent),
 			slog.Int(KeyConsecutiveFailures, e.ConsecutiveFailures),
 			slog.Duration(KeyRetryIn, e.RetryIn))
 	case messages.RecoveryTried:
@@ -131,6 +138,12 @@ func Attrs(ev messages.Event) []slog.Attr {
 			slog.Int(KeyAttempts, e.Attempts),
 			slog.Int(KeyStatus, e.Status))
 		detail(e.Message)
+	case messages.PushRejected:
+		if e.Err != nil {
+			attrs = append(attrs, slog.String(KeyError, e.Err.Error()))
+		}
+	case messages.Closed:
+		// KeyEvent alone.
 	}
 	return attrs
 }

@@ -71,7 +71,24 @@ func TestSlogHandler(t *testing.T) {
 			name: "token request failed",
 			ev:   messages.TokenRequestFailed{Err: fetchErr, ConsecutiveFailures: 3, RetryIn: 2 * time.Second},
 			want: map[string]any{"level": "WARN", "msg": "token request failed", "event": "token_request_failed",
-				"error": fetchErr.Error(), "consecutive_failures": float64(3), "retry_in": float64(2 * time.Second)},
+				"error": fetchErr.Error(), "permanent": false, "consecutive_failures": float64(3), "retry_in": float64(2 * time.Second)},
+		},
+		{
+			name: "token request failed permanently",
+			ev:   messages.TokenRequestFailed{Err: fetchErr, Permanent: true, ConsecutiveFailures: 1},
+			want: map[string]any{"level": "WARN", "msg": "token request failed", "event": "token_request_failed",
+				"error": fetchErr.Error(), "permanent": true, "consecutive_failures": float64(1), "retry_in": float64(0)},
+		},
+		{
+			name: "push rejected",
+			ev:   messages.PushRejected{Err: errors.New("pushed token has an empty access token")},
+			want: map[string]any{"level": "WARN", "msg": "pushed token rejected", "event": "push_rejected",
+				"error": "pushed token has an empty access token"},
+		},
+		{
+			name: "closed",
+			ev:   messages.Closed{},
+			want: map[string]any{"level": "INFO", "msg": "token manager closed", "event": "closed"},
 		},
 		{
 			name: "recovery tried",
@@ -191,5 +208,41 @@ func TestSlogHandler_transport(t *testing.T) {
 				t.Errorf("token in logs = %v; want %v:\n%s", got, withToken, out)
 			}
 		})
+	}
+}
+
+// TestAttrs_newEvents checks the keys and levels of the events added with
+// permanent failures, refused pushes and closing, as Attrs and Level give
+// them to other sinks.
+func TestAttrs_newEvents(t *testing.T) {
+	keys := func(attrs []slog.Attr) string {
+		var ks []string
+		for _, a := range attrs {
+			ks = append(ks, a.Key)
+		}
+		return strings.Join(ks, ",")
+	}
+	tests := []struct {
+		ev    messages.Event
+		keys  string
+		level slog.Level
+	}{
+		{messages.TokenRequestFailed{}, "event,permanent,consecutive_failures,retry_in", slog.LevelWarn},
+		{messages.PushRejected{Err: errors.New("empty")}, "event,error", slog.LevelWarn},
+		{messages.PushRejected{}, "event", slog.LevelWarn},
+		{messages.Closed{}, "event", slog.LevelInfo},
+	}
+	for _, tt := range tests {
+		if got := keys(observability.Attrs(tt.ev)); got != tt.keys {
+			t.Errorf("Attrs(%#v) keys = %s; want %s", tt.ev, got, tt.keys)
+		}
+		if got := observability.Level(tt.ev); got != tt.level {
+			t.Errorf("Level(%#v) = %v; want %v", tt.ev, got, tt.level)
+		}
+	}
+	for _, a := range observability.Attrs(messages.TokenRequestFailed{Permanent: true}) {
+		if a.Key == observability.KeyPermanent && (a.Value.Kind() != slog.KindBool || !a.Value.Bool()) {
+			t.Errorf("%s = %v; want bool true", a.Key, a.Value)
+		}
 	}
 }

@@ -14,8 +14,11 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/go-tokenmanager/tokenmanager"
+	"github.com/go-tokenmanager/tokenmanager/internal/secure"
 )
 
 // maxResponseBody bounds how much of a token endpoint's answer is read. A
@@ -57,7 +60,8 @@ func (s AuthStyle) String() string {
 // names follow golang.org/x/oauth2/clientcredentials.Config.
 type ClientCredentialsConfig struct {
 	// TokenURL is the token endpoint, an absolute http or https URL.
-	// Required.
+	// Required. Plain http is accepted only to a loopback host, unless
+	// AllowInsecureHTTP is set.
 	TokenURL string
 	// ClientID is the client's identifier. Required.
 	ClientID string
@@ -81,6 +85,14 @@ type ClientCredentialsConfig struct {
 	// http.DefaultClient is used. Its Timeout, if any, applies on top of
 	// the context the manager passes.
 	HTTPClient *http.Client
+	// AllowInsecureHTTP lets the token request travel over plain http to
+	// any host. Optional; false means a TokenURL that is plain http to a
+	// host other than loopback (localhost, 127.0.0.0/8, ::1) is refused,
+	// so the client secret never travels in clear text; set it only where
+	// something else protects the traffic (a service mesh sidecar
+	// terminating TLS, a test rig). While it is false, a redirect from the
+	// token endpoint to such a URL is refused too.
+	AllowInsecureHTTP bool
 }
 
 // Validate reports every problem with c at once, or nil when c is usable.
@@ -98,6 +110,10 @@ func (c ClientCredentialsConfig) Validate() error {
 		bad("TokenURL %q must be an http or https URL", redactURL(u))
 	case u.Host == "":
 		bad("TokenURL %q has no host", redactURL(u))
+	case !c.AllowInsecureHTTP && !secure.Allowed(u):
+		errs = append(errs, fmt.Errorf("providers: TokenURL %q is plain http to a host that is not loopback, "+
+			"so the client secret would travel in clear text; use https, or set AllowInsecureHTTP "+
+			"only where something else protects the traffic: %w", redactURL(u), tokenmanager.ErrInsecureTransport))
 	}
 	if c.ClientID == "" {
 		bad("ClientID is empty; the client's identifier is required")
@@ -124,18 +140,28 @@ func redactURL(u *url.URL) string { return u.Redacted() }
 // changes to cfg do not affect it.
 //
 // When cfg is invalid (see [ClientCredentialsConfig.Validate]) the
-// provider returns that error on every call without any request; call
-// Validate first to fail at start-up instead.
+// provider returns that error, marked permanent (tokenmanager.IsPermanent
+// reports true; errors.Is and errors.As still see the causes, such as
+// tokenmanager.ErrInsecureTransport for a plain http TokenURL), on every
+// call without any request; call Validate first to fail at start-up
+// instead.
 //
 // The token's lifetime is the response's expires_in (a number or a
 // numeric string). When expires_in is missing or zero and the access token
 // is a JWT, the lifetime is read from its exp claim (the signature is not
 // checked; the token endpoint is trusted). Without either, the token is
-// cached until a response rejects it.
+// cached until a response rejects it. A JWT whose exp has already passed
+// (and no expires_in) gives an error wrapping
+// tokenmanager.ErrExpiredOnArrival, which is temporary: the token is not
+// used, and the fetch is retried.
 //
 // A non-2xx answer, or a 2xx answer carrying an OAuth error, is returned
-// as a *[RetrieveError]; a ctx that ends aborts the request with an error
-// wrapping ctx.Err(). The provider is safe for concurrent use.
+// as a *[RetrieveError], permanent or temporary as
+// [RetrieveError.Permanent] says (invalid_client, invalid_scope, a 401 or
+// 403 are permanent; 429, 5xx, Retry-After are not). A ctx that ends
+// aborts the request with an error wrapping ctx.Err(); that, network
+// errors and undecodable answers are temporary. The provider is safe for
+// concurrent use.
 func ClientCredentials(cfg ClientCredentialsConfig) tokenmanager.TokenProvider {
 	p := newClientCredentials(cfg)
 	return p.fetch
@@ -167,7 +193,35 @@ func newClientCredentials(cfg ClientCredentialsConfig) *clientCredentials {
 	for k, v := range params {
 		form[k] = v
 	}
-	return &clientCredentials{cfg: cfg, err: cfg.Validate(), form: form, now: time.Now}
+	if !cfg.AllowInsecureHTTP {
+		cfg.HTTPClient = refuseInsecureRedirects(cfg.HTTPClient)
+	}
+	return &clientCredentials{cfg: cfg, err: tokenmanager.Permanent(cfg.Validate()), form: form, now: time.Now}
+}
+
+// refuseInsecureRedirects returns a copy of c that refuses to follow a
+// redirect to plain http on a host that is not loopback: on a 307 or 308
+// the request body, client secret included, would be sent again, and
+// net/http keeps the Authorization header when only the scheme changes.
+// c's own CheckRedirect, or the default limit of 10 redirects, still
+// applies.
+func refuseInsecureRedirects(c *http.Client) *http.Client {
+	cp := *c
+	next := c.CheckRedirect
+	cp.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+		if !secure.Allowed(req.URL) {
+			return tokenmanager.Permanent(fmt.Errorf("providers: the token endpoint redirected to %q, plain http to a host that is not loopback; "+
+				"set AllowInsecureHTTP only where something else protects the traffic: %w", redactURL(req.URL), tokenmanager.ErrInsecureTransport))
+		}
+		if next != nil {
+			return next(req, via)
+		}
+		if len(via) >= 10 {
+			return errors.New("stopped after 10 redirects")
+		}
+		return nil
+	}
+	return &cp
 }
 
 func (p *clientCredentials) fetch(ctx context.Context) (tokenmanager.Token, error) {
@@ -264,7 +318,12 @@ func (p *clientCredentials) retrieve(ctx context.Context, style AuthStyle) (toke
 	}
 	tok := f.token
 	if tok.ExpiresIn <= 0 {
-		tok.ExpiresIn = jwtLifetime(tok.AccessToken, p.now())
+		// Only without a positive expires_in is the JWT looked at.
+		n, err := jwtLifetime(tok.AccessToken, p.now())
+		if err != nil {
+			return tokenmanager.Token{}, err
+		}
+		tok.ExpiresIn = n
 	}
 	return tok, nil
 }
@@ -278,24 +337,151 @@ func (p *clientCredentials) setOAuthError(re *RetrieveError, f fields) {
 	re.ErrorURI = p.clean(f.errorURI)
 }
 
+// clean bounds s to maxCleanLen bytes (plus "..."), maps control
+// characters to spaces and redacts the client secret (see [redact]).
 func (p *clientCredentials) clean(s string) string {
-	const maxLen = 512
-	if len(s) > maxLen {
-		s = s[:maxLen] + "..."
+	forms := p.secretForms()
+	truncated := len(s) > maxCleanLen
+	if truncated {
+		s = s[:cutBefore(s, maxCleanLen, forms)]
 	}
-	s = strings.Map(func(r rune) rune {
-		if r < ' ' || r == 0x7f {
-			return ' '
+	s = strings.Map(printable, s)
+	for i, v := range forms {
+		forms[i] = strings.Map(printable, v)
+	}
+	s = redact(s, forms)
+	if truncated {
+		s += "..."
+	}
+	return s
+}
+
+// maxCleanLen bounds the OAuth error fields kept in a RetrieveError.
+const maxCleanLen = 512
+
+// redactedMark replaces the client secret in error texts.
+const redactedMark = "[redacted]"
+
+// printable maps control characters to spaces, so an error text stays on
+// one line and cannot drive a terminal.
+func printable(r rune) rune {
+	if r < ' ' || r == 0x7f {
+		return ' '
+	}
+	return r
+}
+
+// secretForms returns the forms the client secret takes in a request:
+// the HTTP Basic credentials, URL-encoded, path-escaped and raw. It
+// returns nil for a public client.
+func (p *clientCredentials) secretForms() []string {
+	sec := p.cfg.ClientSecret
+	if sec == "" {
+		return nil
+	}
+	basic := base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(p.cfg.ClientID) + ":" + url.QueryEscape(sec)))
+	return []string{basic, url.QueryEscape(sec), url.PathEscape(sec), sec}
+}
+
+// cutBefore returns where to cut s to at most n bytes without cutting
+// through one of forms: n, or the start of an occurrence that would
+// straddle it, so no prefix of the secret is left at the end.
+func cutBefore(s string, n int, forms []string) int {
+	for moved := true; moved; {
+		moved = false
+		for _, v := range forms {
+			lo, hi := max(0, n-len(v)+1), min(len(s), n+len(v)-1)
+			if lo >= hi {
+				continue
+			}
+			if i := strings.Index(s[lo:hi], v); i >= 0 {
+				n, moved = lo+i, true // lo+i < n < lo+i+len(v)
+			}
 		}
-		return r
-	}, s)
-	if sec := p.cfg.ClientSecret; sec != "" {
-		basic := base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(p.cfg.ClientID) + ":" + url.QueryEscape(sec)))
-		for _, v := range []string{basic, url.QueryEscape(sec), url.PathEscape(sec), sec} {
-			s = strings.ReplaceAll(s, v, "[redacted]")
+	}
+	return n
+}
+
+// redact replaces the whole-token occurrences of each of forms in s with
+// "[redacted]". An occurrence is a whole token when neither the character
+// before it nor the one after it is part of a token value: a letter, a
+// digit, or one of -._~+/% (and =, after it only: base64 padding extends
+// a value, but "name=" ends before one). So an echoed secret is redacted
+// in `client_secret=s&x`, `"s"` or `Basic czpz`, but a short secret is
+// not masked inside a longer word ("s" in "slow_down"), which would make
+// error texts unreadable. A secret that is a whole word of the text is
+// redacted all the same: it cannot be told from an echoed value.
+//
+// Redacting one occurrence can turn a neighbour into a whole token, so
+// passes repeat until nothing changes. Each pass that changes something
+// removes secret bytes that lie outside any marker, so that ends, unless
+// a form contains the marker's own text; then a single pass is made.
+func redact(s string, forms []string) string {
+	passes := len(s) + 1
+	for _, v := range forms {
+		if strings.Contains(v, "redacted") {
+			passes = 1
+		}
+	}
+	for ; passes > 0; passes-- {
+		changed := false
+		for _, v := range forms {
+			var c bool
+			s, c = redactPass(s, v)
+			changed = changed || c
+		}
+		if !changed {
+			break
 		}
 	}
 	return s
+}
+
+// redactPass replaces the whole-token occurrences of v in s, left to
+// right, and reports whether it replaced any.
+func redactPass(s, v string) (string, bool) {
+	if v == "" || !strings.Contains(s, v) {
+		return s, false
+	}
+	var b strings.Builder
+	copied := 0 // s[:copied] is in b
+	for i := 0; i+len(v) <= len(s); {
+		j := strings.Index(s[i:], v)
+		if j < 0 {
+			break
+		}
+		start, end := i+j, i+j+len(v)
+		// copied > 0 only after a replacement, so an occurrence starting
+		// there follows the marker's "]" in the output.
+		before := start == 0 || (copied > 0 && start == copied)
+		if !before {
+			r, _ := utf8.DecodeLastRuneInString(s[:start])
+			before = !valueRune(r) || r == '='
+		}
+		after := end == len(s)
+		if !after {
+			r, _ := utf8.DecodeRuneInString(s[end:])
+			after = !valueRune(r)
+		}
+		if !before || !after {
+			i = start + 1
+			continue
+		}
+		b.WriteString(s[copied:start])
+		b.WriteString(redactedMark)
+		copied, i = end, end
+	}
+	if copied == 0 {
+		return s, false
+	}
+	b.WriteString(s[copied:])
+	return b.String(), true
+}
+
+// valueRune reports whether r can be part of a token value: a letter, a
+// digit, or one of -._~+/=% (URL-safe, URL-encoded and base64 text).
+func valueRune(r rune) bool {
+	return unicode.IsLetter(r) || unicode.IsDigit(r) || strings.ContainsRune("-._~+/=%", r)
 }
 
 // fields is what a token endpoint's answer says.

@@ -324,11 +324,6 @@ func TestClientCredentials_responses(t *testing.T) {
 			want: tokenmanager.Token{AccessToken: jwtWith(fmt.Sprintf(`{"iat":%d,"exp":%d}`, exp-600, exp)), ExpiresIn: 600},
 		},
 		{
-			name: "expired JWT means no expiry given", contentType: "application/json",
-			body: fmt.Sprintf(`{"access_token":%q}`, jwtWith(fmt.Sprintf(`{"exp":%d}`, fixedNow.Unix()-5))),
-			want: tokenmanager.Token{AccessToken: jwtWith(fmt.Sprintf(`{"exp":%d}`, fixedNow.Unix()-5))},
-		},
-		{
 			name: "expires_in wins over JWT exp", contentType: "application/json",
 			body: fmt.Sprintf(`{"access_token":%q,"expires_in":60}`, jwtWith(fmt.Sprintf(`{"exp":%d}`, exp))),
 			want: tokenmanager.Token{AccessToken: jwtWith(fmt.Sprintf(`{"exp":%d}`, exp)), ExpiresIn: 60},
@@ -631,11 +626,19 @@ func TestClientCredentials_context(t *testing.T) {
 
 func TestClientCredentialsConfig_Validate(t *testing.T) {
 	tests := []struct {
-		name string
-		cfg  ClientCredentialsConfig
-		want []string // substrings; nil means valid
+		name   string
+		cfg    ClientCredentialsConfig
+		want   []string // substrings; nil means valid
+		wantIs error    // errors.Is must find it, when set
 	}{
 		{name: "valid", cfg: ClientCredentialsConfig{TokenURL: "https://idp.example/oauth/token", ClientID: "id"}},
+		{name: "plain http to loopback", cfg: ClientCredentialsConfig{TokenURL: "http://127.0.0.1:8080/token", ClientID: "id"}},
+		{name: "plain http to localhost", cfg: ClientCredentialsConfig{TokenURL: "http://localhost/token", ClientID: "id"}},
+		{name: "plain http to ::1", cfg: ClientCredentialsConfig{TokenURL: "http://[::1]:8080/token", ClientID: "id"}},
+		{name: "plain http, allowed", cfg: ClientCredentialsConfig{TokenURL: "http://idp.example/token", ClientID: "id", AllowInsecureHTTP: true}},
+		{name: "plain http to a remote host", cfg: ClientCredentialsConfig{TokenURL: "http://u:hunter2@idp.example/token", ClientID: "id"},
+			want:   []string{`TokenURL "http://u:xxxxx@idp.example/token" is plain http`, "AllowInsecureHTTP"},
+			wantIs: tokenmanager.ErrInsecureTransport},
 		{name: "empty", cfg: ClientCredentialsConfig{},
 			want: []string{"providers: TokenURL is empty", "providers: ClientID is empty"}},
 		{name: "relative URL", cfg: ClientCredentialsConfig{TokenURL: "/oauth/token", ClientID: "id"},
@@ -674,6 +677,9 @@ func TestClientCredentialsConfig_Validate(t *testing.T) {
 			}
 			if strings.Contains(err.Error(), "hunter2") {
 				t.Errorf("Validate() = %q shows a password", err)
+			}
+			if tt.wantIs != nil && !errors.Is(err, tt.wantIs) {
+				t.Errorf("Validate() = %q; want it to wrap %q", err, tt.wantIs)
 			}
 			// The provider reports the same error without a request.
 			if _, perr := ClientCredentials(tt.cfg)(context.Background()); perr == nil || perr.Error() != err.Error() {
@@ -746,25 +752,34 @@ func TestParseRetryAfter(t *testing.T) {
 func TestJWTLifetime(t *testing.T) {
 	exp := fixedNow.Unix() + 300
 	tests := []struct {
-		name  string
-		token string
-		want  int64
+		name    string
+		token   string
+		want    int64
+		expired bool // want an error wrapping ErrExpiredOnArrival
 	}{
-		{"exp", jwtWith(fmt.Sprintf(`{"exp":%d}`, exp)), 300},
-		{"padded payload", strings.Replace(jwtWith(fmt.Sprintf(`{"exp":%d}`, exp)), ".sig", "==.sig", 1), 300},
-		{"iat after exp ignored", jwtWith(fmt.Sprintf(`{"iat":%d,"exp":%d}`, exp+10, exp)), 300},
-		{"exp as string", jwtWith(`{"exp":"soon"}`), 0},
-		{"no exp", jwtWith(`{"sub":"x"}`), 0},
-		{"negative exp", jwtWith(`{"exp":-1}`), 0},
-		{"payload not JSON", "a." + base64.RawURLEncoding.EncodeToString([]byte("nope")) + ".c", 0},
-		{"payload not base64", "a.!!!.c", 0},
-		{"two parts", "a.b", 0},
-		{"opaque", "2YotnFZFEjr1zCsicMWpAA", 0},
+		{"exp", jwtWith(fmt.Sprintf(`{"exp":%d}`, exp)), 300, false},
+		{"under a second left", jwtWith(fmt.Sprintf(`{"exp":%d.5}`, fixedNow.Unix())), 1, false},
+		{"expires now", jwtWith(fmt.Sprintf(`{"exp":%d}`, fixedNow.Unix())), 0, true},
+		{"expired", jwtWith(fmt.Sprintf(`{"exp":%d}`, fixedNow.Unix()-5)), 0, true},
+		{"iat equals exp", jwtWith(fmt.Sprintf(`{"iat":%d,"exp":%d}`, exp, exp)), 0, true},
+		{"padded payload", strings.Replace(jwtWith(fmt.Sprintf(`{"exp":%d}`, exp)), ".sig", "==.sig", 1), 300, false},
+		{"iat after exp ignored", jwtWith(fmt.Sprintf(`{"iat":%d,"exp":%d}`, exp+10, exp)), 300, false},
+		{"exp as string", jwtWith(`{"exp":"soon"}`), 0, false},
+		{"no exp", jwtWith(`{"sub":"x"}`), 0, false},
+		{"negative exp", jwtWith(`{"exp":-1}`), 0, false},
+		{"payload not JSON", "a." + base64.RawURLEncoding.EncodeToString([]byte("nope")) + ".c", 0, false},
+		{"payload not base64", "a.!!!.c", 0, false},
+		{"two parts", "a.b", 0, false},
+		{"opaque", "2YotnFZFEjr1zCsicMWpAA", 0, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := jwtLifetime(tt.token, fixedNow); got != tt.want {
+			got, err := jwtLifetime(tt.token, fixedNow)
+			if got != tt.want {
 				t.Errorf("jwtLifetime = %d; want %d", got, tt.want)
+			}
+			if gotExpired := errors.Is(err, tokenmanager.ErrExpiredOnArrival); gotExpired != tt.expired || (err != nil && !gotExpired) {
+				t.Errorf("jwtLifetime error = %v; want ErrExpiredOnArrival: %v", err, tt.expired)
 			}
 		})
 	}

@@ -14,6 +14,11 @@
 //
 // A token endpoint's error answer becomes a *[RetrieveError]. Its
 // RetryAfter method tells the token actor how long the server asked it to
-// wait, so a rate-limited endpoint is not hammered. No error from this
-// package contains the client secret or an access token.
+// wait, so a rate-limited endpoint is not hammered; its Permanent method
+// tells the manager when retrying cannot help (invalid_client, a 401, ...),
+// so waiting requests fail at once. No error from this package contains
+// the client secret or an access token.
+//
+// The client secret travels only over https, or plain http to a loopback
+// host, unless [ClientCredentialsConfig.AllowInsecureHTTP] is set.
 package providers

@@ -12,6 +12,14 @@ import (
 // RetrieveError is a token endpoint's refusal: a non-2xx answer, or a 2xx
 // answer that carries an OAuth error or no access token. It never holds
 // the client secret or an access token.
+//
+// Its [RetrieveError.Temporary] and [RetrieveError.Permanent] methods sort
+// refusals into those worth retrying (429, 5xx, Retry-After,
+// temporarily_unavailable, slow_down, ...) and those that will not change
+// until the configuration does (invalid_client, invalid_scope, a 401 or
+// 403, ...); tokenmanager.IsPermanent reads the latter, so the manager
+// fails waiting requests at once instead of letting them wait out their
+// deadlines.
 type RetrieveError struct {
 	// StatusCode is the HTTP status of the answer.
 	StatusCode int
@@ -56,9 +64,41 @@ func (e *RetrieveError) Error() string {
 func (e *RetrieveError) RetryAfter() time.Duration { return e.retryAfter }
 
 // Temporary reports whether trying again later may succeed: a 429, a 5xx,
-// or any answer carrying Retry-After.
+// or any answer carrying Retry-After. A temporary error is never
+// permanent (see [RetrieveError.Permanent]); an error can be neither,
+// such as a 404 or a 2xx without an access token.
 func (e *RetrieveError) Temporary() bool {
 	return e.retryAfter > 0 || e.StatusCode == http.StatusTooManyRequests || e.StatusCode >= 500
+}
+
+// Permanent reports whether trying the same request again cannot succeed
+// until something changes outside the manager: a wrong or disabled
+// client, a grant or scope the server refuses. tokenmanager.IsPermanent
+// calls it. In order:
+//
+//   - a temporary error (see [RetrieveError.Temporary]) is not permanent;
+//   - the OAuth error codes invalid_client, unauthorized_client,
+//     invalid_grant, invalid_scope and unsupported_grant_type are
+//     permanent, whatever the status (a 2xx answer carrying one too);
+//   - the codes temporarily_unavailable, slow_down and server_error are
+//     not;
+//   - otherwise a 400, 401 or 403 is permanent, and anything else (a 404,
+//     a 2xx answer without an access token or error code, ...) is not.
+func (e *RetrieveError) Permanent() bool {
+	if e.Temporary() {
+		return false
+	}
+	switch e.ErrorCode {
+	case "invalid_client", "unauthorized_client", "invalid_grant", "invalid_scope", "unsupported_grant_type":
+		return true
+	case "temporarily_unavailable", "slow_down", "server_error":
+		return false
+	}
+	switch e.StatusCode {
+	case http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden:
+		return true
+	}
+	return false
 }
 
 // parseRetryAfter reads a Retry-After header (RFC 9110 §10.2.3): a number

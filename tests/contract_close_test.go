@@ -16,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/go-tokenmanager/tokenmanager"
+	"github.com/go-tokenmanager/tokenmanager/actor"
 	"github.com/go-tokenmanager/tokenmanager/messages"
 	"github.com/go-tokenmanager/tokenmanager/transport"
 )
@@ -274,5 +275,48 @@ func TestNothingPrinted(t *testing.T) {
 	})
 	if printed != "" {
 		t.Errorf("the library printed:\n%s", printed)
+	}
+}
+
+func TestClose_publishesClosedOnceAndLast(t *testing.T) {
+	p := &provider{expiresIn: 3600}
+	rt, err := transport.New(tokenmanager.Settings{GetCredentials: p.get, Clock: clock.NewMock()}, transport.WithBase(&backend{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := record(t, rt)
+	mustOK(t, rt)
+	waitEvents[messages.TokenRefreshed](t, rec, 1)
+	if err := rt.Close(); err != nil {
+		t.Fatal(err)
+	}
+	evs := rec.all()
+	if n := len(eventsOf[messages.Closed](rec)); n != 1 {
+		t.Fatalf("saw %d Closed events; want exactly 1 (events %v)", n, evs)
+	}
+	if _, ok := evs[len(evs)-1].(messages.Closed); !ok {
+		t.Errorf("last event %T; want messages.Closed", evs[len(evs)-1])
+	}
+}
+
+func TestClose_actorStopPublishesClosedToAttachedRoundTripper(t *testing.T) {
+	system := newSystem(t)
+	p := &provider{expiresIn: 3600}
+	s := tokenmanager.Settings{GetCredentials: p.get, Clock: clock.NewMock()}
+	props, err := actor.NewProps(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := system.Root.Spawn(props)
+	rt, err := transport.NewFromActor(system, pid, s, transport.WithBase(&backend{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := record(t, rt)
+	system.Root.StopFuture(pid).Wait()
+	waitEvents[messages.Closed](t, rec, 1)
+	rt.Close()
+	if n := len(eventsOf[messages.Closed](rec)); n != 1 {
+		t.Errorf("saw %d Closed events; want 1 although both the actor and Close said so", n)
 	}
 }

@@ -23,7 +23,7 @@ import (
 )
 
 // apiURL is the address the in-memory backend answers; nothing is dialled.
-const apiURL = "http://api.test/resource"
+const apiURL = "https://api.test/resource"
 
 // patience bounds every wait for something that should happen promptly.
 const patience = 5 * time.Second

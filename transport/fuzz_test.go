@@ -107,7 +107,7 @@ func FuzzHeaderFormatter(f *testing.F) {
 		}
 		done := make(chan result, 1)
 		go func() {
-			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://api.test/fuzz", nil)
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://api.test/fuzz", nil)
 			resp, err := rt.RoundTrip(req)
 			done <- result{resp, err}
 		}()

@@ -34,6 +34,7 @@ import (
 	"github.com/go-tokenmanager/tokenmanager/actor"
 	"github.com/go-tokenmanager/tokenmanager/internal/eventbus"
 	"github.com/go-tokenmanager/tokenmanager/internal/link"
+	"github.com/go-tokenmanager/tokenmanager/internal/secure"
 	"github.com/go-tokenmanager/tokenmanager/messages"
 )
 
@@ -78,6 +79,7 @@ type RoundTripper struct {
 	reject    [10]uint64 // bitset of statuses in RefreshOnStatus
 	maxTries  int
 	withToken bool // AddTokenToLogs
+	insecure  bool // AllowInsecureHTTP
 	wait      time.Duration
 
 	h      *link.Handle
@@ -92,6 +94,7 @@ type RoundTripper struct {
 	bus     *eventbus.Bus
 	unsubs  []func()
 	closed  atomic.Bool
+	ended   atomic.Bool // messages.Closed was published
 	done    chan struct{}
 }
 
@@ -132,12 +135,21 @@ func New(settings tokenmanager.Settings, opts ...Option) (*RoundTripper, error) 
 
 // NewFromActor builds a RoundTripper for a token actor spawned in system
 // from actor.NewProps. The actor's own settings govern fetching, expiry
-// and the actor-side callbacks; settings here govern the request side
-// (Header, Formatter, RefreshOnStatus, MaxRecoveryTries, AddTokenToLogs,
-// WaitTimeout, EventBuffer, OnAuthFail, OnRecoveryTry, OnRecoveryAbort),
-// and its GetCredentials may be nil. Close leaves the system and the actor
-// running. The RoundTripper's own events (AuthFailed, RecoveryTried,
-// RecoveryAborted) are also published on system.EventStream.
+// and the actor-side callbacks; settings here govern the request side.
+// Passing the very settings the actor was built from is fine (the common
+// case).
+//
+// Used from settings: Header, Formatter, RefreshOnStatus,
+// MaxRecoveryTries, AddTokenToLogs, AllowInsecureHTTP, WaitTimeout,
+// EventBuffer, OnAuthFail, OnRecoveryTry and OnRecoveryAbort. Ignored
+// (the actor's own settings apply): GetCredentials (may be nil here),
+// RefreshBuffer, TokenTryThreshold, Clock, RetryBaseDelay, RetryMaxDelay,
+// FetchTimeout, Logger, OnTokenRefresh, OnTokenRequestFail and
+// OnTokenTryThreshold. The ignored fields are still validated.
+//
+// Close leaves the system and the actor running. The RoundTripper's own
+// events (AuthFailed, RecoveryTried, RecoveryAborted) are also published
+// on system.EventStream.
 func NewFromActor(system *proto.ActorSystem, pid *proto.PID, settings tokenmanager.Settings, opts ...Option) (*RoundTripper, error) {
 	if system == nil || pid == nil {
 		return nil, errors.New("tokenmanager: NewFromActor needs an actor system and the token actor's PID")
@@ -179,6 +191,7 @@ func attach(system *proto.ActorSystem, pid *proto.PID, settings tokenmanager.Set
 		formatter: s.Formatter,
 		maxTries:  max(s.MaxRecoveryTries, 0),
 		withToken: s.AddTokenToLogs,
+		insecure:  s.AllowInsecureHTTP,
 		wait:      s.WaitTimeout,
 		h:         h,
 		root:      system.Root,
@@ -191,7 +204,13 @@ func attach(system *proto.ActorSystem, pid *proto.PID, settings tokenmanager.Set
 	for _, code := range s.RefreshOnStatus {
 		t.reject[code/64] |= 1 << (code % 64)
 	}
-	t.unsubs = append(t.unsubs, h.Bus.Subscribe(t.bus.Publish))
+	t.unsubs = append(t.unsubs, h.Bus.Subscribe(func(ev messages.Event) {
+		if _, ok := ev.(messages.Closed); ok {
+			t.publishClosed() // once, whether the actor or Close says it first
+			return
+		}
+		t.bus.Publish(ev)
+	}))
 	side := link.RequestSide
 	if owned {
 		side = link.BothSides
@@ -266,8 +285,16 @@ func (t *RoundTripper) Close() error {
 	for _, u := range t.unsubs {
 		u()
 	}
+	t.publishClosed()
 	t.bus.Shutdown(closeGrace)
 	return err
+}
+
+// publishClosed publishes messages.Closed, at most once.
+func (t *RoundTripper) publishClosed() {
+	if t.ended.CompareAndSwap(false, true) {
+		t.bus.Publish(messages.Closed{})
+	}
 }
 
 // token returns a valid token: the snapshot's when it is fresh and not
@@ -313,9 +340,12 @@ func (t *RoundTripper) token(ctx context.Context, rejected string) (tokenmanager
 	}
 }
 
+// waitErr is the error of a request whose context ended while it waited.
+// It wraps both ctx.Err() and the last fetch's error, if any, so
+// errors.Is and errors.As find either.
 func (t *RoundTripper) waitErr(ctx context.Context) error {
 	if last := t.h.LastError(); last != nil {
-		return fmt.Errorf("tokenmanager: waiting for a token (last fetch: %v): %w", last, ctx.Err())
+		return fmt.Errorf("tokenmanager: waiting for a token (last fetch: %w): %w", last, ctx.Err())
 	}
 	return fmt.Errorf("tokenmanager: waiting for a token: %w", ctx.Err())
 }
@@ -446,7 +476,15 @@ func (t *RoundTripper) rejects(status int) bool {
 //
 // The token is attached only to the original request's host and its
 // subdomains: when an http.Client follows a redirect to another host, that
-// request goes out without it.
+// request goes out without it. It travels only over https or to a
+// loopback host: any other request that would carry it fails with
+// tokenmanager.ErrInsecureTransport, unsent, unless
+// Settings.AllowInsecureHTTP is set.
+//
+// When no token can be had, RoundTrip returns an error wrapping the
+// failed fetch (a *tokenmanager.FetchError, which wraps the provider's
+// error) and, when the request's context ended first, ctx.Err(). A
+// permanent failure (tokenmanager.IsPermanent) fails the request at once.
 func (t *RoundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	if t.closed.Load() {
 		closeBody(req)
@@ -454,6 +492,11 @@ func (t *RoundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	if !sameSite(req) {
 		return t.base.RoundTrip(req)
+	}
+	if !t.insecure && !secure.Allowed(req.URL) {
+		closeBody(req)
+		return nil, fmt.Errorf("%w to %s: use https, or set Settings.AllowInsecureHTTP where something else protects the traffic",
+			tokenmanager.ErrInsecureTransport, req.URL.Host)
 	}
 	var access string
 	if snap := t.h.Snapshot(); snap.FreshAt(t.h.Clock.Now()) {
@@ -473,9 +516,19 @@ func (t *RoundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	resp, err := t.base.RoundTrip(t.withHeader(req, value, req.Body))
 	if err != nil || !t.rejects(resp.StatusCode) {
+		t.served(err)
 		return resp, err
 	}
 	return t.recover(req, resp, access)
+}
+
+// served tells the actor a token was accepted, when it is counting
+// rejected new tokens (see link.Served); otherwise it costs one atomic
+// load.
+func (t *RoundTripper) served(err error) {
+	if err == nil && t.h.Streak() {
+		t.root.Send(t.pid, &link.Served{})
+	}
 }
 
 // withHeader returns a clone of req carrying the token's header value and
@@ -565,6 +618,7 @@ func (t *RoundTripper) recover(req *http.Request, resp *http.Response, used stri
 		var err error
 		resp, err = t.base.RoundTrip(t.withHeader(req, value, body))
 		if err != nil || !t.rejects(resp.StatusCode) {
+			t.served(err)
 			return resp, err
 		}
 	}

@@ -114,7 +114,7 @@ func newRT(t *testing.T, s tokenmanager.Settings, base http.RoundTripper) *trans
 
 func get(t *testing.T, rt http.RoundTripper) *http.Response {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, "http://api.test/x", nil)
+	req, _ := http.NewRequest(http.MethodGet, "https://api.test/x", nil)
 	resp, err := rt.RoundTrip(req)
 	if err != nil {
 		t.Fatalf("RoundTrip: %v", err)
@@ -190,7 +190,7 @@ func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { retu
 func TestRoundTrip_doesNotModifyRequest(t *testing.T) {
 	p := &provider{expiresIn: 3600}
 	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get}, &backend{})
-	req, _ := http.NewRequest(http.MethodGet, "http://api.test/x", nil)
+	req, _ := http.NewRequest(http.MethodGet, "https://api.test/x", nil)
 	req.Header.Set("X-Trace", "1")
 	get := func() { resp, _ := rt.RoundTrip(req); resp.Body.Close() }
 	get()
@@ -208,7 +208,7 @@ func TestRoundTrip_recoversFromRevokedToken(t *testing.T) {
 
 	get(t, rt).Body.Close()
 	b.revoke("tok-1")
-	req, _ := http.NewRequest(http.MethodPost, "http://api.test/x", strings.NewReader("payload"))
+	req, _ := http.NewRequest(http.MethodPost, "https://api.test/x", strings.NewReader("payload"))
 	resp, err := rt.RoundTrip(req)
 	if err != nil {
 		t.Fatal(err)
@@ -274,7 +274,7 @@ func TestRoundTrip_unreplayableBodyIsNotResent(t *testing.T) {
 	b := &backend{status: http.StatusUnauthorized}
 	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get}, b)
 	aborted := collect[messages.RecoveryAborted](t, rt)
-	req, _ := http.NewRequest(http.MethodPost, "http://api.test/x", onceReader{strings.NewReader("data")})
+	req, _ := http.NewRequest(http.MethodPost, "https://api.test/x", onceReader{strings.NewReader("data")})
 	resp, err := rt.RoundTrip(req)
 	if err != nil {
 		t.Fatal(err)
@@ -295,7 +295,7 @@ func TestRoundTrip_singleFetchForConcurrentRequests(t *testing.T) {
 	var ok atomic.Int64
 	for range 300 {
 		wg.Go(func() {
-			req, _ := http.NewRequest(http.MethodGet, "http://api.test/x", nil)
+			req, _ := http.NewRequest(http.MethodGet, "https://api.test/x", nil)
 			if resp, err := rt.RoundTrip(req); err == nil {
 				resp.Body.Close()
 				if resp.StatusCode == 200 {
@@ -321,7 +321,7 @@ func TestRoundTrip_contextEndsWhileWaiting(t *testing.T) {
 	p := &provider{expiresIn: 3600, gate: make(chan struct{})}
 	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get}, &backend{})
 	ctx, cancel := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://api.test/x", nil)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://api.test/x", nil)
 	errc := make(chan error, 1)
 	go func() {
 		_, err := rt.RoundTrip(req)
@@ -403,7 +403,7 @@ func TestClose_releasesWaitersAndIsIdempotent(t *testing.T) {
 	if err := rt.Close(); err != nil {
 		t.Errorf("second Close = %v; want nil", err)
 	}
-	req, _ := http.NewRequest(http.MethodPost, "http://api.test/x", io.NopCloser(bytes.NewReader(nil)))
+	req, _ := http.NewRequest(http.MethodPost, "https://api.test/x", io.NopCloser(bytes.NewReader(nil)))
 	if _, err := rt.RoundTrip(req); !errors.Is(err, tokenmanager.ErrClosed) {
 		t.Errorf("RoundTrip after Close = %v; want ErrClosed", err)
 	}
@@ -445,7 +445,7 @@ func TestRecovery_apiRejectingEveryTokenDoesNotHammerTheEndpoint(t *testing.T) {
 	const requests = 50
 	for range requests {
 		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://api.test/x", nil)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://api.test/x", nil)
 		if resp, err := rt.RoundTrip(req); err == nil {
 			resp.Body.Close()
 		}
@@ -464,7 +464,7 @@ func TestRecovery_apiRejectingEveryTokenDoesNotHammerTheEndpoint(t *testing.T) {
 	mock.Add(30 * time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://api.test/x", nil)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://api.test/x", nil)
 	resp, err := rt.RoundTrip(req)
 	if err != nil {
 		t.Fatalf("after the backoff: %v (provider calls %d -> %d)", err, before, p.calls.Load())
@@ -486,7 +486,7 @@ func TestRecovery_backoffStreakEndsWhenTokensServeAgain(t *testing.T) {
 	do := func() int {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://api.test/x", nil)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://api.test/x", nil)
 		resp, err := rt.RoundTrip(req)
 		if err != nil {
 			return 0
@@ -573,11 +573,11 @@ func TestSameSite_chainThatLeftStaysStripped(t *testing.T) {
 	})
 	p := &provider{expiresIn: 3600}
 	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get}, base)
-	a := mk("http://a.test/1", nil)
-	sub := mk("http://api.a.test/2", a)
-	b := mk("http://b.test/3", sub)
-	back := mk("http://a.test/4", b)
-	orphan := mk("http://a.test/5", nil)
+	a := mk("https://a.test/1", nil)
+	sub := mk("https://api.a.test/2", a)
+	b := mk("https://b.test/3", sub)
+	back := mk("https://a.test/4", b)
+	orphan := mk("https://a.test/5", nil)
 	orphan.Response = &http.Response{} // a redirect with no request behind it
 	for _, r := range []*http.Request{a, sub, b, back, orphan} {
 		resp, err := rt.RoundTrip(r)
@@ -607,7 +607,7 @@ func TestRoundTrip_formatterPanicIsContained(t *testing.T) {
 		Formatter:      func(string) string { panic("formatter bug") },
 	}, b)
 	body := &closeRecorder{Reader: strings.NewReader("x")}
-	req, _ := http.NewRequest(http.MethodPost, "http://api.test/x", body)
+	req, _ := http.NewRequest(http.MethodPost, "https://api.test/x", body)
 	resp, err := rt.RoundTrip(req)
 	if err == nil || resp != nil || !strings.Contains(err.Error(), "Formatter panicked") {
 		t.Fatalf("RoundTrip = %v, %v; want an error saying the Formatter panicked", resp, err)

@@ -34,6 +34,7 @@ type Handle struct {
 	snapshot  atomic.Pointer[Snapshot]
 	lastErr   atomic.Pointer[error]
 	holdUntil atomic.Int64 // UnixNano on Clock; 0: not holding
+	streak    atomic.Bool  // fresh tokens are being rejected on first use
 	// Bus carries the actor's events (TokenRefreshed, TokenRequestFailed,
 	// TokenTryThresholdReached).
 	Bus *eventbus.Bus
@@ -81,6 +82,14 @@ func (h *Handle) Holding(now time.Time) bool {
 	return u != 0 && now.UnixNano() < u
 }
 
+// SetStreak records whether fresh tokens are being rejected on first use,
+// the run that may end in a hold. Only the actor calls it.
+func (h *Handle) SetStreak(on bool) { h.streak.Store(on) }
+
+// Streak reports whether fresh tokens are being rejected on first use; a
+// RoundTripper then tells the actor (with [Served]) when a token works.
+func (h *Handle) Streak() bool { return h.streak.Load() }
+
 // LastError returns the last failed fetch's error, nil after a success.
 func (h *Handle) LastError() error {
 	if p := h.lastErr.Load(); p != nil {
@@ -118,6 +127,15 @@ func (*Rejected) IgnoreDeadLetterLogging() {}
 
 // IgnoreDeadLetterLogging keeps protoactor from logging the message.
 func (*Wait) IgnoreDeadLetterLogging() {}
+
+// Served tells the actor that a token was accepted by the API: new tokens
+// are not all rejected, so any streak of rejections, and the hold it may
+// have caused, ends. RoundTrippers send it only while [Handle.Streak]
+// holds, so it costs nothing in normal operation.
+type Served struct{}
+
+// IgnoreDeadLetterLogging keeps protoactor from logging the message.
+func (*Served) IgnoreDeadLetterLogging() {}
 
 // Wait asks the actor for a valid token on behalf of a request. Unlike
 // messages.Get, a Wait outlives failed fetches: the actor keeps retrying

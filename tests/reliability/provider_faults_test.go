@@ -113,7 +113,7 @@ func TestProviderFaults(t *testing.T) {
 			}
 			done := make(chan result, 1)
 			go func() {
-				status, err := doGet(ctx, rt, "http://api.test/x")
+				status, err := doGet(ctx, rt, "https://api.test/x")
 				done <- result{status, err}
 			}()
 			waitFor(t, 5*time.Second, "the first failed fetch", func() bool { return ev.count("token_request_failed") >= 1 })
@@ -177,7 +177,7 @@ func TestProviderFaults_requestErrorIsClear(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	began := time.Now()
-	_, err := doGet(ctx, rt, "http://api.test/x")
+	_, err := doGet(ctx, rt, "https://api.test/x")
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v; want one wrapping context.DeadlineExceeded", err)
 	}
@@ -264,7 +264,7 @@ func TestProviderFaults_garbageTokens(t *testing.T) {
 			if tt.wantErr != nil {
 				ctx, cancel := context.WithCancel(context.Background())
 				done := make(chan error, 1)
-				go func() { _, err := doGet(ctx, rt, "http://api.test/x"); done <- err }()
+				go func() { _, err := doGet(ctx, rt, "https://api.test/x"); done <- err }()
 				waitFor(t, 5*time.Second, "the failed fetch", func() bool { return ev.count("token_request_failed") >= 1 })
 				cancel()
 				if err := <-done; err == nil {
@@ -281,7 +281,7 @@ func TestProviderFaults_garbageTokens(t *testing.T) {
 				return
 			}
 
-			status, err := doGet(context.Background(), rt, "http://api.test/x")
+			status, err := doGet(context.Background(), rt, "https://api.test/x")
 			if err != nil || status != http.StatusOK {
 				t.Fatalf("request: %d, %v", status, err)
 			}
@@ -309,7 +309,7 @@ func TestProviderFaults_garbageTokens(t *testing.T) {
 			// A year of mock time, a request a week: still one fetch.
 			for range 52 {
 				mock.Add(7 * 24 * time.Hour)
-				if _, err := doGet(context.Background(), rt, "http://api.test/x"); err != nil {
+				if _, err := doGet(context.Background(), rt, "https://api.test/x"); err != nil {
 					t.Fatalf("request: %v", err)
 				}
 			}
@@ -335,7 +335,7 @@ func TestProviderFaults_shortLifetimeNoHotLoop(t *testing.T) {
 		return tokenmanager.Token{AccessToken: fmt.Sprintf("short-%d", calls.Add(1)), ExpiresIn: 1}, nil
 	}
 	rt := newRT(t, tokenmanager.Settings{GetCredentials: provider, Clock: mock, RefreshBuffer: 10 * time.Second}, &okBase{})
-	if _, err := doGet(context.Background(), rt, "http://api.test/x"); err != nil {
+	if _, err := doGet(context.Background(), rt, "https://api.test/x"); err != nil {
 		t.Fatal(err)
 	}
 	const steps = 300
@@ -366,7 +366,7 @@ func TestProviderFaults_returnsAfterClose(t *testing.T) {
 	}
 	rt := newRT(t, tokenmanager.Settings{GetCredentials: provider, Clock: clock.NewMock()}, &okBase{})
 	done := make(chan error, 1)
-	go func() { _, err := doGet(context.Background(), rt, "http://api.test/x"); done <- err }()
+	go func() { _, err := doGet(context.Background(), rt, "https://api.test/x"); done <- err }()
 	<-entered
 	if err := rt.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
@@ -384,7 +384,7 @@ func TestProviderFaults_returnsAfterClose(t *testing.T) {
 	if _, err := rt.Token(context.Background()); !errors.Is(err, tokenmanager.ErrClosed) {
 		t.Errorf("Token after Close: %v; want ErrClosed", err)
 	}
-	if _, err := doGet(context.Background(), rt, "http://api.test/x"); !errors.Is(err, tokenmanager.ErrClosed) {
+	if _, err := doGet(context.Background(), rt, "https://api.test/x"); !errors.Is(err, tokenmanager.ErrClosed) {
 		t.Errorf("request after Close: %v; want ErrClosed", err)
 	}
 }

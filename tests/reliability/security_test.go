@@ -120,7 +120,7 @@ func runLeakRig(t *testing.T, addToLogs bool) (ev *events, out *texts, logs *syn
 	do := func(method, path string, body io.Reader, ctxTimeout time.Duration) {
 		ctx, cancel := context.WithTimeout(context.Background(), ctxTimeout)
 		defer cancel()
-		req, _ := http.NewRequestWithContext(ctx, method, "http://api.test"+path, body)
+		req, _ := http.NewRequestWithContext(ctx, method, "https://api.test"+path, body)
 		resp, err := rt.RoundTrip(req)
 		if err != nil {
 			out.add("RoundTrip error: %v | %+v | %#v", err, err, err)
@@ -266,12 +266,12 @@ func TestSecurity_redirects(t *testing.T) {
 		from, to  string
 		wantToken bool
 	}{
-		{"http://api.test/a", "http://evil.test/b", false},
-		{"http://api.test/a", "http://api.test.evil/b", false},
-		{"http://api.test/a", "http://xapi.test/b", false},
-		{"http://sub.api.test/a", "http://api.test/b", false},
-		{"http://api.test/a", "http://sub.api.test/b", true},
-		{"http://api.test/a", "https://api.test:8443/b", true},
+		{"https://api.test/a", "https://evil.test/b", false},
+		{"https://api.test/a", "https://api.test.evil/b", false},
+		{"https://api.test/a", "https://xapi.test/b", false},
+		{"https://sub.api.test/a", "https://api.test/b", false},
+		{"https://api.test/a", "https://sub.api.test/b", true},
+		{"https://api.test/a", "https://api.test:8443/b", true},
 		{"http://127.0.0.1:1/a", "http://127.0.0.2:1/b", false},
 		{"http://127.0.0.1:1/a", "http://127.0.0.1:2/b", true},
 	}
@@ -312,7 +312,7 @@ func TestSecurity_discardedResponsesDrainedAndClosed(t *testing.T) {
 				return resp, nil
 			})
 			rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get, Clock: clock.NewMock(), MaxRecoveryTries: 3}, base)
-			req, _ := http.NewRequest(http.MethodGet, "http://api.test/x", nil)
+			req, _ := http.NewRequest(http.MethodGet, "https://api.test/x", nil)
 			resp, err := rt.RoundTrip(req)
 			if err != nil {
 				t.Fatal(err)

@@ -317,10 +317,10 @@ func soakRequest(rt http.RoundTripper, mock *monotonicMock, rng *rand.Rand) (int
 	if rng.IntN(4) == 0 {
 		body := []byte(strings.Repeat("p", rng.IntN(512)))
 		sum := sha256.Sum256(body)
-		req, _ = http.NewRequestWithContext(ctx, http.MethodPost, "http://api.test/soak", bytes.NewReader(body))
+		req, _ = http.NewRequestWithContext(ctx, http.MethodPost, "https://api.test/soak", bytes.NewReader(body))
 		req.Header.Set(bodyHashHeader, hex.EncodeToString(sum[:]))
 	} else {
-		req, _ = http.NewRequestWithContext(ctx, http.MethodGet, "http://api.test/soak", nil)
+		req, _ = http.NewRequestWithContext(ctx, http.MethodGet, "https://api.test/soak", nil)
 	}
 	req.Header.Set(soakStartHeader, strconv.FormatInt(mock.Now().UnixNano(), 10))
 	resp, err := rt.RoundTrip(req)

@@ -83,12 +83,12 @@ func TestBaseFaults_connectionError(t *testing.T) {
 	})
 	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get, Clock: clock.NewMock()}, base)
 	for range 10 {
-		if _, err := doGet(context.Background(), rt, "http://api.test/x"); !errors.Is(err, syscall.ECONNREFUSED) {
+		if _, err := doGet(context.Background(), rt, "https://api.test/x"); !errors.Is(err, syscall.ECONNREFUSED) {
 			t.Fatalf("err = %v; want the base's ECONNREFUSED", err)
 		}
 	}
 	fail.Store(false)
-	if status, err := doGet(context.Background(), rt, "http://api.test/x"); err != nil || status != http.StatusOK {
+	if status, err := doGet(context.Background(), rt, "https://api.test/x"); err != nil || status != http.StatusOK {
 		t.Fatalf("after the fault: %d, %v", status, err)
 	}
 	if got := p.calls.Load(); got != 1 {
@@ -144,7 +144,7 @@ func TestBaseFaults_unreadable401DuringRecovery(t *testing.T) {
 		return textResponse(req, http.StatusOK, "ok"), nil
 	})
 	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get, Clock: clock.NewMock()}, base)
-	status, err := doGet(context.Background(), rt, "http://api.test/x")
+	status, err := doGet(context.Background(), rt, "https://api.test/x")
 	if err != nil || status != http.StatusOK {
 		t.Fatalf("got %d, %v; want 200 after recovery", status, err)
 	}
@@ -171,7 +171,7 @@ func TestBaseFaults_unreadableFinal401(t *testing.T) {
 		return resp, nil
 	})
 	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get, Clock: clock.NewMock(), MaxRecoveryTries: 2}, base)
-	req, _ := http.NewRequest(http.MethodGet, "http://api.test/x", nil)
+	req, _ := http.NewRequest(http.MethodGet, "https://api.test/x", nil)
 	resp, err := rt.RoundTrip(req)
 	if err != nil {
 		t.Fatalf("RoundTrip: %v", err)
@@ -219,7 +219,7 @@ func TestBaseFaults_bodiesNeverClosed(t *testing.T) {
 					tok, _ := rt.Token(context.Background())
 					revoked.Store(tok.AccessToken)
 				}
-				req, _ := http.NewRequest(http.MethodGet, "http://api.test/x", nil)
+				req, _ := http.NewRequest(http.MethodGet, "https://api.test/x", nil)
 				resp, err := rt.RoundTrip(req)
 				if err != nil {
 					t.Errorf("RoundTrip: %v", err)
@@ -264,7 +264,7 @@ func TestBaseFaults_cancelMidRecovery(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://api.test/x", nil)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://api.test/x", nil)
 		resp, err := rt.RoundTrip(req)
 		done <- result{resp, err}
 	}()
@@ -301,7 +301,7 @@ func TestBaseFaults_cancelMidRecovery(t *testing.T) {
 		t.Errorf("status = %d; want an error or the 401", r.resp.StatusCode)
 	}
 	p.gate <- struct{}{} // the refetch completes for nobody
-	if status, err := doGet(context.Background(), rt, "http://api.test/x"); err != nil || status != http.StatusOK {
+	if status, err := doGet(context.Background(), rt, "https://api.test/x"); err != nil || status != http.StatusOK {
 		t.Errorf("next request: %d, %v; want 200 with the refetched token", status, err)
 	}
 	if got := p.calls.Load(); got != 2 {
