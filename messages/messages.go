@@ -27,7 +27,14 @@ import (
 // backs off after a failed fetch, Get is answered with the last error
 // rather than starting another fetch. A Get sent without a sender (Send
 // rather than Request) is ignored.
-type Get struct{}
+//
+// Identity addresses one identity through an owner of many
+// (actor.NewOwnerProps), which forwards the Get to that identity's token
+// actor, starting it if needed; the reply comes from there. A token actor
+// of its own (actor.NewProps) serves one identity and ignores the field.
+type Get struct {
+	Identity string
+}
 
 // TokenResult is the token actor's reply to [Get], sent as *TokenResult.
 type TokenResult struct {
@@ -45,17 +52,22 @@ type TokenResult struct {
 // is dropped only if it is still AccessToken, so a late rejection of an
 // old token cannot throw away a newer one; an empty AccessToken drops
 // whatever is cached. No reply follows. The next [Get] fetches anew.
+// Identity addresses one identity through an owner, as for [Get]; an
+// owner ignores an Invalidate for an identity it does not hold.
 type Invalidate struct {
 	AccessToken string
+	Identity    string
 }
 
 // Refreshed is the outcome of a token fetch. The actor delivers each of
 // its own fetches to itself; other code may send a Refreshed too, to push
 // a token obtained elsewhere (its lifetime counts from its arrival) or to
-// report a failed fetch (Err set). No reply follows.
+// report a failed fetch (Err set). No reply follows. Identity addresses
+// one identity through an owner, as for [Get].
 type Refreshed struct {
-	Token tokenmanager.Token
-	Err   error
+	Token    tokenmanager.Token
+	Err      error
+	Identity string
 }
 
 // Event is implemented by every event the manager publishes. Name returns
@@ -85,6 +97,9 @@ const (
 // TokenRefreshed is published by the token actor when a new token is
 // cached.
 type TokenRefreshed struct {
+	// Identity is the identity the event concerns; empty for a manager
+	// of a single identity.
+	Identity string
 	// ExpiresAt is when the token expires on the actor's clock; zero when
 	// it has no expiry.
 	ExpiresAt time.Time
@@ -104,7 +119,10 @@ type TokenRefreshed struct {
 // AuthFailed is published by the RoundTripper when a response status is in
 // Settings.RefreshOnStatus.
 type AuthFailed struct {
-	Status int
+	// Identity is the identity the event concerns; empty for a manager
+	// of a single identity.
+	Identity string
+	Status   int
 	// Host is the request's host (no path or query, which may hold
 	// secrets).
 	Host string
@@ -117,6 +135,9 @@ type AuthFailed struct {
 
 // TokenRequestFailed is published by the token actor when a fetch fails.
 type TokenRequestFailed struct {
+	// Identity is the identity the event concerns; empty for a manager
+	// of a single identity.
+	Identity string
 	// Err is a *tokenmanager.FetchError wrapping the provider's error.
 	Err error
 	// Permanent says the failure will not go away by retrying
@@ -137,12 +158,16 @@ type TokenRequestFailed struct {
 // say). The cached token, if any, stays; the push does not count as a
 // failed fetch.
 type PushRejected struct {
+	// Identity is the identity the event concerns; empty for a manager
+	// of a single identity.
+	Identity string
 	// Err says why the token was refused; it never holds the token.
 	Err error
 }
 
 // Closed is published once when a manager closes: by a RoundTripper's
-// Close, and by the token actor when it stops. It is the last event its
+// Close, and by the token actor (or owner of many) when it stops; not
+// when an owner passivates one identity (see [IdentityPassivated]). It is the last event its
 // publisher sends; observers holding state about the manager (gauges, say)
 // drop it.
 type Closed struct{}
@@ -150,6 +175,9 @@ type Closed struct{}
 // RecoveryTried is published by the RoundTripper when a request is resent
 // with a fresh token.
 type RecoveryTried struct {
+	// Identity is the identity the event concerns; empty for a manager
+	// of a single identity.
+	Identity string
 	// Attempt counts resends of this request, from 1.
 	Attempt int
 	// Fingerprint identifies the fresh token without revealing it.
@@ -163,6 +191,9 @@ type RecoveryTried struct {
 // consecutive failed fetches reach a multiple of
 // Settings.TokenTryThreshold (10, 20, ... by default).
 type TokenTryThresholdReached struct {
+	// Identity is the identity the event concerns; empty for a manager
+	// of a single identity.
+	Identity    string
 	FailedTries int
 }
 
@@ -170,6 +201,9 @@ type TokenTryThresholdReached struct {
 // given back with a status in Settings.RefreshOnStatus: its recovery tries
 // are used up, none was allowed, or its body cannot be replayed.
 type RecoveryAborted struct {
+	// Identity is the identity the event concerns; empty for a manager
+	// of a single identity.
+	Identity string
 	// Attempts is how many times this request was resent.
 	Attempts int
 	// Status is the status given back to the caller.
@@ -202,6 +236,21 @@ func (PushRejected) Name() string { return "push_rejected" }
 // Name implements [Event].
 func (Closed) Name() string { return "closed" }
 
+// IdentityPassivated is published by an owner of many identities when it
+// stops the token actor of an identity that was idle, or evicted it to
+// stay within its cap. Its token is forgotten; the next request for the
+// identity starts a new actor and fetches anew.
+type IdentityPassivated struct {
+	Identity string
+	// Evicted is true when the identity was stopped to stay within
+	// OwnerSettings.MaxIdentities, false when it was idle for
+	// OwnerSettings.IdleTimeout.
+	Evicted bool
+}
+
+// Name implements [Event].
+func (IdentityPassivated) Name() string { return "identity_passivated" }
+
 // The protocol messages carry tokens, so none of them is ever printed in
 // full: String and GoString show a fingerprint instead, and protoactor
 // does not log them when they end up as dead letters (a late reply to a
@@ -217,7 +266,7 @@ func (r TokenResult) GoString() string { return r.String() }
 
 // String describes i by the fingerprint of its token.
 func (i Invalidate) String() string {
-	return "Invalidate{AccessToken:" + fingerprint(i.AccessToken) + "}"
+	return fmt.Sprintf("Invalidate{AccessToken:%s Identity:%q}", fingerprint(i.AccessToken), i.Identity)
 }
 
 // GoString is like String.
@@ -225,7 +274,7 @@ func (i Invalidate) GoString() string { return i.String() }
 
 // String describes r without its access token.
 func (r Refreshed) String() string {
-	return fmt.Sprintf("Refreshed{Token:%v Err:%v}", r.Token, r.Err)
+	return fmt.Sprintf("Refreshed{Token:%v Err:%v Identity:%q}", r.Token, r.Err, r.Identity)
 }
 
 // GoString is like String.

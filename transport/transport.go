@@ -19,12 +19,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -34,7 +32,6 @@ import (
 	"github.com/go-tokenmanager/tokenmanager/actor"
 	"github.com/go-tokenmanager/tokenmanager/internal/eventbus"
 	"github.com/go-tokenmanager/tokenmanager/internal/link"
-	"github.com/go-tokenmanager/tokenmanager/internal/secure"
 	"github.com/go-tokenmanager/tokenmanager/messages"
 )
 
@@ -73,33 +70,15 @@ func WithBase(rt http.RoundTripper) Option {
 // token actor on every request. It is safe for concurrent use by multiple
 // goroutines.
 type RoundTripper struct {
-	base      http.RoundTripper
-	header    string
-	formatter tokenmanager.Formatter
-	reject    [10]uint64 // bitset of statuses in RefreshOnStatus
-	maxTries  int
-	withToken bool // AddTokenToLogs
-	insecure  bool // AllowInsecureHTTP
-	wait      time.Duration
+	core
+	b binding // the one identity
 
 	h      *link.Handle
-	root   *proto.RootContext
 	pid    *proto.PID
 	system *proto.ActorSystem
 	owned  bool
-
-	header0 atomic.Pointer[headerValue] // the last formatted token
-	mu      sync.Mutex                  // guards flight
-	flight  *flight                     // the shared wait in progress, if any
-	bus     *eventbus.Bus
-	unsubs  []func()
-	closed  atomic.Bool
-	ended   atomic.Bool // messages.Closed was published
-	done    chan struct{}
-}
-
-type headerValue struct {
-	token, value string
+	unsubs []func()
+	ended  atomic.Bool // messages.Closed was published
 }
 
 // New validates settings and builds a RoundTripper with an actor system
@@ -185,25 +164,23 @@ func attach(system *proto.ActorSystem, pid *proto.PID, settings tokenmanager.Set
 	if !ok {
 		return nil, fmt.Errorf("tokenmanager: actor %v answered %T; was it spawned from actor.NewProps?", pid, res)
 	}
+	req := link.NewRequest(settings, link.RequestSide)
+	if owned {
+		req = link.NewRequest(settings, link.BothSides)
+	}
 	t := &RoundTripper{
-		base:      o.base,
-		header:    http.CanonicalHeaderKey(s.Header),
-		formatter: s.Formatter,
-		maxTries:  max(s.MaxRecoveryTries, 0),
-		withToken: s.AddTokenToLogs,
-		insecure:  s.AllowInsecureHTTP,
-		wait:      s.WaitTimeout,
-		h:         h,
-		root:      system.Root,
-		pid:       pid,
-		system:    system,
-		owned:     owned,
-		bus:       eventbus.New(s.EventBuffer),
-		done:      make(chan struct{}),
+		core: core{
+			base: o.base,
+			root: system.Root,
+			bus:  eventbus.New(s.EventBuffer),
+			done: make(chan struct{}),
+		},
+		h:      h,
+		pid:    pid,
+		system: system,
+		owned:  owned,
 	}
-	for _, code := range s.RefreshOnStatus {
-		t.reject[code/64] |= 1 << (code % 64)
-	}
+	t.b = binding{h: h, pid: pid, req: req, st: new(link.RequestState)}
 	t.unsubs = append(t.unsubs, h.Bus.Subscribe(func(ev messages.Event) {
 		if _, ok := ev.(messages.Closed); ok {
 			t.publishClosed() // once, whether the actor or Close says it first
@@ -211,12 +188,8 @@ func attach(system *proto.ActorSystem, pid *proto.PID, settings tokenmanager.Set
 		}
 		t.bus.Publish(ev)
 	}))
-	side := link.RequestSide
-	if owned {
-		side = link.BothSides
-	}
-	if cb := link.Callbacks(s, side); cb != nil {
-		t.bus.Subscribe(cb)
+	if req.Callbacks != nil {
+		t.bus.Subscribe(req.Callbacks)
 	}
 	if !owned {
 		es := system.EventStream
@@ -259,7 +232,7 @@ func (t *RoundTripper) Token(ctx context.Context) (tokenmanager.Token, error) {
 	if t.closed.Load() {
 		return tokenmanager.Token{}, tokenmanager.ErrClosed
 	}
-	return t.token(ctx, "")
+	return t.token(ctx, &t.b, "")
 }
 
 // Close stops what t owns: for a RoundTripper from New, the token actor
@@ -297,168 +270,6 @@ func (t *RoundTripper) publishClosed() {
 	}
 }
 
-// token returns a valid token: the snapshot's when it is fresh and not
-// rejected, else the actor's answer.
-func (t *RoundTripper) token(ctx context.Context, rejected string) (tokenmanager.Token, error) {
-	if snap := t.h.Snapshot(); snap.FreshAt(t.h.Clock.Now()) && snap.Token.AccessToken != rejected {
-		return snap.Token, nil
-	}
-	if err := ctx.Err(); err != nil {
-		return tokenmanager.Token{}, fmt.Errorf("tokenmanager: waiting for a token: %w", err)
-	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, t.wait)
-		defer cancel()
-	}
-	for {
-		f := t.join()
-		select {
-		case <-f.done:
-		case <-ctx.Done():
-			t.leave(f)
-			return tokenmanager.Token{}, t.waitErr(ctx)
-		}
-		switch {
-		case f.res == nil: // the flight ended without an answer
-			if ctx.Err() != nil {
-				return tokenmanager.Token{}, t.waitErr(ctx)
-			}
-			continue
-		case f.res.Err != nil:
-			return tokenmanager.Token{}, f.res.Err
-		case f.res.Token.AccessToken == rejected && rejected != "":
-			// The flight was answered before the actor saw this request's
-			// invalidation: ask on its own, behind the invalidation.
-			return t.waitAlone(ctx)
-		case !f.res.ExpiresAt.IsZero() && !t.h.Clock.Now().Before(f.res.ExpiresAt):
-			// This request joined a flight answered before the token
-			// expired: ask again.
-			continue
-		}
-		return f.res.Token, nil
-	}
-}
-
-// waitErr is the error of a request whose context ended while it waited.
-// It wraps both ctx.Err() and the last fetch's error, if any, so
-// errors.Is and errors.As find either.
-func (t *RoundTripper) waitErr(ctx context.Context) error {
-	if last := t.h.LastError(); last != nil {
-		return fmt.Errorf("tokenmanager: waiting for a token (last fetch: %w): %w", last, ctx.Err())
-	}
-	return fmt.Errorf("tokenmanager: waiting for a token: %w", ctx.Err())
-}
-
-// flight is one wait in the actor, shared by every request of this
-// RoundTripper that misses the snapshot meanwhile, so that a stampede costs
-// the actor one message rather than one per request.
-type flight struct {
-	done    chan struct{} // closed once res is set
-	res     *messages.TokenResult
-	cancel  context.CancelFunc
-	waiters int // guarded by RoundTripper.mu
-}
-
-// join returns the flight in progress, starting one if there is none.
-func (t *RoundTripper) join() *flight {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	f := t.flight
-	if f == nil {
-		// A flight lasts while someone waits on it: every waiter has a
-		// deadline (its own or WaitTimeout), and the last to leave ends it.
-		ctx, cancel := context.WithCancel(context.Background())
-		f = &flight{done: make(chan struct{}), cancel: cancel}
-		t.flight = f
-		go t.fly(ctx, f)
-	}
-	f.waiters++
-	return f
-}
-
-// leave is called by a waiter that gives up; the last one out ends the
-// flight, so the actor stops fetching for nobody.
-func (t *RoundTripper) leave(f *flight) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	f.waiters--
-	if f.waiters == 0 {
-		if t.flight == f {
-			t.flight = nil
-		}
-		f.cancel()
-	}
-}
-
-func (t *RoundTripper) fly(ctx context.Context, f *flight) {
-	defer f.cancel()
-	var res *messages.TokenResult
-	select {
-	case <-t.h.Done:
-		res = &messages.TokenResult{Err: tokenmanager.ErrClosed}
-	default:
-		w := &link.Wait{Ctx: ctx, Reply: make(chan *messages.TokenResult, 1)}
-		t.root.Send(t.pid, w)
-		select {
-		case res = <-w.Reply:
-		case <-ctx.Done():
-		case <-t.h.Done:
-			res = &messages.TokenResult{Err: tokenmanager.ErrClosed}
-		case <-t.done:
-			res = &messages.TokenResult{Err: tokenmanager.ErrClosed}
-		}
-	}
-	t.mu.Lock()
-	if t.flight == f {
-		t.flight = nil
-	}
-	t.mu.Unlock()
-	f.res = res
-	close(f.done)
-}
-
-// waitAlone asks the actor for a token on behalf of this request only.
-func (t *RoundTripper) waitAlone(ctx context.Context) (tokenmanager.Token, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel() // the actor forgets the wait once its context ends
-	w := &link.Wait{Ctx: ctx, Reply: make(chan *messages.TokenResult, 1)}
-	t.root.Send(t.pid, w)
-	select {
-	case r := <-w.Reply:
-		if r.Err != nil {
-			return tokenmanager.Token{}, r.Err
-		}
-		return r.Token, nil
-	case <-ctx.Done():
-		return tokenmanager.Token{}, t.waitErr(ctx)
-	case <-t.h.Done:
-		return tokenmanager.Token{}, tokenmanager.ErrClosed
-	case <-t.done:
-		return tokenmanager.Token{}, tokenmanager.ErrClosed
-	}
-}
-
-// headerValue formats token, reusing the last result when the token is the
-// same, so a cached token costs no allocation.
-func (t *RoundTripper) headerValue(token string) (v string, err error) {
-	if c := t.header0.Load(); c != nil && c.token == token {
-		return c.value, nil
-	}
-	defer func() {
-		if r := recover(); r != nil {
-			err = errors.New("tokenmanager: Formatter panicked")
-		}
-	}()
-	v = t.formatter(token)
-	t.header0.Store(&headerValue{token: token, value: v})
-	return v, nil
-}
-
-func (t *RoundTripper) rejects(status int) bool {
-	return status >= 0 && status < 640 && t.reject[status/64]&(1<<(status%64)) != 0
-}
-
 // RoundTrip sends req with the token in Settings.Header. It follows the
 // net/http contract: it does not modify req (it sends a clone), it always
 // closes req.Body, and it returns err == nil whenever it obtained a
@@ -486,167 +297,7 @@ func (t *RoundTripper) rejects(status int) bool {
 // error) and, when the request's context ended first, ctx.Err(). A
 // permanent failure (tokenmanager.IsPermanent) fails the request at once.
 func (t *RoundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
-	if t.closed.Load() {
-		closeBody(req)
-		return nil, tokenmanager.ErrClosed
-	}
-	if !sameSite(req) {
-		return t.base.RoundTrip(req)
-	}
-	if !t.insecure && !secure.Allowed(req.URL) {
-		closeBody(req)
-		return nil, fmt.Errorf("%w to %s: use https, or set Settings.AllowInsecureHTTP where something else protects the traffic",
-			tokenmanager.ErrInsecureTransport, req.URL.Host)
-	}
-	var access string
-	if snap := t.h.Snapshot(); snap.FreshAt(t.h.Clock.Now()) {
-		access = snap.Token.AccessToken // the fast path: no message, no lock
-	} else {
-		tok, err := t.token(req.Context(), "")
-		if err != nil {
-			closeBody(req)
-			return nil, err
-		}
-		access = tok.AccessToken
-	}
-	value, err := t.headerValue(access)
-	if err != nil {
-		closeBody(req)
-		return nil, err
-	}
-	resp, err := t.base.RoundTrip(t.withHeader(req, value, req.Body))
-	if err != nil || !t.rejects(resp.StatusCode) {
-		t.served(err)
-		return resp, err
-	}
-	return t.recover(req, resp, access)
-}
-
-// served tells the actor a token was accepted, when it is counting
-// rejected new tokens (see link.Served); otherwise it costs one atomic
-// load.
-func (t *RoundTripper) served(err error) {
-	if err == nil && t.h.Streak() {
-		t.root.Send(t.pid, &link.Served{})
-	}
-}
-
-// withHeader returns a clone of req carrying the token's header value and
-// body.
-func (t *RoundTripper) withHeader(req *http.Request, value string, body io.ReadCloser) *http.Request {
-	r2 := req.Clone(req.Context())
-	if r2.Header == nil {
-		r2.Header = make(http.Header, 1)
-	}
-	r2.Header.Set(t.header, value)
-	r2.Body = body
-	return r2
-}
-
-// recover handles a rejected response: see RoundTrip.
-func (t *RoundTripper) recover(req *http.Request, resp *http.Response, used string) (*http.Response, error) {
-	ctx := req.Context()
-	replayable := req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
-	for attempt := 1; ; attempt++ {
-		t.bus.Publish(messages.AuthFailed{
-			Status:      resp.StatusCode,
-			Host:        req.URL.Host,
-			Fingerprint: tokenmanager.Fingerprint(used),
-			Message:     t.withTokenf(used, "request to %s got status %d", req.URL.Host, resp.StatusCode),
-		})
-		if attempt == 1 && t.h.Holding(t.h.Clock.Now()) {
-			// New tokens keep being rejected: give the response back and
-			// keep the token, so the token endpoint is spared (see
-			// actor.holdIfRejectedTooOften).
-			t.bus.Publish(messages.RecoveryAborted{
-				Status:  resp.StatusCode,
-				Message: fmt.Sprintf("recovery aborted for request to %s with status %d: new tokens keep being rejected, so the manager is backing off", req.URL.Host, resp.StatusCode),
-			})
-			return resp, nil
-		}
-		// Withdraw the token from the fast path at once, so no request,
-		// this one's caller's next included, sends it again; then let the
-		// actor drop it (if it is still the cached one).
-		t.h.Drop(used)
-		if attempt == 1 {
-			t.root.Send(t.pid, messages.Invalidate{AccessToken: used})
-		} else {
-			// A token fetched for this recovery, rejected on first use.
-			t.root.Send(t.pid, &link.Rejected{AccessToken: used, MaxTries: t.maxTries})
-		}
-		var why string
-		switch {
-		case !replayable:
-			why = "its body cannot be replayed (no GetBody)"
-		case attempt > t.maxTries && t.maxTries == 0:
-			why = "no recovery tries are allowed"
-		case attempt > t.maxTries:
-			why = fmt.Sprintf("all %d recovery tries were used", t.maxTries)
-		}
-		var value string
-		var body io.ReadCloser
-		if why == "" {
-			tok, err := t.token(ctx, used)
-			if err == nil {
-				value, err = t.headerValue(tok.AccessToken)
-			}
-			if err == nil && req.Body != nil && req.Body != http.NoBody {
-				body, err = req.GetBody()
-			}
-			if err != nil {
-				// Keep the response we have rather than trading it for
-				// an error: RoundTrip obtained a response.
-				why = fmt.Sprintf("no fresh token or body: %v", err)
-			} else {
-				used = tok.AccessToken
-			}
-		}
-		if why != "" {
-			t.bus.Publish(messages.RecoveryAborted{
-				Attempts: attempt - 1,
-				Status:   resp.StatusCode,
-				Message:  fmt.Sprintf("recovery aborted for request to %s with status %d: %s", req.URL.Host, resp.StatusCode, why),
-			})
-			return resp, nil
-		}
-		drainClose(resp.Body)
-		t.bus.Publish(messages.RecoveryTried{
-			Attempt:     attempt,
-			Fingerprint: tokenmanager.Fingerprint(used),
-			Message:     t.withTokenf(used, "resending request to %s with a fresh token (recovery try %d of %d)", req.URL.Host, attempt, t.maxTries),
-		})
-		var err error
-		resp, err = t.base.RoundTrip(t.withHeader(req, value, body))
-		if err != nil || !t.rejects(resp.StatusCode) {
-			t.served(err)
-			return resp, err
-		}
-	}
-}
-
-// withTokenf formats a message and appends token when AddTokenToLogs is set.
-func (t *RoundTripper) withTokenf(token, format string, args ...any) string {
-	msg := fmt.Sprintf(format, args...)
-	if t.withToken {
-		msg += ": " + token
-	}
-	return msg
-}
-
-func closeBody(req *http.Request) {
-	if req.Body != nil {
-		req.Body.Close()
-	}
-}
-
-// drainClose reads a little of body so its connection can be reused, then
-// closes it.
-func drainClose(body io.ReadCloser) {
-	if body == nil {
-		return
-	}
-	io.Copy(io.Discard, io.LimitReader(body, maxDrain))
-	body.Close()
+	return t.roundTrip(t.b, req)
 }
 
 // sameSite reports whether req may carry the token: it is not a redirect,

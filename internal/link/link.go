@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	proto "github.com/asynkron/protoactor-go/actor"
 	"github.com/benbjohnson/clock"
 
 	"github.com/go-tokenmanager/tokenmanager"
@@ -16,11 +17,18 @@ import (
 )
 
 // Snapshot is an immutable view of the cached token. The actor replaces
-// it, never changes it.
+// it, never changes it (asked aside).
 type Snapshot struct {
 	Token tokenmanager.Token
 	// ExpiresAt is zero when the token has no expiry.
 	ExpiresAt time.Time
+	// Gen is the actor's generation when the snapshot was published.
+	Gen uint64
+	// RefreshAt, when set, is when a reader should ask the actor for an
+	// early refresh ([RefreshNow]): an actor that refreshes on use arms no
+	// timer. Zero for an actor with a refresh timer of its own.
+	RefreshAt time.Time
+	asked     atomic.Bool // RefreshNow was sent for this snapshot
 }
 
 // FreshAt reports whether the snapshot's token is still valid at now.
@@ -28,26 +36,78 @@ func (s *Snapshot) FreshAt(now time.Time) bool {
 	return s != nil && (s.ExpiresAt.IsZero() || now.Before(s.ExpiresAt))
 }
 
+// AskRefresh reports whether the reader, at now, should send the actor a
+// [RefreshNow]: the snapshot's refresh time has come and nobody asked yet.
+// It returns true once per snapshot.
+func (s *Snapshot) AskRefresh(now time.Time) bool {
+	return !s.RefreshAt.IsZero() && !now.Before(s.RefreshAt) && !s.asked.Load() && s.asked.CompareAndSwap(false, true)
+}
+
 // Handle is what the actor shares with the transports attached to it. It
 // is safe for concurrent use by multiple goroutines.
 type Handle struct {
-	snapshot  atomic.Pointer[Snapshot]
-	lastErr   atomic.Pointer[error]
-	holdUntil atomic.Int64 // UnixNano on Clock; 0: not holding
-	streak    atomic.Bool  // fresh tokens are being rejected on first use
+	snapshot   atomic.Pointer[Snapshot]
+	lastErr    atomic.Pointer[error]
+	holdUntil  atomic.Int64 // UnixNano on Clock; 0: not holding
+	streak     atomic.Bool  // fresh tokens are being rejected on first use
+	lastUse    atomic.Int64 // UnixNano on Clock, coarse (see Touch)
+	passivated atomic.Bool
 	// Bus carries the actor's events (TokenRefreshed, TokenRequestFailed,
-	// TokenTryThresholdReached).
+	// TokenTryThresholdReached). An owner's children share the owner's.
 	Bus *eventbus.Bus
 	// Done is closed when the actor stops.
 	Done chan struct{}
 	// Clock is the actor's clock, against which snapshots expire.
 	Clock clock.Clock
+	// Identity is the identity the actor serves; empty for a token actor
+	// of its own (actor.NewProps).
+	Identity string
+	// PID is the actor's; set for an owner's children before the handle
+	// is published.
+	PID *proto.PID
+	// Request is the request side of the identity's settings, for an
+	// owner's children; nil for a token actor of its own, whose
+	// RoundTrippers bring their own.
+	Request *Request
+	// State is the request side's per-identity state, for an owner's
+	// children.
+	State RequestState
 }
 
 // NewHandle returns a handle whose bus queues buffer events per subscriber.
 func NewHandle(buffer int, clk clock.Clock) *Handle {
 	return &Handle{Bus: eventbus.New(buffer), Done: make(chan struct{}), Clock: clk}
 }
+
+// touchGrain is how coarsely a Handle records its last use: a request
+// writes the shared word at most once per grain, so concurrent requests
+// do not fight over its cache line.
+const touchGrain = int64(time.Second)
+
+// Touch records that the identity was used at now.
+func (h *Handle) Touch(now time.Time) {
+	n := now.UnixNano()
+	if n-h.lastUse.Load() >= touchGrain {
+		h.lastUse.Store(n)
+	}
+}
+
+// LastUse returns when the identity was last used, to within a second;
+// zero if never.
+func (h *Handle) LastUse() time.Time {
+	if n := h.lastUse.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
+}
+
+// SetPassivated marks the handle's actor as stopping because it was idle:
+// readers that find Done closed ask the owner again rather than fail.
+func (h *Handle) SetPassivated() { h.passivated.Store(true) }
+
+// Passivated reports whether the actor stopped (or is stopping) because
+// it was idle, not because its owner closed.
+func (h *Handle) Passivated() bool { return h.passivated.Load() }
 
 // Snapshot returns the current snapshot, nil when nothing is cached.
 func (h *Handle) Snapshot() *Snapshot { return h.snapshot.Load() }
@@ -127,6 +187,13 @@ func (*Rejected) IgnoreDeadLetterLogging() {}
 
 // IgnoreDeadLetterLogging keeps protoactor from logging the message.
 func (*Wait) IgnoreDeadLetterLogging() {}
+
+// RefreshNow asks an actor that refreshes on use to refresh the token of
+// generation Gen early (see [Snapshot.AskRefresh]).
+type RefreshNow struct{ Gen uint64 }
+
+// IgnoreDeadLetterLogging keeps protoactor from logging the message.
+func (*RefreshNow) IgnoreDeadLetterLogging() {}
 
 // Served tells the actor that a token was accepted by the API: new tokens
 // are not all rejected, so any streak of rejections, and the hold it may

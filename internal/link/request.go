@@ -1,0 +1,75 @@
+package link
+
+import (
+	"context"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-tokenmanager/tokenmanager"
+	"github.com/go-tokenmanager/tokenmanager/messages"
+)
+
+// Request is the request side of an identity's settings, resolved once:
+// what a RoundTripper needs to attach a token and recover from rejections.
+// It is immutable.
+type Request struct {
+	Header    string // canonical
+	Formatter tokenmanager.Formatter
+	reject    [10]uint64 // bitset of statuses in RefreshOnStatus (< 640)
+	MaxTries  int        // >= 0
+	WithToken bool       // AddTokenToLogs
+	Insecure  bool       // AllowInsecureHTTP
+	Wait      time.Duration
+	// Callbacks calls the settings' callbacks of both sides; nil when
+	// none is set.
+	Callbacks func(messages.Event)
+}
+
+// NewRequest resolves the request side of s (defaults applied), with the
+// callbacks of side.
+func NewRequest(s tokenmanager.Settings, side Side) *Request {
+	s = s.WithDefaults()
+	r := &Request{
+		Header:    http.CanonicalHeaderKey(s.Header),
+		Formatter: s.Formatter,
+		MaxTries:  max(s.MaxRecoveryTries, 0),
+		WithToken: s.AddTokenToLogs,
+		Insecure:  s.AllowInsecureHTTP,
+		Wait:      s.WaitTimeout,
+		Callbacks: Callbacks(s, side),
+	}
+	for _, code := range s.RefreshOnStatus {
+		r.reject[code/64] |= 1 << (code % 64)
+	}
+	return r
+}
+
+// Rejects reports whether status is in RefreshOnStatus.
+func (r *Request) Rejects(status int) bool {
+	return status >= 0 && status < 640 && r.reject[status/64]&(1<<(status%64)) != 0
+}
+
+// RequestState is a RoundTripper's mutable state for one identity: the
+// last formatted header and the shared wait in progress.
+type RequestState struct {
+	Header atomic.Pointer[HeaderValue] // the last formatted token
+	Mu     sync.Mutex                  // guards Flight
+	Flight *Flight                     // the shared wait in progress, if any
+}
+
+// HeaderValue is a token and its formatted header value.
+type HeaderValue struct {
+	Token, Value string
+}
+
+// Flight is one wait in the actor, shared by every request that misses
+// the snapshot meanwhile, so that a stampede costs the actor one message
+// rather than one per request.
+type Flight struct {
+	Done    chan struct{} // closed once Res is set
+	Res     *messages.TokenResult
+	Cancel  context.CancelFunc
+	Waiters int // guarded by RequestState.Mu
+}
