@@ -72,6 +72,12 @@ type tokenActor struct {
 	s   tokenmanager.Settings
 	clk clock.Clock
 	h   *link.Handle
+	// child: the actor serves one identity of an owner (owner.go). It
+	// shares the owner's event bus, arms no refresh timer (readers ask
+	// for the refresh when they use the token past its refresh time, so
+	// a token nobody uses is never refreshed), and can be passivated.
+	child       bool
+	passivating bool // told the owner it is idle; reroutes what still comes
 
 	self *proto.PID
 	root *proto.RootContext
@@ -114,12 +120,13 @@ type tokenActor struct {
 }
 
 func newTokenActor(s tokenmanager.Settings) *tokenActor {
-	return &tokenActor{
-		s:        s,
-		clk:      s.Clock,
-		h:        link.NewHandle(s.EventBuffer, s.Clock),
-		provider: make(chan struct{}, maxProviderCalls),
-	}
+	return &tokenActor{s: s, clk: s.Clock, h: link.NewHandle(s.EventBuffer, s.Clock)}
+}
+
+// newChild returns the token actor of one of an owner's identities, with
+// the handle the owner publishes for it.
+func newChild(s tokenmanager.Settings, h *link.Handle) *tokenActor {
+	return &tokenActor{s: s, clk: s.Clock, h: h, child: true}
 }
 
 // Receive implements protoactor's Actor. It contains panics so that the
@@ -131,6 +138,9 @@ func (a *tokenActor) Receive(c proto.Context) {
 			c.Logger().Error("tokenmanager: token actor recovered from a panic", "panic", fmt.Sprint(r))
 		}
 	}()
+	if a.passivating && a.reroute(c) {
+		return
+	}
 	switch m := c.Message().(type) {
 	case *proto.Started:
 		a.started(c)
@@ -158,6 +168,10 @@ func (a *tokenActor) Receive(c proto.Context) {
 		a.fetchDone(m)
 	case refreshTick:
 		a.refreshTick(m)
+	case *link.RefreshNow:
+		a.refreshTick(refreshTick{gen: m.Gen})
+	case *passivate:
+		a.passivate(c, m)
 	case retryTick:
 		a.retryTick(m)
 	}
@@ -166,7 +180,9 @@ func (a *tokenActor) Receive(c proto.Context) {
 func (a *tokenActor) started(c proto.Context) {
 	a.self = c.Self()
 	a.root = c.ActorSystem().Root
-	a.ctx, a.cancel = context.WithCancel(context.Background())
+	if a.child {
+		return // the owner forwards the shared bus's events
+	}
 	if cb := link.Callbacks(a.s, link.ActorSide); cb != nil {
 		a.unsubs = append(a.unsubs, a.h.Bus.Subscribe(cb))
 	}
@@ -193,6 +209,9 @@ func (a *tokenActor) stopping(c proto.Context) {
 	a.askers, a.waiters = nil, nil
 	a.h.Store(nil)
 	close(a.h.Done)
+	if a.child {
+		return // the bus is the owner's
+	}
 	a.h.Bus.Publish(messages.Closed{})
 	a.h.Bus.Close()
 	for _, u := range a.unsubs {
@@ -227,8 +246,12 @@ func (a *tokenActor) get(c proto.Context) {
 		return
 	}
 	now := a.clk.Now()
+	a.h.Touch(now)
 	if a.cur.FreshAt(now) {
 		c.Respond(a.result())
+		if a.cur.AskRefresh(now) {
+			a.refreshTick(refreshTick{gen: a.gen})
+		}
 		return
 	}
 	if !a.fetching && a.lastErr != nil && now.Before(a.notBefore) {
@@ -319,6 +342,10 @@ func (a *tokenActor) startFetch(now time.Time) {
 		a.fetchWhy = messages.ReasonExpired
 	default: // dropped by an invalidation
 		a.fetchWhy = messages.ReasonInvalidated
+	}
+	if a.ctx == nil { // allocated on first use: an idle actor holds none
+		a.ctx, a.cancel = context.WithCancel(context.Background())
+		a.provider = make(chan struct{}, maxProviderCalls)
 	}
 	id, provider, slot := a.fetchID, a.s.GetCredentials, a.provider
 	ctx, cancel := context.WithTimeout(a.ctx, a.s.FetchTimeout)
@@ -437,14 +464,22 @@ func (a *tokenActor) fetchDone(m *fetchDone) {
 func (a *tokenActor) cache(now, start time.Time, tok tokenmanager.Token, expires time.Time,
 	why messages.RefreshReason, took time.Duration) {
 	a.gen++
-	a.cur = &link.Snapshot{Token: tok, ExpiresAt: expires}
+	a.cur = &link.Snapshot{Token: tok, ExpiresAt: expires, Gen: a.gen}
+	a.stopTimer(&a.refreshTimer)
+	if at, ok := a.refreshAt(now, start); ok {
+		if a.child {
+			a.cur.RefreshAt = at // readers ask when they use it past then
+		} else {
+			gen := a.gen
+			a.refreshTimer = a.clk.AfterFunc(at.Sub(now), func() { a.sendSelf(refreshTick{gen: gen}) })
+		}
+	}
 	a.h.Store(a.cur)
 	a.cachedAt = now
 	a.refreshDue = false
 	a.failures, a.lastErr, a.notBefore = 0, nil, time.Time{}
 	a.h.SetLastError(nil)
 	a.stopTimer(&a.retryTimer)
-	a.scheduleRefresh(now, start)
 
 	res := a.result()
 	for _, pid := range a.askers {
@@ -465,6 +500,7 @@ func (a *tokenActor) cache(now, start time.Time, tok tokenmanager.Token, expires
 		msg += ": " + tok.AccessToken
 	}
 	a.h.Bus.Publish(messages.TokenRefreshed{
+		Identity:      a.h.Identity,
 		ExpiresAt:     expires,
 		Reason:        why,
 		FetchDuration: took,
@@ -473,32 +509,30 @@ func (a *tokenActor) cache(now, start time.Time, tok tokenmanager.Token, expires
 	})
 }
 
-// scheduleRefresh arms the early refresh at expiry - RefreshBuffer. A
-// token whose lifetime (counted from start) is not longer than the buffer
-// is refreshed at half its lifetime instead, and no token is refreshed
-// sooner than min(half its lifetime, 1s) after start, nor sooner than half
-// of what is left of it (when its fetch took long), so no token makes the
-// actor fetch in a loop.
-func (a *tokenActor) scheduleRefresh(now, start time.Time) {
-	a.stopTimer(&a.refreshTimer)
+// refreshAt returns when the current token is refreshed early: at
+// expiry - RefreshBuffer. A token whose lifetime (counted from start) is
+// not longer than the buffer is refreshed at half its lifetime instead,
+// and no token is refreshed sooner than min(half its lifetime, 1s) after
+// start, nor sooner than half of what is left of it (when its fetch took
+// long), so no token makes the actor fetch in a loop. ok is false for a
+// token without expiry.
+func (a *tokenActor) refreshAt(now, start time.Time) (at time.Time, ok bool) {
 	exp := a.cur.ExpiresAt
 	if exp.IsZero() {
-		return
+		return time.Time{}, false
 	}
 	life := exp.Sub(start)
-	at := exp.Add(-a.s.RefreshBuffer)
+	at = exp.Add(-a.s.RefreshBuffer)
 	if earliest := start.Add(min(life/2, minRefreshInterval)); life <= a.s.RefreshBuffer || at.Before(earliest) {
 		at = start.Add(life / 2)
 		if life > a.s.RefreshBuffer {
 			at = earliest
 		}
 	}
-	d := at.Sub(now)
-	if d <= 0 {
-		d = exp.Sub(now) / 2
+	if !at.After(now) {
+		at = now.Add(exp.Sub(now) / 2)
 	}
-	gen := a.gen
-	a.refreshTimer = a.clk.AfterFunc(d, func() { a.sendSelf(refreshTick{gen: gen}) })
+	return at, true
 }
 
 // minRefreshInterval is the least time between a fetch and the early
@@ -569,9 +603,9 @@ func (a *tokenActor) fail(now time.Time, err error) {
 		a.scheduleRetry(delay)
 		retryIn = delay
 	}
-	a.h.Bus.Publish(messages.TokenRequestFailed{Err: fe, Permanent: permanent, ConsecutiveFailures: a.failures, RetryIn: retryIn})
+	a.h.Bus.Publish(messages.TokenRequestFailed{Identity: a.h.Identity, Err: fe, Permanent: permanent, ConsecutiveFailures: a.failures, RetryIn: retryIn})
 	if a.failures%a.s.TokenTryThreshold == 0 {
-		a.h.Bus.Publish(messages.TokenTryThresholdReached{FailedTries: a.failures})
+		a.h.Bus.Publish(messages.TokenTryThresholdReached{Identity: a.h.Identity, FailedTries: a.failures})
 	}
 }
 
@@ -684,7 +718,7 @@ func (a *tokenActor) pushed(m messages.Refreshed) {
 	}
 	if err := tokenmanager.CheckToken(m.Token); err != nil {
 		// Not the provider's failure: keep what is cached, count nothing.
-		a.h.Bus.Publish(messages.PushRejected{Err: fmt.Errorf("tokenmanager: pushed token refused: %w", err)})
+		a.h.Bus.Publish(messages.PushRejected{Identity: a.h.Identity, Err: fmt.Errorf("tokenmanager: pushed token refused: %w", err)})
 		return
 	}
 	var expires time.Time

@@ -61,13 +61,9 @@ func (c *core) roundTrip(b binding, req *http.Request) (*http.Response, error) {
 		return nil, fmt.Errorf("%w to %s: use https, or set Settings.AllowInsecureHTTP where something else protects the traffic",
 			tokenmanager.ErrInsecureTransport, req.URL.Host)
 	}
-	now := b.h.Clock.Now()
 	var access string
-	if snap := b.h.Snapshot(); snap.FreshAt(now) {
+	if snap := b.h.Snapshot(); c.fresh(b, snap) {
 		access = snap.Token.AccessToken // the fast path: no message, no lock
-		if snap.AskRefresh(now) {
-			c.root.Send(b.pid, &link.RefreshNow{Gen: snap.Gen})
-		}
 	} else {
 		tok, err := c.token(req.Context(), &b, "")
 		if err != nil {
@@ -76,7 +72,6 @@ func (c *core) roundTrip(b binding, req *http.Request) (*http.Response, error) {
 		}
 		access = tok.AccessToken
 	}
-	b.h.Touch(now)
 	value, err := c.headerValue(b, access)
 	if err != nil {
 		closeBody(req)
@@ -88,6 +83,21 @@ func (c *core) roundTrip(b binding, req *http.Request) (*http.Response, error) {
 		return resp, err
 	}
 	return c.recover(b, req, resp, access)
+}
+
+// fresh reports whether snap holds a valid token, and if so counts it as
+// used: it records the use (for passivation) and, past the snapshot's
+// refresh time, asks an actor that refreshes on use for the refresh.
+func (c *core) fresh(b binding, snap *link.Snapshot) bool {
+	now := b.h.Clock.Now()
+	if !snap.FreshAt(now) {
+		return false
+	}
+	b.h.Touch(now)
+	if snap.AskRefresh(now) {
+		c.root.Send(b.pid, &link.RefreshNow{Gen: snap.Gen})
+	}
+	return true
 }
 
 // served tells the actor a token was accepted, when it is counting
@@ -103,7 +113,7 @@ func (c *core) served(b binding, err error) {
 // rejected, else the actor's answer. When the identity's actor was
 // passivated meanwhile, b is resolved again.
 func (c *core) token(ctx context.Context, b *binding, rejected string) (tokenmanager.Token, error) {
-	if snap := b.h.Snapshot(); snap.FreshAt(b.h.Clock.Now()) && snap.Token.AccessToken != rejected {
+	if snap := b.h.Snapshot(); snap != nil && snap.Token.AccessToken != rejected && c.fresh(*b, snap) {
 		return snap.Token, nil
 	}
 	if err := ctx.Err(); err != nil {

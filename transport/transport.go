@@ -53,7 +53,8 @@ type Option interface {
 }
 
 type options struct {
-	base http.RoundTripper
+	base     http.RoundTripper
+	resolver func(*http.Request) (string, error)
 }
 
 type optionFunc func(*options)

@@ -82,7 +82,7 @@ func NewHandle(buffer int, clk clock.Clock) *Handle {
 // touchGrain is how coarsely a Handle records its last use: a request
 // writes the shared word at most once per grain, so concurrent requests
 // do not fight over its cache line.
-const touchGrain = int64(time.Second)
+const touchGrain = int64(100 * time.Millisecond)
 
 // Touch records that the identity was used at now.
 func (h *Handle) Touch(now time.Time) {
@@ -92,7 +92,7 @@ func (h *Handle) Touch(now time.Time) {
 	}
 }
 
-// LastUse returns when the identity was last used, to within a second;
+// LastUse returns when the identity was last used, to within 100ms;
 // zero if never.
 func (h *Handle) LastUse() time.Time {
 	if n := h.lastUse.Load(); n != 0 {

@@ -1,0 +1,527 @@
+package actor
+
+import (
+	"cmp"
+	"fmt"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	proto "github.com/asynkron/protoactor-go/actor"
+	"github.com/benbjohnson/clock"
+
+	"github.com/go-tokenmanager/tokenmanager"
+	"github.com/go-tokenmanager/tokenmanager/internal/eventbus"
+	"github.com/go-tokenmanager/tokenmanager/internal/link"
+	"github.com/go-tokenmanager/tokenmanager/messages"
+)
+
+// NewOwnerProps validates settings and returns props for an owner of many
+// identities: an actor that starts one token actor per identity (a named
+// child, the same token actor [NewProps] makes) on first use, routes
+// [messages.Get], [messages.Invalidate] and [messages.Refreshed] to it by
+// their Identity field, and stops it when it has been idle for
+// settings.IdleTimeout.
+//
+// Under an owner, a token is refreshed early only when it is used after
+// its refresh time, so identities nobody uses never call their token
+// endpoint, and an idle identity holds no goroutine and no timer. Events
+// of all identities, each carrying its identity, go through one bus: they
+// are published on the actor system's EventStream from one goroutine per
+// owner. Stopping the owner stops every identity.
+//
+// A Get for an identity whose settings cannot be had (settings.SettingsFor
+// failed) is answered with that error, naming the identity.
+func NewOwnerProps(settings tokenmanager.OwnerSettings) (*proto.Props, error) {
+	if err := settings.Validate(); err != nil {
+		return nil, err
+	}
+	s := settings.WithDefaults()
+	return proto.PropsFromProducer(func() proto.Actor { return newOwner(s) }), nil
+}
+
+// Messages between an owner and its children, and to itself.
+type (
+	// passivate asks a child to stop if it has not been used since
+	// cutoff and nobody waits on it.
+	passivate struct {
+		cutoff  time.Time
+		evicted bool
+	}
+	// idle is a child's answer: it stopped taking work.
+	idle struct {
+		identity string
+		pid      *proto.PID
+		evicted  bool
+	}
+	// stay is a child's answer: it is busy or was used meanwhile.
+	stay struct {
+		identity string
+		pid      *proto.PID
+	}
+	settingsDone struct {
+		identity string
+		s        tokenmanager.Settings
+		err      error
+	}
+	sweepTick struct{ seq uint64 }
+)
+
+// passivate stops taking work if the actor is idle, and tells its owner,
+// which then poisons it. It refuses while it is fetching, waited on, or
+// was used after m.cutoff.
+func (a *tokenActor) passivate(c proto.Context, m *passivate) {
+	if a.pruneWaiters(); !a.child || a.fetching || len(a.askers) > 0 || len(a.waiters) > 0 || a.h.LastUse().After(m.cutoff) {
+		c.Send(c.Parent(), &stay{identity: a.h.Identity, pid: c.Self()})
+		return
+	}
+	a.passivating = true
+	a.h.SetPassivated()
+	c.Send(c.Parent(), &idle{identity: a.h.Identity, pid: c.Self(), evicted: m.evicted})
+}
+
+// reroute handles a message that reaches a passivating child: protocol
+// messages go back to the owner, which starts the identity anew; waits
+// are dropped (their RoundTrippers see the handle passivated and ask the
+// owner again). It reports whether it handled the message.
+func (a *tokenActor) reroute(c proto.Context) bool {
+	switch c.Message().(type) {
+	case messages.Get, *messages.Get, messages.Invalidate, *messages.Invalidate,
+		messages.Refreshed, *messages.Refreshed:
+		c.Forward(c.Parent())
+		return true
+	case *link.Wait, *link.Rejected, *link.Served, *link.RefreshNow, *passivate:
+		return true
+	}
+	return false
+}
+
+// settingsBackoff bounds how often a failing SettingsFunc is called for
+// one identity.
+const (
+	settingsRetryBase = 500 * time.Millisecond
+	settingsRetryMax  = 30 * time.Second
+)
+
+type owner struct {
+	s tokenmanager.OwnerSettings
+	o *link.Owner
+
+	self *proto.PID
+	root *proto.RootContext
+
+	mu      sync.Mutex // guards stopped: goroutines send to self only while false
+	stopped bool
+	unsubs  []func()
+
+	children map[string]*child
+	pending  map[string]*pending // SettingsFor running
+	failed   map[string]*failure // SettingsFor failed; not called again before notBefore
+	seq      uint64              // names children uniquely
+	sweep    *clock.Timer        // armed while there are children or failures
+	sweepSeq uint64
+}
+
+type child struct {
+	pid   *proto.PID
+	h     *link.Handle
+	born  time.Time
+	asked bool // a passivate is on its way; it answers idle or stay
+}
+
+// pending holds what asked for an identity while its settings are fetched.
+type pending struct {
+	resolves  []*link.Resolve
+	envelopes []envelope
+}
+
+type envelope struct {
+	msg    any
+	sender *proto.PID
+}
+
+type failure struct {
+	err       error
+	n         int
+	notBefore time.Time
+}
+
+func newOwner(s tokenmanager.OwnerSettings) *owner {
+	return &owner{
+		s: s,
+		o: &link.Owner{Bus: eventbus.New(s.EventBuffer), Done: make(chan struct{}), Clock: s.Clock},
+
+		children: make(map[string]*child),
+		pending:  make(map[string]*pending),
+		failed:   make(map[string]*failure),
+	}
+}
+
+// Receive implements protoactor's Actor; like the token actor, it
+// contains panics so that it is never restarted with its children lost.
+func (w *owner) Receive(c proto.Context) {
+	defer func() {
+		if r := recover(); r != nil {
+			c.Logger().Error("tokenmanager: owner recovered from a panic", "panic", fmt.Sprint(r))
+		}
+	}()
+	switch m := c.Message().(type) {
+	case *proto.Started:
+		w.started(c)
+	case *proto.Stopping:
+		w.stopping()
+	case *proto.Stopped:
+		w.finished()
+	case *link.AttachOwner:
+		c.Respond(w.o)
+	case messages.Get:
+		w.route(c, m.Identity, true)
+	case *messages.Get:
+		w.route(c, m.Identity, true)
+	case messages.Refreshed:
+		w.route(c, m.Identity, true)
+	case *messages.Refreshed:
+		w.route(c, m.Identity, true)
+	case messages.Invalidate:
+		w.route(c, m.Identity, false)
+	case *messages.Invalidate:
+		w.route(c, m.Identity, false)
+	case *link.Resolve:
+		w.resolve(m)
+	case *settingsDone:
+		w.settingsDone(c, m)
+	case *idle:
+		w.idle(c, m)
+	case *stay:
+		if ch := w.children[m.identity]; ch != nil && ch.pid.Equal(m.pid) {
+			ch.asked = false
+		}
+	case *proto.Terminated:
+		w.terminated(m.Who)
+	case sweepTick:
+		w.sweepTick(c, m)
+	}
+}
+
+func (w *owner) started(c proto.Context) {
+	w.self = c.Self()
+	w.root = c.ActorSystem().Root
+	es := c.ActorSystem().EventStream
+	w.unsubs = append(w.unsubs, w.o.Bus.Subscribe(func(ev messages.Event) { es.Publish(ev) }))
+	// One goroutine calls every identity's actor-side callbacks.
+	w.unsubs = append(w.unsubs, w.o.Bus.Subscribe(func(ev messages.Event) {
+		if h := w.o.Lookup(link.IdentityOf(ev)); h != nil && h.Request.Callbacks != nil {
+			h.Request.Callbacks(ev)
+		}
+	}))
+}
+
+func (w *owner) stopping() {
+	w.mu.Lock()
+	w.stopped = true
+	w.mu.Unlock()
+	if w.sweep != nil {
+		w.sweep.Stop()
+		w.sweep = nil
+	}
+	for _, p := range w.pending {
+		w.answer(p, nil, tokenmanager.ErrClosed)
+	}
+	clear(w.pending)
+	// protoactor stops the children next, then sends Stopped.
+}
+
+func (w *owner) finished() {
+	for id := range w.children {
+		w.o.Registry.Delete(id)
+	}
+	clear(w.children)
+	w.o.Live.Store(0)
+	w.o.Bus.Publish(messages.Closed{})
+	w.o.Bus.Close()
+	close(w.o.Done)
+	for _, u := range w.unsubs {
+		u()
+	}
+}
+
+// sendSelf delivers msg from a goroutine or timer, unless the owner has
+// stopped.
+func (w *owner) sendSelf(msg any) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.stopped {
+		w.root.Send(w.self, msg)
+	}
+}
+
+// route forwards a protocol message to identity's token actor, keeping
+// its sender. When the identity has none yet, start makes the owner start
+// one (fetching its settings first); otherwise the message is dropped.
+func (w *owner) route(c proto.Context, identity string, start bool) {
+	if ch := w.children[identity]; ch != nil {
+		c.Forward(ch.pid)
+		return
+	}
+	if !start {
+		return
+	}
+	env := envelope{msg: c.Message(), sender: c.Sender()}
+	if err := w.failedNow(identity); err != nil {
+		w.reply(env, err)
+		return
+	}
+	w.await(identity).envelopes = append(w.await(identity).envelopes, env)
+}
+
+// resolve answers a transport's request for identity's handle.
+func (w *owner) resolve(m *link.Resolve) {
+	if m.Ctx.Err() != nil {
+		return
+	}
+	if ch := w.children[m.Identity]; ch != nil {
+		m.Reply <- link.Resolved{H: ch.h}
+		return
+	}
+	if err := w.failedNow(m.Identity); err != nil {
+		m.Reply <- link.Resolved{Err: err}
+		return
+	}
+	p := w.await(m.Identity)
+	p.resolves = slices.DeleteFunc(p.resolves, func(r *link.Resolve) bool { return r.Ctx.Err() != nil })
+	p.resolves = append(p.resolves, m)
+}
+
+// failedNow returns the identity's settings failure while its backoff
+// lasts.
+func (w *owner) failedNow(identity string) error {
+	if f := w.failed[identity]; f != nil && w.s.Clock.Now().Before(f.notBefore) {
+		return f.err
+	}
+	return nil
+}
+
+// await returns the identity's pending entry, starting its SettingsFor
+// call if there is none.
+func (w *owner) await(identity string) *pending {
+	p := w.pending[identity]
+	if p == nil {
+		p = &pending{}
+		w.pending[identity] = p
+		fn := w.s.SettingsFor
+		go func() {
+			s, err := settingsFor(fn, identity)
+			w.sendSelf(&settingsDone{identity: identity, s: s, err: err})
+		}()
+	}
+	return p
+}
+
+// settingsFor calls fn, containing a panic, and validates its settings.
+func settingsFor(fn tokenmanager.SettingsFunc, identity string) (s tokenmanager.Settings, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("tokenmanager: settings for identity %q: SettingsFor panicked: %v", identity, r)
+		}
+	}()
+	s, err = fn(identity)
+	if err == nil {
+		err = s.Validate()
+	}
+	if err != nil {
+		return s, fmt.Errorf("tokenmanager: settings for identity %q: %w", identity, err)
+	}
+	return s, nil
+}
+
+func (w *owner) settingsDone(c proto.Context, m *settingsDone) {
+	p := w.pending[m.identity]
+	delete(w.pending, m.identity)
+	if p == nil {
+		p = &pending{}
+	}
+	now := w.s.Clock.Now()
+	if m.err != nil {
+		f := w.failed[m.identity]
+		if f == nil {
+			f = &failure{}
+			w.failed[m.identity] = f
+		}
+		f.n++
+		f.err = m.err
+		f.notBefore = now.Add(backoff(f.n, settingsRetryBase, settingsRetryMax))
+		w.answer(p, nil, m.err)
+		w.armSweep()
+		return
+	}
+	delete(w.failed, m.identity)
+	ch, err := w.spawn(c, m.identity, m.s, now)
+	if err != nil {
+		w.answer(p, nil, err)
+		return
+	}
+	w.answer(p, ch, nil)
+	w.armSweep()
+	w.evictOverCap(c, ch)
+}
+
+// spawn starts identity's token actor and publishes its handle.
+func (w *owner) spawn(c proto.Context, identity string, s tokenmanager.Settings, now time.Time) (*child, error) {
+	s = s.WithDefaults()
+	h := &link.Handle{
+		Bus:      w.o.Bus,
+		Done:     make(chan struct{}),
+		Clock:    s.Clock,
+		Identity: identity,
+		Request:  link.NewRequest(s, link.BothSides),
+	}
+	h.Touch(now)
+	w.seq++
+	name := url.PathEscape(identity) + "#" + strconv.FormatUint(w.seq, 36)
+	props := proto.PropsFromProducer(func() proto.Actor { return newChild(s, h) })
+	pid, err := c.SpawnNamed(props, name)
+	if err != nil {
+		return nil, fmt.Errorf("tokenmanager: starting identity %q: %w", identity, err)
+	}
+	h.PID = pid
+	ch := &child{pid: pid, h: h, born: now}
+	w.children[identity] = ch
+	w.o.Registry.Store(identity, h)
+	w.o.Live.Store(int64(len(w.children)))
+	return ch, nil
+}
+
+// answer replies to everyone pending: with the child, or with err.
+func (w *owner) answer(p *pending, ch *child, err error) {
+	for _, r := range p.resolves {
+		if r.Ctx.Err() == nil {
+			if ch != nil {
+				r.Reply <- link.Resolved{H: ch.h}
+			} else {
+				r.Reply <- link.Resolved{Err: err}
+			}
+		}
+	}
+	for _, env := range p.envelopes {
+		if ch != nil {
+			w.root.RequestWithCustomSender(ch.pid, env.msg, env.sender)
+		} else {
+			w.reply(env, err)
+		}
+	}
+}
+
+// reply answers a Get that cannot be served with err; other messages
+// have no reply.
+func (w *owner) reply(env envelope, err error) {
+	switch env.msg.(type) {
+	case messages.Get, *messages.Get:
+		if env.sender != nil {
+			w.root.Send(env.sender, &messages.TokenResult{Err: err})
+		}
+	}
+}
+
+// idle takes a child that agreed to stop out of service and poisons it:
+// it forwards what is already in its mailbox back here.
+func (w *owner) idle(c proto.Context, m *idle) {
+	ch := w.children[m.identity]
+	if ch == nil || !ch.pid.Equal(m.pid) {
+		return
+	}
+	delete(w.children, m.identity)
+	w.o.Registry.CompareAndDelete(m.identity, ch.h)
+	w.o.Live.Store(int64(len(w.children)))
+	c.Poison(ch.pid)
+	w.o.Bus.Publish(messages.IdentityPassivated{Identity: m.identity, Evicted: m.evicted})
+}
+
+// terminated forgets a child that stopped on its own (passivated ones
+// are forgotten already). Its identity is read back from its name.
+func (w *owner) terminated(pid *proto.PID) {
+	name := pid.Id[strings.LastIndexByte(pid.Id, '/')+1:]
+	if i := strings.LastIndexByte(name, '#'); i >= 0 {
+		name = name[:i]
+	}
+	id, err := url.PathUnescape(name)
+	if err != nil {
+		return
+	}
+	if ch := w.children[id]; ch != nil && ch.pid.Equal(pid) {
+		delete(w.children, id)
+		w.o.Registry.CompareAndDelete(id, ch.h)
+		w.o.Live.Store(int64(len(w.children)))
+	}
+}
+
+// armSweep arms the idle sweep, if it is not armed, while there is
+// something to sweep.
+func (w *owner) armSweep() {
+	if w.sweep != nil || (len(w.children) == 0 && len(w.failed) == 0) {
+		return
+	}
+	w.sweepSeq++
+	seq := w.sweepSeq
+	w.sweep = w.s.Clock.AfterFunc(w.s.IdleTimeout/2, func() { w.sendSelf(sweepTick{seq: seq}) })
+}
+
+// sweepTick asks every child unused for IdleTimeout to passivate, and
+// forgets settings failures whose backoff is long over.
+func (w *owner) sweepTick(c proto.Context, m sweepTick) {
+	if m.seq != w.sweepSeq {
+		return
+	}
+	w.sweep = nil
+	now := w.s.Clock.Now()
+	for _, ch := range w.children {
+		if last := lastUse(ch); !ch.asked && now.Sub(last) >= w.s.IdleTimeout {
+			ch.asked = true
+			c.Send(ch.pid, &passivate{cutoff: last})
+		}
+	}
+	for id, f := range w.failed {
+		if now.Sub(f.notBefore) >= w.s.IdleTimeout {
+			delete(w.failed, id)
+		}
+	}
+	w.armSweep()
+}
+
+func lastUse(ch *child) time.Time {
+	if last := ch.h.LastUse(); last.After(ch.born) {
+		return last
+	}
+	return ch.born
+}
+
+// evictOverCap asks the least recently used tenth of the children (at
+// least one) to passivate when there are more than MaxIdentities; busy
+// ones refuse. The newest child is spared.
+func (w *owner) evictOverCap(c proto.Context, newest *child) {
+	if w.s.MaxIdentities == 0 {
+		return
+	}
+	type aged struct {
+		ch   *child
+		last time.Time
+	}
+	all := make([]aged, 0, len(w.children))
+	for _, ch := range w.children {
+		if ch != newest && !ch.asked {
+			all = append(all, aged{ch, lastUse(ch)})
+		}
+	}
+	staying := len(all) + 1 // the ones not already asked to go, and the newest
+	if staying <= w.s.MaxIdentities {
+		return
+	}
+	n := min(max(staying-w.s.MaxIdentities, w.s.MaxIdentities/10, 1), len(all))
+	slices.SortFunc(all, func(a, b aged) int { return cmp.Compare(a.last.UnixNano(), b.last.UnixNano()) })
+	for _, a := range all[:n] {
+		a.ch.asked = true
+		c.Send(a.ch.pid, &passivate{cutoff: a.last, evicted: true})
+	}
+}

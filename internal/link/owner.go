@@ -1,0 +1,85 @@
+package link
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+
+	"github.com/benbjohnson/clock"
+
+	"github.com/go-tokenmanager/tokenmanager/internal/eventbus"
+	"github.com/go-tokenmanager/tokenmanager/messages"
+)
+
+// Owner is what an owner of many identities shares with the transports
+// attached to it. It is safe for concurrent use by multiple goroutines.
+type Owner struct {
+	// Registry maps each live identity to its token actor's *Handle. Only
+	// the owner writes it; transports read it on every request.
+	Registry sync.Map
+	// Bus carries the events of every identity's token actor.
+	Bus *eventbus.Bus
+	// Done is closed when the owner has stopped.
+	Done chan struct{}
+	// Clock is the owner's clock.
+	Clock clock.Clock
+	// Live counts the identities with a token actor. Only the owner
+	// writes it.
+	Live atomic.Int64
+}
+
+// Lookup returns the handle of identity's live token actor, or nil.
+func (o *Owner) Lookup(identity string) *Handle {
+	if v, ok := o.Registry.Load(identity); ok {
+		return v.(*Handle)
+	}
+	return nil
+}
+
+// IdentityOf returns the identity an event concerns; empty for events of
+// a single-identity manager and for events about the whole manager.
+func IdentityOf(ev messages.Event) string {
+	switch e := ev.(type) {
+	case messages.TokenRefreshed:
+		return e.Identity
+	case messages.AuthFailed:
+		return e.Identity
+	case messages.TokenRequestFailed:
+		return e.Identity
+	case messages.RecoveryTried:
+		return e.Identity
+	case messages.TokenTryThresholdReached:
+		return e.Identity
+	case messages.RecoveryAborted:
+		return e.Identity
+	case messages.PushRejected:
+		return e.Identity
+	case messages.IdentityPassivated:
+		return e.Identity
+	}
+	return ""
+}
+
+// AttachOwner asks an owner for its *Owner; send it with RequestFuture.
+type AttachOwner struct{}
+
+// IgnoreDeadLetterLogging keeps protoactor from logging the message.
+func (*AttachOwner) IgnoreDeadLetterLogging() {}
+
+// Resolve asks an owner for identity's handle, starting its token actor
+// if needed. Reply must have room for one answer; the owner forgets the
+// request once Ctx ends.
+type Resolve struct {
+	Ctx      context.Context
+	Identity string
+	Reply    chan Resolved
+}
+
+// Resolved answers a [Resolve]: the handle, or why there is none.
+type Resolved struct {
+	H   *Handle
+	Err error
+}
+
+// IgnoreDeadLetterLogging keeps protoactor from logging the message.
+func (*Resolve) IgnoreDeadLetterLogging() {}

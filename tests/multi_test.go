@@ -1,0 +1,503 @@
+package tests
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/benbjohnson/clock"
+
+	"github.com/go-tokenmanager/tokenmanager"
+	"github.com/go-tokenmanager/tokenmanager/actor"
+	"github.com/go-tokenmanager/tokenmanager/messages"
+	"github.com/go-tokenmanager/tokenmanager/transport"
+)
+
+// tenants hands out settings per identity: each identity gets a provider
+// of its own issuing "<identity>-1", "<identity>-2", ... It counts
+// SettingsFor calls, and can be told to fail or hang for one identity.
+type tenants struct {
+	clock     *clock.Mock
+	expiresIn int64
+
+	mu        sync.Mutex
+	providers map[string]*provider
+	calls     map[string]int
+	fail      map[string]error
+	hang      map[string]chan struct{}
+}
+
+func newTenants(mock *clock.Mock, expiresIn int64) *tenants {
+	return &tenants{
+		clock: mock, expiresIn: expiresIn,
+		providers: map[string]*provider{}, calls: map[string]int{},
+		fail: map[string]error{}, hang: map[string]chan struct{}{},
+	}
+}
+
+func (ts *tenants) settingsFor(identity string) (tokenmanager.Settings, error) {
+	ts.mu.Lock()
+	ts.calls[identity]++
+	err, gate := ts.fail[identity], ts.hang[identity]
+	p := ts.providers[identity]
+	if p == nil {
+		p = &provider{prefix: identity + "-", expiresIn: ts.expiresIn}
+		ts.providers[identity] = p
+	}
+	ts.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
+	if err != nil {
+		return tokenmanager.Settings{}, err
+	}
+	return tokenmanager.Settings{GetCredentials: p.get, Clock: ts.clock}, nil
+}
+
+func (ts *tenants) provider(identity string) *provider {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	return ts.providers[identity]
+}
+
+func (ts *tenants) settingsCalls(identity string) int {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	return ts.calls[identity]
+}
+
+func (ts *tenants) fetches(identity string) int64 {
+	if p := ts.provider(identity); p != nil {
+		return p.calls.Load()
+	}
+	return 0
+}
+
+func newMulti(t *testing.T, ts *tenants, base http.RoundTripper, s tokenmanager.OwnerSettings, opts ...transport.Option) *transport.MultiRoundTripper {
+	t.Helper()
+	s.SettingsFor = ts.settingsFor
+	if s.Clock == nil {
+		s.Clock = ts.clock
+	}
+	m, err := transport.NewMulti(s, append([]transport.Option{transport.WithBase(base)}, opts...)...)
+	if err != nil {
+		t.Fatalf("transport.NewMulti: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := m.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return m
+}
+
+// sendAs sends a GET as identity and returns what came back.
+func sendAs(ctx context.Context, rt http.RoundTripper, identity string) result {
+	if identity != "" {
+		ctx = transport.WithIdentity(ctx, identity)
+	}
+	return send(ctx, rt, "")
+}
+
+func mustOKAs(t *testing.T, rt http.RoundTripper, identity string) result {
+	t.Helper()
+	r := sendAs(context.Background(), rt, identity)
+	if r.err != nil || r.status != http.StatusOK {
+		t.Fatalf("request as %q: status %d, err %v; want 200", identity, r.status, r.err)
+	}
+	return r
+}
+
+func TestMulti_eachIdentityCarriesItsOwnToken(t *testing.T) {
+	ts := newTenants(clock.NewMock(), 3600)
+	m := newMulti(t, ts, &backend{}, tokenmanager.OwnerSettings{})
+	for range 3 {
+		for _, id := range []string{"acme", "globex", "initech"} {
+			if r := mustOKAs(t, m, id); r.auth != "Bearer "+id+"-1" {
+				t.Errorf("request as %s carried %q; want %s-1", id, r.auth, id)
+			}
+		}
+	}
+	for _, id := range []string{"acme", "globex", "initech"} {
+		if got := ts.settingsCalls(id); got != 1 {
+			t.Errorf("SettingsFor(%s) called %d times; want 1", id, got)
+		}
+		if got := ts.fetches(id); got != 1 {
+			t.Errorf("%s fetched %d times; want 1", id, got)
+		}
+	}
+	if got := m.Live(); got != 3 {
+		t.Errorf("Live() = %d; want 3", got)
+	}
+}
+
+func TestMulti_singleFlightPerIdentity(t *testing.T) {
+	ts := newTenants(clock.NewMock(), 3600)
+	m := newMulti(t, ts, &backend{}, tokenmanager.OwnerSettings{})
+	ids := []string{"a", "b", "c", "d"}
+	results := concurrently(400, func(i int) result { return sendAs(context.Background(), m, ids[i%len(ids)]) })
+	for i, r := range results {
+		if r.err != nil || r.status != http.StatusOK || r.auth != "Bearer "+ids[i%len(ids)]+"-1" {
+			t.Fatalf("request %d: %+v; want 200 with its identity's first token", i, r)
+		}
+	}
+	for _, id := range ids {
+		if got := ts.fetches(id); got != 1 {
+			t.Errorf("%s: %d provider calls for 100 concurrent cold requests; want 1", id, got)
+		}
+	}
+}
+
+func TestMulti_resolverAndFor(t *testing.T) {
+	ts := newTenants(clock.NewMock(), 3600)
+	byHost := func(req *http.Request) (string, error) {
+		if req.URL.Host == "api.test" {
+			return "aud:api", nil
+		}
+		return "", fmt.Errorf("no audience for %s", req.URL.Host)
+	}
+	m := newMulti(t, ts, &backend{}, tokenmanager.OwnerSettings{}, transport.WithResolver(byHost))
+	if r := mustOKAs(t, m, ""); r.auth != "Bearer aud:api-1" {
+		t.Errorf("resolved request carried %q; want aud:api-1", r.auth)
+	}
+	// The context's identity wins over the resolver.
+	if r := mustOKAs(t, m, "explicit"); r.auth != "Bearer explicit-1" {
+		t.Errorf("request with WithIdentity carried %q; want explicit-1", r.auth)
+	}
+	// A per-identity RoundTripper ignores both.
+	if r := mustOKAs(t, m.For("billing"), "explicit"); r.auth != "Bearer billing-1" {
+		t.Errorf("For(billing) carried %q; want billing-1", r.auth)
+	}
+	req, _ := http.NewRequest(http.MethodGet, "https://other.test/x", nil)
+	if _, err := m.RoundTrip(req); !errors.Is(err, transport.ErrNoIdentity) || !strings.Contains(err.Error(), "no audience") {
+		t.Errorf("unresolvable request: err %v; want ErrNoIdentity with the resolver's reason", err)
+	}
+}
+
+func TestMulti_noIdentityFailsUnsent(t *testing.T) {
+	ts := newTenants(clock.NewMock(), 3600)
+	b := &backend{}
+	m := newMulti(t, ts, b, tokenmanager.OwnerSettings{})
+	if r := sendAs(context.Background(), m, ""); !errors.Is(r.err, transport.ErrNoIdentity) {
+		t.Errorf("err %v; want ErrNoIdentity", r.err)
+	}
+	if n := len(b.requests()); n != 0 {
+		t.Errorf("backend saw %d requests; want 0", n)
+	}
+}
+
+func TestMulti_hangingProviderDoesNotSlowOthers(t *testing.T) {
+	ts := newTenants(clock.NewMock(), 3600)
+	slow := &provider{prefix: "slow-", expiresIn: 3600}
+	slow.hang.Store(true)
+	ts.providers["slow"] = slow
+	m := newMulti(t, ts, &backend{}, tokenmanager.OwnerSettings{})
+	ctx, cancel := context.WithCancel(context.Background())
+	slowDone := make(chan result, 1)
+	go func() { slowDone <- sendAs(ctx, m, "slow") }()
+	eventually(t, "slow's provider to be called", func() bool { return slow.calls.Load() == 1 })
+	// Meanwhile other identities are served at once.
+	for _, id := range []string{"fast-1", "fast-2", "fast-3"} {
+		began := time.Now()
+		mustOKAs(t, m, id)
+		if took := time.Since(began); took > patience/2 {
+			t.Errorf("%s took %v while another identity's provider hangs", id, took)
+		}
+	}
+	select {
+	case r := <-slowDone:
+		t.Fatalf("slow identity answered %+v while its provider hangs", r)
+	default:
+	}
+	cancel()
+	if r := <-slowDone; !errors.Is(r.err, context.Canceled) {
+		t.Errorf("slow identity: err %v; want it to end with its context", r.err)
+	}
+}
+
+func TestMulti_hangingSettingsDoNotSlowOthers(t *testing.T) {
+	ts := newTenants(clock.NewMock(), 3600)
+	gate := make(chan struct{})
+	ts.hang["stuck"] = gate
+	m := newMulti(t, ts, &backend{}, tokenmanager.OwnerSettings{})
+	stuck := make(chan result, 1)
+	go func() { stuck <- sendAs(context.Background(), m, "stuck") }()
+	eventually(t, "SettingsFor(stuck) to be called", func() bool { return ts.settingsCalls("stuck") == 1 })
+	for _, id := range []string{"x", "y"} {
+		mustOKAs(t, m, id)
+	}
+	select {
+	case r := <-stuck:
+		t.Fatalf("stuck identity answered %+v before its settings came", r)
+	default:
+	}
+	close(gate)
+	if r := <-stuck; r.err != nil || r.auth != "Bearer stuck-1" {
+		t.Errorf("stuck identity after its settings came: %+v", r)
+	}
+}
+
+func TestMulti_settingsErrorNamesIdentityWithoutHotLoop(t *testing.T) {
+	mock := clock.NewMock()
+	ts := newTenants(mock, 3600)
+	errVault := errors.New("vault unreachable")
+	ts.fail["broken"] = errVault
+	m := newMulti(t, ts, &backend{}, tokenmanager.OwnerSettings{})
+	for i := range 50 {
+		r := sendAs(context.Background(), m, "broken")
+		if !errors.Is(r.err, errVault) || !strings.Contains(r.err.Error(), `"broken"`) {
+			t.Fatalf("request %d: err %v; want the SettingsFor error naming the identity", i, r.err)
+		}
+	}
+	if got := ts.settingsCalls("broken"); got != 1 {
+		t.Errorf("SettingsFor(broken) called %d times for 50 requests within its backoff; want 1", got)
+	}
+	mustOKAs(t, m, "healthy")
+	// After the backoff, it is asked again; once fixed, the identity works.
+	ts.mu.Lock()
+	delete(ts.fail, "broken")
+	ts.mu.Unlock()
+	mock.Add(time.Minute)
+	if r := mustOKAs(t, m, "broken"); r.auth != "Bearer broken-1" {
+		t.Errorf("fixed identity carried %q", r.auth)
+	}
+	if got := ts.settingsCalls("broken"); got != 2 {
+		t.Errorf("SettingsFor(broken) called %d times; want 2", got)
+	}
+}
+
+func TestMulti_invalidSettingsNameIdentity(t *testing.T) {
+	mock := clock.NewMock()
+	m, err := transport.NewMulti(tokenmanager.OwnerSettings{
+		Clock: mock,
+		SettingsFor: func(id string) (tokenmanager.Settings, error) {
+			return tokenmanager.Settings{}, nil // no GetCredentials
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	_, err = m.Token(context.Background(), "t1")
+	if err == nil || !strings.Contains(err.Error(), `"t1"`) || !strings.Contains(err.Error(), "GetCredentials") {
+		t.Errorf("err %v; want the validation error naming the identity", err)
+	}
+}
+
+func TestMulti_revokedTokenRecoveredPerIdentity(t *testing.T) {
+	ts := newTenants(clock.NewMock(), 3600)
+	b := &backend{}
+	m := newMulti(t, ts, b, tokenmanager.OwnerSettings{})
+	rec := &recorder{}
+	defer m.Subscribe(rec.add)()
+	mustOKAs(t, m, "a")
+	mustOKAs(t, m, "b")
+	b.revoke("a-1")
+	if r := mustOKAs(t, m, "a"); r.auth != "Bearer a-2" {
+		t.Errorf("after revocation a carried %q; want a-2", r.auth)
+	}
+	if r := mustOKAs(t, m, "b"); r.auth != "Bearer b-1" {
+		t.Errorf("b carried %q; want its token untouched", r.auth)
+	}
+	if ts.fetches("b") != 1 {
+		t.Errorf("b fetched %d times; want 1", ts.fetches("b"))
+	}
+	tried := waitEvents[messages.RecoveryTried](t, rec, 1)
+	if tried[0].Identity != "a" {
+		t.Errorf("RecoveryTried.Identity = %q; want a", tried[0].Identity)
+	}
+	failed := waitEvents[messages.AuthFailed](t, rec, 1)
+	if failed[0].Identity != "a" {
+		t.Errorf("AuthFailed.Identity = %q; want a", failed[0].Identity)
+	}
+	for _, ev := range waitEvents[messages.TokenRefreshed](t, rec, 3) {
+		if ev.Identity != "a" && ev.Identity != "b" {
+			t.Errorf("TokenRefreshed.Identity = %q", ev.Identity)
+		}
+	}
+}
+
+func TestMulti_ownerProtocolRoutesByIdentity(t *testing.T) {
+	system := newSystem(t)
+	ts := newTenants(clock.NewMock(), 3600)
+	props, err := actor.NewOwnerProps(tokenmanager.OwnerSettings{SettingsFor: ts.settingsFor, Clock: ts.clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := system.Root.Spawn(props)
+	t.Cleanup(func() { system.Root.StopFuture(pid).Wait() })
+	get := func(id string) *messages.TokenResult {
+		t.Helper()
+		reply, err := system.Root.RequestFuture(pid, messages.Get{Identity: id}, patience).Result()
+		if err != nil {
+			t.Fatalf("Get{%s}: %v", id, err)
+		}
+		return reply.(*messages.TokenResult)
+	}
+	if r := get("a"); r.Token.AccessToken != "a-1" {
+		t.Fatalf("Get{a} = %+v; want a-1", r)
+	}
+	if r := get("b"); r.Token.AccessToken != "b-1" {
+		t.Fatalf("Get{b} = %+v; want b-1", r)
+	}
+	// Conditional invalidation per identity: b's token does not drop a's,
+	// nor does a stale token.
+	system.Root.Send(pid, messages.Invalidate{Identity: "a", AccessToken: "b-1"})
+	system.Root.Send(pid, messages.Invalidate{Identity: "a", AccessToken: "a-0"})
+	if r := get("a"); r.Token.AccessToken != "a-1" {
+		t.Errorf("after foreign and stale invalidations Get{a} = %v; want a-1 kept", r.Token)
+	}
+	system.Root.Send(pid, messages.Invalidate{Identity: "a", AccessToken: "a-1"})
+	if r := get("a"); r.Token.AccessToken != "a-2" {
+		t.Errorf("after invalidating a-1 Get{a} = %v; want a-2", r.Token)
+	}
+	if r := get("b"); r.Token.AccessToken != "b-1" {
+		t.Errorf("Get{b} = %v; want b-1 untouched", r.Token)
+	}
+	// A push reaches its identity only.
+	system.Root.Send(pid, messages.Refreshed{Identity: "b", Token: tokenmanager.Token{AccessToken: "pushed-b", ExpiresIn: 60}})
+	if r := get("b"); r.Token.AccessToken != "pushed-b" {
+		t.Errorf("after a push Get{b} = %v; want pushed-b", r.Token)
+	}
+	ts.fail["bad"] = errors.New("no such tenant")
+	if r := get("bad"); r.Err == nil || !strings.Contains(r.Err.Error(), `"bad"`) {
+		t.Errorf("Get{bad} = %+v; want the settings error naming the identity", r)
+	}
+}
+
+func TestMulti_passivationAndReactivation(t *testing.T) {
+	mock := clock.NewMock()
+	ts := newTenants(mock, 3600)
+	m := newMulti(t, ts, &backend{}, tokenmanager.OwnerSettings{IdleTimeout: time.Minute})
+	rec := &recorder{}
+	defer m.Subscribe(rec.add)()
+	mustOKAs(t, m, "a")
+	mustOKAs(t, m, "b")
+	before := runtime.NumGoroutine()
+	// b stays busy, a goes idle.
+	for range 8 {
+		mock.Add(15 * time.Second)
+		mustOKAs(t, m, "b")
+	}
+	eventually(t, "a passivated", func() bool { return m.Live() == 1 })
+	ev := waitEvents[messages.IdentityPassivated](t, rec, 1)[0]
+	if ev.Identity != "a" || ev.Evicted {
+		t.Errorf("IdentityPassivated = %+v; want a, idle", ev)
+	}
+	if after := runtime.NumGoroutine(); after > before {
+		t.Errorf("goroutines %d after passivation; want at most %d", after, before)
+	}
+	// Its next request starts it again: settings and token anew.
+	if r := mustOKAs(t, m, "a"); r.auth != "Bearer a-2" {
+		t.Errorf("reactivated a carried %q; want a-2 (a new fetch)", r.auth)
+	}
+	if got := ts.settingsCalls("a"); got != 2 {
+		t.Errorf("SettingsFor(a) called %d times; want 2 (once more after passivation)", got)
+	}
+	if got := m.Live(); got != 2 {
+		t.Errorf("Live() = %d; want 2", got)
+	}
+}
+
+func TestMulti_passivationRacingRequestsLoseNothing(t *testing.T) {
+	mock := clock.NewMock()
+	ts := newTenants(mock, 3600)
+	m := newMulti(t, ts, &backend{}, tokenmanager.OwnerSettings{IdleTimeout: time.Second})
+	rec := &recorder{}
+	defer m.Subscribe(rec.add)()
+	// Workers move from identity to identity as epochs pass, so the ones
+	// left behind are passivated while others are in use, and come back.
+	var epoch atomic.Int64
+	var failed, sent atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				id := fmt.Sprintf("t%d-%d", epoch.Load()%4, w%2)
+				sent.Add(1)
+				if r := sendAs(context.Background(), m, id); r.err != nil || r.status != http.StatusOK {
+					failed.Add(1)
+				}
+			}
+		})
+	}
+	for i := range 120 {
+		mock.Add(700 * time.Millisecond)
+		if i%3 == 0 {
+			epoch.Add(1)
+		}
+		time.Sleep(time.Millisecond) // let the workers send at this time
+	}
+	close(stop)
+	wg.Wait()
+	passivated := len(eventsOf[messages.IdentityPassivated](rec))
+	t.Logf("%d requests, %d passivations", sent.Load(), passivated)
+	if passivated < 10 {
+		t.Errorf("%d passivations; want identities passivated and started again many times", passivated)
+	}
+	if n := failed.Load(); n != 0 {
+		t.Errorf("%d of %d requests failed while identities were passivated and started again", n, sent.Load())
+	}
+}
+
+func TestMulti_capEvictsLeastRecentlyUsed(t *testing.T) {
+	mock := clock.NewMock()
+	ts := newTenants(mock, 3600)
+	m := newMulti(t, ts, &backend{}, tokenmanager.OwnerSettings{MaxIdentities: 10})
+	rec := &recorder{}
+	defer m.Subscribe(rec.add)()
+	for i := range 10 {
+		mustOKAs(t, m, fmt.Sprintf("t%d", i))
+		mock.Add(2 * time.Second)
+	}
+	// t0 is used again: t1 is now the least recently used.
+	mustOKAs(t, m, "t0")
+	mock.Add(2 * time.Second)
+	mustOKAs(t, m, "t10")
+	eventually(t, "one eviction", func() bool { return len(eventsOf[messages.IdentityPassivated](rec)) == 1 })
+	ev := eventsOf[messages.IdentityPassivated](rec)[0]
+	if ev.Identity != "t1" || !ev.Evicted {
+		t.Errorf("evicted %+v; want t1, the least recently used", ev)
+	}
+	eventually(t, "Live back at the cap", func() bool { return m.Live() == 10 })
+}
+
+func TestMulti_unusedTokensAreNotRefreshed(t *testing.T) {
+	mock := clock.NewMock()
+	ts := newTenants(mock, 300) // 5-minute tokens
+	m := newMulti(t, ts, &backend{}, tokenmanager.OwnerSettings{IdleTimeout: 2 * time.Hour})
+	ids := []string{"a", "b", "c"}
+	for _, id := range ids {
+		mustOKAs(t, m, id)
+	}
+	for range 60 { // an idle hour
+		mock.Add(time.Minute)
+	}
+	stays(t, "no fetch for unused tokens", func() bool {
+		return ts.fetches("a")+ts.fetches("b")+ts.fetches("c") == 3
+	})
+	// A used identity refreshes before expiry, with no request waiting:
+	// used at 295s of a fresh 300s token, it serves it and fetches anew.
+	mustOKAs(t, m, "a") // expired: fetched on use (a-2 at t=60m)
+	mock.Add(295 * time.Second)
+	if r := mustOKAs(t, m, "a"); r.auth != "Bearer a-2" {
+		t.Errorf("inside the refresh buffer a carried %q; want the still-valid a-2", r.auth)
+	}
+	eventually(t, "a refreshed early on use", func() bool { return ts.fetches("a") == 3 })
+	if r := mustOKAs(t, m, "a"); r.auth != "Bearer a-3" {
+		t.Errorf("after the early refresh a carried %q; want a-3", r.auth)
+	}
+}

@@ -1,0 +1,341 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	proto "github.com/asynkron/protoactor-go/actor"
+
+	"github.com/go-tokenmanager/tokenmanager"
+	"github.com/go-tokenmanager/tokenmanager/actor"
+	"github.com/go-tokenmanager/tokenmanager/internal/eventbus"
+	"github.com/go-tokenmanager/tokenmanager/internal/link"
+	"github.com/go-tokenmanager/tokenmanager/messages"
+)
+
+// defaultResolveWait bounds how long a request whose context has no
+// deadline waits for its identity's settings (SettingsFor) before its own
+// Settings.WaitTimeout is known.
+const defaultResolveWait = 30 * time.Second
+
+// ErrNoIdentity is returned, wrapped, by a MultiRoundTripper for a request
+// that names no identity: its context has none ([WithIdentity]) and no
+// resolver ([WithResolver]) gave one.
+var ErrNoIdentity = errors.New("tokenmanager: request names no identity")
+
+type identityKey struct{}
+
+// WithIdentity returns a copy of ctx that tells a [MultiRoundTripper]
+// which identity a request made with it uses. It takes precedence over
+// the resolver.
+func WithIdentity(ctx context.Context, identity string) context.Context {
+	return context.WithValue(ctx, identityKey{}, identity)
+}
+
+// IdentityFrom returns the identity ctx carries (see [WithIdentity]).
+func IdentityFrom(ctx context.Context) (string, bool) {
+	id, ok := ctx.Value(identityKey{}).(string)
+	return id, ok
+}
+
+// WithResolver sets how a [MultiRoundTripper] picks the identity of a
+// request whose context carries none: for example by destination host,
+// one audience per API. An error from it fails the request unsent. A
+// RoundTripper for a single identity ignores it.
+func WithResolver(fn func(*http.Request) (string, error)) Option {
+	return optionFunc(func(o *options) { o.resolver = fn })
+}
+
+// MultiRoundTripper is an http.RoundTripper for many identities (tenants,
+// audiences, scopes): each request carries the token of its own identity,
+// picked from its context ([WithIdentity]) or by the resolver
+// ([WithResolver]). Behind it, an owner (actor.NewOwnerProps) runs one
+// token actor per identity, started on first use and passivated when
+// idle. Each identity behaves exactly as a [RoundTripper] does (caching,
+// early refresh, single flight, recovery, body replay, redirects,
+// waiting, events), with its own settings from OwnerSettings.SettingsFor,
+// and never waits for another identity's fetch.
+//
+// A cached token costs a request one map lookup and one atomic load. It
+// is safe for concurrent use by multiple goroutines.
+type MultiRoundTripper struct {
+	core
+	o        *link.Owner
+	pid      *proto.PID
+	system   *proto.ActorSystem
+	owned    bool
+	resolver func(*http.Request) (string, error)
+	unsubs   []func()
+	ended    atomic.Bool
+}
+
+// NewMulti validates settings and builds a MultiRoundTripper with an actor
+// system and owner of its own, both stopped by Close. Nothing is fetched,
+// and SettingsFor is not called, until an identity's first request.
+func NewMulti(settings tokenmanager.OwnerSettings, opts ...Option) (*MultiRoundTripper, error) {
+	props, err := actor.NewOwnerProps(settings)
+	if err != nil {
+		return nil, err
+	}
+	logger := settings.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	system := proto.NewActorSystem(
+		proto.WithLoggerFactory(func(*proto.ActorSystem) *slog.Logger { return logger }),
+		proto.WithDeadLetterThrottleInterval(10*time.Millisecond),
+	)
+	pid := system.Root.Spawn(props)
+	m, err := attachMulti(system, pid, settings.WithDefaults().EventBuffer, true, opts)
+	if err != nil {
+		system.Root.StopFuture(pid).Wait()
+		system.Shutdown()
+		return nil, err
+	}
+	return m, nil
+}
+
+// NewMultiFromActor builds a MultiRoundTripper for an owner spawned in
+// system from actor.NewOwnerProps. Each identity's request side (Header,
+// Formatter, RefreshOnStatus, MaxRecoveryTries, ...) comes from its own
+// settings. Close leaves the system and the owner running; the
+// MultiRoundTripper's own events (AuthFailed, RecoveryTried,
+// RecoveryAborted) are also published on system.EventStream.
+func NewMultiFromActor(system *proto.ActorSystem, pid *proto.PID, opts ...Option) (*MultiRoundTripper, error) {
+	if system == nil || pid == nil {
+		return nil, errors.New("tokenmanager: NewMultiFromActor needs an actor system and the owner's PID")
+	}
+	return attachMulti(system, pid, 0, false, opts)
+}
+
+func attachMulti(system *proto.ActorSystem, pid *proto.PID, buffer int, owned bool, opts []Option) (*MultiRoundTripper, error) {
+	var o options
+	for _, opt := range opts {
+		if opt != nil {
+			opt.apply(&o)
+		}
+	}
+	if o.base == nil {
+		o.base = http.DefaultTransport
+	}
+	res, err := system.Root.RequestFuture(pid, &link.AttachOwner{}, attachTimeout).Result()
+	if err != nil {
+		return nil, fmt.Errorf("tokenmanager: owner %v did not answer (%w); is it alive and spawned from actor.NewOwnerProps?", pid, err)
+	}
+	ow, ok := res.(*link.Owner)
+	if !ok {
+		return nil, fmt.Errorf("tokenmanager: actor %v answered %T; was it spawned from actor.NewOwnerProps?", pid, res)
+	}
+	if buffer == 0 {
+		buffer = tokenmanager.OwnerSettings{}.WithDefaults().EventBuffer
+	}
+	m := &MultiRoundTripper{
+		core: core{
+			base: o.base,
+			root: system.Root,
+			bus:  eventbus.New(buffer),
+			done: make(chan struct{}),
+		},
+		o:        ow,
+		pid:      pid,
+		system:   system,
+		owned:    owned,
+		resolver: o.resolver,
+	}
+	m.core.resolve = m.ask
+	m.unsubs = append(m.unsubs, ow.Bus.Subscribe(func(ev messages.Event) {
+		if _, ok := ev.(messages.Closed); ok {
+			m.publishClosed()
+			return
+		}
+		m.bus.Publish(ev)
+	}))
+	// One goroutine calls every identity's request-side callbacks (the
+	// owner calls the actor side).
+	m.bus.Subscribe(func(ev messages.Event) {
+		if !link.IsRequestSide(ev) {
+			return
+		}
+		if h := ow.Lookup(link.IdentityOf(ev)); h != nil && h.Request.Callbacks != nil {
+			h.Request.Callbacks(ev)
+		}
+	})
+	if !owned {
+		es := system.EventStream
+		m.bus.Subscribe(func(ev messages.Event) {
+			if link.IsRequestSide(ev) {
+				es.Publish(ev)
+			}
+		})
+	}
+	return m, nil
+}
+
+// RoundTrip sends req with the token of its identity: the one its context
+// carries ([WithIdentity]), else the resolver's ([WithResolver]). A
+// request that names no identity fails with [ErrNoIdentity], unsent. In
+// every other way it behaves as [RoundTripper.RoundTrip].
+func (m *MultiRoundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
+	id, ok := IdentityFrom(req.Context())
+	if !ok {
+		if m.resolver == nil {
+			closeBody(req)
+			return nil, fmt.Errorf("%w: use transport.WithIdentity on its context, or transport.WithResolver", ErrNoIdentity)
+		}
+		var err error
+		if id, err = m.resolver(req); err != nil {
+			closeBody(req)
+			return nil, fmt.Errorf("%w: the resolver failed: %w", ErrNoIdentity, err)
+		}
+	}
+	return m.roundTripFor(id, req)
+}
+
+func (m *MultiRoundTripper) roundTripFor(identity string, req *http.Request) (*http.Response, error) {
+	if m.closed.Load() {
+		closeBody(req)
+		return nil, tokenmanager.ErrClosed
+	}
+	b, err := m.bind(req.Context(), identity)
+	if err != nil {
+		closeBody(req)
+		return nil, err
+	}
+	return m.roundTrip(b, req)
+}
+
+// For returns an http.RoundTripper that sends every request with
+// identity's token, whatever its context says: for one client per API.
+// It costs nothing until used, and shares everything with m; closing m
+// closes it.
+func (m *MultiRoundTripper) For(identity string) http.RoundTripper {
+	return identityRoundTripper{m: m, identity: identity}
+}
+
+type identityRoundTripper struct {
+	m        *MultiRoundTripper
+	identity string
+}
+
+func (r identityRoundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
+	return r.m.roundTripFor(r.identity, req)
+}
+
+// Client returns an *http.Client that sends every request through m.
+func (m *MultiRoundTripper) Client() *http.Client {
+	return &http.Client{Transport: m}
+}
+
+// Token returns a valid token of identity, fetching one if none is cached,
+// and waits at most until ctx ends (or the identity's
+// Settings.WaitTimeout when ctx has no deadline). The returned Token must
+// not be modified.
+func (m *MultiRoundTripper) Token(ctx context.Context, identity string) (tokenmanager.Token, error) {
+	if m.closed.Load() {
+		return tokenmanager.Token{}, tokenmanager.ErrClosed
+	}
+	b, err := m.bind(ctx, identity)
+	if err != nil {
+		return tokenmanager.Token{}, err
+	}
+	return m.token(ctx, &b, "")
+}
+
+// Live returns how many identities have a token actor now (started and
+// not passivated).
+func (m *MultiRoundTripper) Live() int { return int(m.o.Live.Load()) }
+
+// bind returns identity's binding: from the registry when its token actor
+// lives, else from the owner, which starts it.
+func (m *MultiRoundTripper) bind(ctx context.Context, identity string) (binding, error) {
+	if h := m.o.Lookup(identity); h != nil {
+		return bindingOf(h), nil
+	}
+	return m.ask(ctx, identity)
+}
+
+func bindingOf(h *link.Handle) binding {
+	return binding{h: h, pid: h.PID, req: h.Request, st: &h.State}
+}
+
+// ask asks the owner for identity's handle and waits for it.
+func (m *MultiRoundTripper) ask(ctx context.Context, identity string) (binding, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, defaultResolveWait)
+		defer cancel()
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // the owner forgets the request once it ends
+	r := &link.Resolve{Ctx: ctx, Identity: identity, Reply: make(chan link.Resolved, 1)}
+	m.root.Send(m.pid, r)
+	select {
+	case res := <-r.Reply:
+		if res.Err != nil {
+			return binding{}, res.Err
+		}
+		return bindingOf(res.H), nil
+	case <-ctx.Done():
+		return binding{}, fmt.Errorf("tokenmanager: waiting for the settings of identity %q: %w", identity, ctx.Err())
+	case <-m.o.Done:
+		return binding{}, tokenmanager.ErrClosed
+	case <-m.done:
+		return binding{}, tokenmanager.ErrClosed
+	}
+}
+
+// Subscribe calls fn for every event of every identity, the owner's and
+// the MultiRoundTripper's, one at a time on a goroutine of its own; each
+// event's Identity field says whose it is. As for
+// [RoundTripper.Subscribe], fn never blocks anything: up to the
+// EventBuffer events are queued and further ones dropped. The returned
+// func unsubscribes; it is idempotent.
+func (m *MultiRoundTripper) Subscribe(fn func(messages.Event)) (unsubscribe func()) {
+	if fn == nil || m.closed.Load() {
+		return func() {}
+	}
+	return m.bus.Subscribe(fn)
+}
+
+// DroppedEvents returns how many events were dropped because a subscriber
+// had a full queue.
+func (m *MultiRoundTripper) DroppedEvents() uint64 {
+	return m.bus.Dropped() + m.o.Bus.Dropped()
+}
+
+// Close stops what m owns: for a MultiRoundTripper from NewMulti, the
+// owner with every identity's token actor (cancelling their fetches) and
+// the actor system. Requests waiting get tokenmanager.ErrClosed, as does
+// every later call. Events already queued are delivered for up to a
+// second. Close is idempotent: later calls return nil.
+func (m *MultiRoundTripper) Close() error {
+	if !m.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	close(m.done)
+	var err error
+	if m.owned {
+		if e := m.root.StopFuture(m.pid).Wait(); e != nil {
+			err = fmt.Errorf("tokenmanager: stopping the owner: %w", e)
+		}
+		m.system.Shutdown()
+		m.o.Bus.Shutdown(closeGrace)
+	}
+	for _, u := range m.unsubs {
+		u()
+	}
+	m.publishClosed()
+	m.bus.Shutdown(closeGrace)
+	return err
+}
+
+func (m *MultiRoundTripper) publishClosed() {
+	if m.ended.CompareAndSwap(false, true) {
+		m.bus.Publish(messages.Closed{})
+	}
+}
