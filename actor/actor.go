@@ -28,6 +28,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	proto "github.com/asynkron/protoactor-go/actor"
@@ -69,15 +70,17 @@ type (
 )
 
 type tokenActor struct {
-	s   tokenmanager.Settings
+	s   fetchSettings
 	clk clock.Clock
 	h   *link.Handle
+	cb  func(messages.Event) // the actor-side callbacks; nil for a child
 	// child: the actor serves one identity of an owner (owner.go). It
 	// shares the owner's event bus, arms no refresh timer (readers ask
 	// for the refresh when they use the token past its refresh time, so
 	// a token nobody uses is never refreshed), and can be passivated.
 	child       bool
-	passivating bool // told the owner it is idle; reroutes what still comes
+	owner       *proto.PID // the owner, for a child
+	passivating bool       // told the owner it is idle; reroutes what still comes
 
 	self *proto.PID
 	root *proto.RootContext
@@ -85,9 +88,8 @@ type tokenActor struct {
 	mu      sync.Mutex // guards stopped: goroutines send to self only while false
 	stopped bool
 
-	ctx    context.Context // parent of every fetch; cancelled on stop
-	cancel context.CancelFunc
-	unsubs []func()
+	fetchCancel context.CancelFunc // cancels the current fetch; called on stop
+	unsubs      []func()
 
 	cur *link.Snapshot // nil when nothing is cached; may be expired
 	gen uint64
@@ -113,20 +115,50 @@ type tokenActor struct {
 	retryTimer   *clock.Timer
 	retrySeq     uint64
 	refreshTimer *clock.Timer
-	// provider holds a slot while a provider call runs, abandoned or not:
-	// a call abandoned after FetchTimeout may overlap the next one, but no
-	// more calls than that run at once.
-	provider chan struct{}
+	// calls counts provider calls running, abandoned or not: a call
+	// abandoned after FetchTimeout may overlap the next one, but no more
+	// calls than that run at once.
+	calls atomic.Int32
+}
+
+// fetchSettings are the fields of tokenmanager.Settings the token actor
+// uses (defaults applied), kept apart so that an idle identity does not
+// carry the whole Settings.
+type fetchSettings struct {
+	GetCredentials    tokenmanager.TokenProvider
+	RefreshBuffer     time.Duration
+	RetryBaseDelay    time.Duration
+	RetryMaxDelay     time.Duration
+	FetchTimeout      time.Duration
+	TokenTryThreshold int
+	AddTokenToLogs    bool
+}
+
+func newFetchSettings(s tokenmanager.Settings) fetchSettings {
+	return fetchSettings{
+		GetCredentials:    s.GetCredentials,
+		RefreshBuffer:     s.RefreshBuffer,
+		RetryBaseDelay:    s.RetryBaseDelay,
+		RetryMaxDelay:     s.RetryMaxDelay,
+		FetchTimeout:      s.FetchTimeout,
+		TokenTryThreshold: s.TokenTryThreshold,
+		AddTokenToLogs:    s.AddTokenToLogs,
+	}
 }
 
 func newTokenActor(s tokenmanager.Settings) *tokenActor {
-	return &tokenActor{s: s, clk: s.Clock, h: link.NewHandle(s.EventBuffer, s.Clock)}
+	return &tokenActor{
+		s:   newFetchSettings(s),
+		clk: s.Clock,
+		h:   link.NewHandle(s.EventBuffer, s.Clock),
+		cb:  link.Callbacks(s, link.ActorSide),
+	}
 }
 
 // newChild returns the token actor of one of an owner's identities, with
 // the handle the owner publishes for it.
-func newChild(s tokenmanager.Settings, h *link.Handle) *tokenActor {
-	return &tokenActor{s: s, clk: s.Clock, h: h, child: true}
+func newChild(s tokenmanager.Settings, h *link.Handle, owner *proto.PID) *tokenActor {
+	return &tokenActor{s: newFetchSettings(s), clk: s.Clock, h: h, child: true, owner: owner}
 }
 
 // Receive implements protoactor's Actor. It contains panics so that the
@@ -183,8 +215,8 @@ func (a *tokenActor) started(c proto.Context) {
 	if a.child {
 		return // the owner forwards the shared bus's events
 	}
-	if cb := link.Callbacks(a.s, link.ActorSide); cb != nil {
-		a.unsubs = append(a.unsubs, a.h.Bus.Subscribe(cb))
+	if a.cb != nil {
+		a.unsubs = append(a.unsubs, a.h.Bus.Subscribe(a.cb))
 	}
 	es := c.ActorSystem().EventStream
 	a.unsubs = append(a.unsubs, a.h.Bus.Subscribe(func(ev messages.Event) { es.Publish(ev) }))
@@ -194,8 +226,8 @@ func (a *tokenActor) stopping(c proto.Context) {
 	a.mu.Lock()
 	a.stopped = true
 	a.mu.Unlock()
-	if a.cancel != nil {
-		a.cancel()
+	if a.fetchCancel != nil {
+		a.fetchCancel()
 	}
 	a.stopTimer(&a.refreshTimer)
 	a.stopTimer(&a.retryTimer)
@@ -210,6 +242,9 @@ func (a *tokenActor) stopping(c proto.Context) {
 	a.h.Store(nil)
 	close(a.h.Done)
 	if a.child {
+		if !a.passivating {
+			c.Send(a.owner, &gone{identity: a.h.Identity, pid: c.Self()})
+		}
 		return // the bus is the owner's
 	}
 	a.h.Bus.Publish(messages.Closed{})
@@ -343,16 +378,13 @@ func (a *tokenActor) startFetch(now time.Time) {
 	default: // dropped by an invalidation
 		a.fetchWhy = messages.ReasonInvalidated
 	}
-	if a.ctx == nil { // allocated on first use: an idle actor holds none
-		a.ctx, a.cancel = context.WithCancel(context.Background())
-		a.provider = make(chan struct{}, maxProviderCalls)
-	}
-	id, provider, slot := a.fetchID, a.s.GetCredentials, a.provider
-	ctx, cancel := context.WithTimeout(a.ctx, a.s.FetchTimeout)
+	id, provider := a.fetchID, a.s.GetCredentials
+	ctx, cancel := context.WithTimeout(context.Background(), a.s.FetchTimeout)
+	a.fetchCancel = cancel
 	go func() {
 		defer cancel()
 		began := time.Now()
-		tok, err := callProvider(ctx, slot, provider)
+		tok, err := callProvider(ctx, &a.calls, provider)
 		a.sendSelf(&fetchDone{id: id, token: tok, err: err, duration: time.Since(began)})
 	}()
 }
@@ -373,16 +405,15 @@ var errProviderStuck = errors.New("tokenmanager: earlier provider calls ignored 
 // callProvider calls p, containing a panic, and gives up when ctx ends
 // even if p does not return: a provider that ignores its context cannot
 // stall the actor (its goroutine is abandoned and ends when p returns).
-// slot bounds the calls running at once, abandoned ones included.
-func callProvider(ctx context.Context, slot chan struct{}, p tokenmanager.TokenProvider) (tokenmanager.Token, error) {
-	select {
-	case slot <- struct{}{}:
-	default:
+// calls counts the calls running at once, abandoned ones included.
+func callProvider(ctx context.Context, calls *atomic.Int32, p tokenmanager.TokenProvider) (tokenmanager.Token, error) {
+	if calls.Add(1) > maxProviderCalls {
+		calls.Add(-1)
 		return tokenmanager.Token{}, errProviderStuck
 	}
 	out := make(chan fetched, 1)
 	go func() {
-		defer func() { <-slot }()
+		defer calls.Add(-1)
 		tok, err := safeCall(ctx, p)
 		out <- fetched{tok, err}
 	}()
@@ -429,6 +460,7 @@ func (a *tokenActor) fetchDone(m *fetchDone) {
 		return
 	}
 	a.fetching = false
+	a.fetchCancel = nil // its goroutine has called it
 	now := a.clk.Now()
 	err := m.err
 	if err == nil {
@@ -465,6 +497,9 @@ func (a *tokenActor) cache(now, start time.Time, tok tokenmanager.Token, expires
 	why messages.RefreshReason, took time.Duration) {
 	a.gen++
 	a.cur = &link.Snapshot{Token: tok, ExpiresAt: expires, Gen: a.gen}
+	if a.child {
+		a.cur.Header = formatHeader(a.h.Request.Formatter, tok.AccessToken)
+	}
 	a.stopTimer(&a.refreshTimer)
 	if at, ok := a.refreshAt(now, start); ok {
 		if a.child {
@@ -507,6 +542,17 @@ func (a *tokenActor) cache(now, start time.Time, tok tokenmanager.Token, expires
 		Fingerprint:   tokenmanager.Fingerprint(tok.AccessToken),
 		Message:       msg,
 	})
+}
+
+// formatHeader returns f(token), or "" when f panics (the request side
+// then calls it again and reports the panic).
+func formatHeader(f tokenmanager.Formatter, token string) (v string) {
+	defer func() {
+		if recover() != nil {
+			v = ""
+		}
+	}()
+	return f(token)
 }
 
 // refreshAt returns when the current token is refreshed early: at

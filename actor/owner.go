@@ -3,10 +3,10 @@ package actor
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"net/url"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -62,6 +62,11 @@ type (
 		identity string
 		pid      *proto.PID
 	}
+	// gone says a child stopped other than by passivation.
+	gone struct {
+		identity string
+		pid      *proto.PID
+	}
 	settingsDone struct {
 		identity string
 		s        tokenmanager.Settings
@@ -75,12 +80,12 @@ type (
 // was used after m.cutoff.
 func (a *tokenActor) passivate(c proto.Context, m *passivate) {
 	if a.pruneWaiters(); !a.child || a.fetching || len(a.askers) > 0 || len(a.waiters) > 0 || a.h.LastUse().After(m.cutoff) {
-		c.Send(c.Parent(), &stay{identity: a.h.Identity, pid: c.Self()})
+		c.Send(a.owner, &stay{identity: a.h.Identity, pid: c.Self()})
 		return
 	}
 	a.passivating = true
 	a.h.SetPassivated()
-	c.Send(c.Parent(), &idle{identity: a.h.Identity, pid: c.Self(), evicted: m.evicted})
+	c.Send(a.owner, &idle{identity: a.h.Identity, pid: c.Self(), evicted: m.evicted})
 }
 
 // reroute handles a message that reaches a passivating child: protocol
@@ -91,7 +96,7 @@ func (a *tokenActor) reroute(c proto.Context) bool {
 	switch c.Message().(type) {
 	case messages.Get, *messages.Get, messages.Invalidate, *messages.Invalidate,
 		messages.Refreshed, *messages.Refreshed:
-		c.Forward(c.Parent())
+		c.Forward(a.owner)
 		return true
 	case *link.Wait, *link.Rejected, *link.Served, *link.RefreshNow, *passivate:
 		return true
@@ -121,7 +126,9 @@ type owner struct {
 	pending  map[string]*pending // SettingsFor running
 	failed   map[string]*failure // SettingsFor failed; not called again before notBefore
 	seq      uint64              // names children uniquely
-	sweep    *clock.Timer        // armed while there are children or failures
+	requests map[requestKey]*link.Request
+	peak     int          // the most children since the map was last rebuilt
+	sweep    *clock.Timer // armed while there are children or failures
 	sweepSeq uint64
 }
 
@@ -152,7 +159,7 @@ type failure struct {
 func newOwner(s tokenmanager.OwnerSettings) *owner {
 	return &owner{
 		s: s,
-		o: &link.Owner{Bus: eventbus.New(s.EventBuffer), Done: make(chan struct{}), Clock: s.Clock},
+		o: &link.Owner{Registry: link.NewRegistry(), Bus: eventbus.New(s.EventBuffer), Done: make(chan struct{}), Clock: s.Clock},
 
 		children: make(map[string]*child),
 		pending:  make(map[string]*pending),
@@ -199,8 +206,8 @@ func (w *owner) Receive(c proto.Context) {
 		if ch := w.children[m.identity]; ch != nil && ch.pid.Equal(m.pid) {
 			ch.asked = false
 		}
-	case *proto.Terminated:
-		w.terminated(m.Who)
+	case *gone:
+		w.gone(m)
 	case sweepTick:
 		w.sweepTick(c, m)
 	}
@@ -231,13 +238,16 @@ func (w *owner) stopping() {
 		w.answer(p, nil, tokenmanager.ErrClosed)
 	}
 	clear(w.pending)
-	// protoactor stops the children next, then sends Stopped.
+	for _, ch := range w.children {
+		w.root.Stop(ch.pid)
+	}
+	for _, ch := range w.children {
+		<-ch.h.Done // each child's Stopping ran: its fetch is cancelled
+	}
 }
 
 func (w *owner) finished() {
-	for id := range w.children {
-		w.o.Registry.Delete(id)
-	}
+	w.o.Registry.Clear()
 	clear(w.children)
 	w.o.Live.Store(0)
 	w.o.Bus.Publish(messages.Closed{})
@@ -370,28 +380,74 @@ func (w *owner) settingsDone(c proto.Context, m *settingsDone) {
 
 // spawn starts identity's token actor and publishes its handle.
 func (w *owner) spawn(c proto.Context, identity string, s tokenmanager.Settings, now time.Time) (*child, error) {
+	req := w.request(s)
 	s = s.WithDefaults()
 	h := &link.Handle{
 		Bus:      w.o.Bus,
 		Done:     make(chan struct{}),
 		Clock:    s.Clock,
 		Identity: identity,
-		Request:  link.NewRequest(s, link.BothSides),
+		Request:  req,
 	}
 	h.Touch(now)
 	w.seq++
 	name := url.PathEscape(identity) + "#" + strconv.FormatUint(w.seq, 36)
-	props := proto.PropsFromProducer(func() proto.Actor { return newChild(s, h) })
-	pid, err := c.SpawnNamed(props, name)
+	// Spawned from the root, named under the owner, rather than as
+	// protoactor children: a parent's child set keeps stale PIDs of
+	// stopped children, and a PID caches its process, so passivated
+	// identities would never be freed. The owner stops them itself.
+	// The producer hands out this one actor: the token actor contains its
+	// own panics, so protoactor never restarts it for a fresh one.
+	a := newChild(s, h, w.self)
+	props := proto.PropsFromProducer(func() proto.Actor { return a }, childMailbox)
+	pid, err := w.root.SpawnNamed(props, w.self.Id+"/"+name)
 	if err != nil {
 		return nil, fmt.Errorf("tokenmanager: starting identity %q: %w", identity, err)
 	}
 	h.PID = pid
 	ch := &child{pid: pid, h: h, born: now}
 	w.children[identity] = ch
+	w.peak = max(w.peak, len(w.children))
 	w.o.Registry.Store(identity, h)
 	w.o.Live.Store(int64(len(w.children)))
 	return ch, nil
+}
+
+// childMailbox is the identities' mailbox: a lock-free queue allocated
+// as it grows, where the default preallocates a ring per actor.
+var childMailbox = proto.WithMailbox(proto.UnboundedLockfree())
+
+// request returns the request side of s (as SettingsFor gave it, before
+// defaults). Settings that differ only in their provider and timing share
+// one: with no Formatter and no callbacks, the request side is a handful
+// of comparable values.
+func (w *owner) request(s tokenmanager.Settings) *link.Request {
+	if s.Formatter != nil || s.OnAuthFail != nil || s.OnRecoveryTry != nil || s.OnRecoveryAbort != nil ||
+		s.OnTokenRefresh != nil || s.OnTokenRequestFail != nil || s.OnTokenTryThreshold != nil {
+		return link.NewRequest(s, link.BothSides)
+	}
+	key := requestKey{
+		header: s.Header, statuses: fmt.Sprint(s.RefreshOnStatus), tries: s.MaxRecoveryTries,
+		withToken: s.AddTokenToLogs, insecure: s.AllowInsecureHTTP, wait: s.WaitTimeout,
+	}
+	r := w.requests[key]
+	if r == nil {
+		if w.requests == nil {
+			w.requests = make(map[requestKey]*link.Request)
+		}
+		r = link.NewRequest(s, link.BothSides)
+		w.requests[key] = r
+	}
+	return r
+}
+
+// requestKey is what a shared request side is looked up by.
+type requestKey struct {
+	header, statuses string
+	tries            int
+	withToken        bool
+	insecure         bool
+	wait             time.Duration
 }
 
 // answer replies to everyone pending: with the child, or with err.
@@ -432,28 +488,29 @@ func (w *owner) idle(c proto.Context, m *idle) {
 	if ch == nil || !ch.pid.Equal(m.pid) {
 		return
 	}
-	delete(w.children, m.identity)
-	w.o.Registry.CompareAndDelete(m.identity, ch.h)
-	w.o.Live.Store(int64(len(w.children)))
+	w.forget(m.identity, ch)
 	c.Poison(ch.pid)
 	w.o.Bus.Publish(messages.IdentityPassivated{Identity: m.identity, Evicted: m.evicted})
 }
 
-// terminated forgets a child that stopped on its own (passivated ones
-// are forgotten already). Its identity is read back from its name.
-func (w *owner) terminated(pid *proto.PID) {
-	name := pid.Id[strings.LastIndexByte(pid.Id, '/')+1:]
-	if i := strings.LastIndexByte(name, '#'); i >= 0 {
-		name = name[:i]
+// gone forgets a child that stopped other than by passivation (someone
+// stopped it by its PID).
+func (w *owner) gone(m *gone) {
+	if ch := w.children[m.identity]; ch != nil && ch.pid.Equal(m.pid) {
+		w.forget(m.identity, ch)
 	}
-	id, err := url.PathUnescape(name)
-	if err != nil {
-		return
-	}
-	if ch := w.children[id]; ch != nil && ch.pid.Equal(pid) {
-		delete(w.children, id)
-		w.o.Registry.CompareAndDelete(id, ch.h)
-		w.o.Live.Store(int64(len(w.children)))
+}
+
+// forget removes a child from the owner's books. Go maps never shrink,
+// so once the children are down to a quarter of their peak the map is
+// rebuilt: passivated identities leave no memory behind.
+func (w *owner) forget(identity string, ch *child) {
+	delete(w.children, identity)
+	w.o.Registry.CompareAndDelete(identity, ch.h)
+	w.o.Live.Store(int64(len(w.children)))
+	if w.peak >= 64 && len(w.children) < w.peak/4 {
+		w.children = maps.Clone(w.children)
+		w.peak = len(w.children)
 	}
 }
 

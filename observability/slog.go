@@ -11,6 +11,7 @@ import (
 // may rely on them.
 const (
 	KeyEvent               = "event"                // the event's Name(), e.g. "token_refreshed"
+	KeyIdentity            = "identity"             // the identity the event concerns; absent when empty (a single-identity manager, or the whole manager)
 	KeyReason              = "reason"               // why a token was fetched (messages.RefreshReason)
 	KeyExpiresAt           = "expires_at"           // when the new token expires; absent when it has no expiry
 	KeyFetchDuration       = "fetch_duration"       // how long the provider took
@@ -25,10 +26,11 @@ const (
 	KeyFailedTries         = "failed_tries"         // consecutive failed fetches at a threshold
 	KeyError               = "error"                // why a fetch failed, or why a pushed token was refused
 	KeyDetail              = "detail"               // the event's Message (holds the token only with AddTokenToLogs)
+	KeyEvicted             = "evicted"              // whether a passivated identity was evicted to stay within the cap (false: it was idle)
 )
 
-// SlogHandler returns an event subscriber, for transport.RoundTripper's
-// Subscribe, that writes each event to logger as one record with the
+// SlogHandler returns an event subscriber, for the Subscribe of
+// transport.RoundTripper or transport.MultiRoundTripper, that writes each event to logger as one record with the
 // attributes listed with [KeyEvent] and its siblings ([Attrs]) at the
 // level [Level] gives. If logger is nil, slog.Default() is used.
 //
@@ -55,11 +57,12 @@ func SlogHandler(logger *slog.Logger) func(messages.Event) {
 }
 
 // Level returns the level SlogHandler logs ev at: Info for a refreshed
-// token and a closed manager; Warn for a rejected token, a failed fetch, a
-// resent request (each is recovered from on its own) and a refused pushed
-// token; Error when fetches keep failing (a token try threshold) or a
-// request is given back rejected (recovery aborted). Unknown events are
-// Info.
+// token, a passivated identity (idle or evicted: either is routine, and
+// the identity starts afresh on its next request) and a closed manager;
+// Warn for a rejected token, a failed fetch, a resent request (each is
+// recovered from on its own) and a refused pushed token; Error when
+// fetches keep failing (a token try threshold) or a request is given back
+// rejected (recovery aborted). Unknown events are Info.
 func Level(ev messages.Event) slog.Level {
 	switch ev.(type) {
 	case messages.AuthFailed, messages.TokenRequestFailed, messages.RecoveryTried, messages.PushRejected:
@@ -87,16 +90,25 @@ func logMessage(ev messages.Event) string {
 		return "recovery aborted"
 	case messages.PushRejected:
 		return "pushed token rejected"
+	case messages.IdentityPassivated:
+		return "identity passivated"
 	case messages.Closed:
 		return "token manager closed"
 	}
 	return "token manager event"
 }
 
-// Attrs returns the attributes SlogHandler logs for ev, [KeyEvent] first.
-// An event type this package does not know gets only [KeyEvent].
+// Attrs returns the attributes SlogHandler logs for ev, [KeyEvent] first,
+// then [KeyIdentity] when the event names an identity (events of a
+// manager of many identities, transport.MultiRoundTripper or
+// actor.NewOwnerProps, do; those of a single-identity manager, and
+// [messages.Closed], do not, so their records are as before). An event
+// type this package does not know gets only [KeyEvent].
 func Attrs(ev messages.Event) []slog.Attr {
 	attrs := []slog.Attr{slog.String(KeyEvent, ev.Name())}
+	if id := identityOf(ev); id != "" {
+		attrs = append(attrs, slog.String(KeyIdentity, id))
+	}
 	detail := func(msg string) {
 		if msg != "" {
 			attrs = append(attrs, slog.String(KeyDetail, msg))
@@ -142,8 +154,35 @@ func Attrs(ev messages.Event) []slog.Attr {
 		if e.Err != nil {
 			attrs = append(attrs, slog.String(KeyError, e.Err.Error()))
 		}
+	case messages.IdentityPassivated:
+		attrs = append(attrs, slog.Bool(KeyEvicted, e.Evicted))
 	case messages.Closed:
 		// KeyEvent alone.
 	}
 	return attrs
+}
+
+// identityOf returns the identity ev concerns; empty for the events of a
+// single-identity manager, for [messages.Closed] and for event types this
+// package does not know.
+func identityOf(ev messages.Event) string {
+	switch e := ev.(type) {
+	case messages.TokenRefreshed:
+		return e.Identity
+	case messages.AuthFailed:
+		return e.Identity
+	case messages.TokenRequestFailed:
+		return e.Identity
+	case messages.RecoveryTried:
+		return e.Identity
+	case messages.TokenTryThresholdReached:
+		return e.Identity
+	case messages.RecoveryAborted:
+		return e.Identity
+	case messages.PushRejected:
+		return e.Identity
+	case messages.IdentityPassivated:
+		return e.Identity
+	}
+	return ""
 }

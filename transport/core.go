@@ -61,9 +61,14 @@ func (c *core) roundTrip(b binding, req *http.Request) (*http.Response, error) {
 		return nil, fmt.Errorf("%w to %s: use https, or set Settings.AllowInsecureHTTP where something else protects the traffic",
 			tokenmanager.ErrInsecureTransport, req.URL.Host)
 	}
-	var access string
+	var access, value string
 	if snap := b.h.Snapshot(); c.fresh(b, snap) {
-		access = snap.Token.AccessToken // the fast path: no message, no lock
+		// The fast path: no message, no lock; under an owner, the header
+		// value comes made.
+		access = snap.Token.AccessToken
+		if b.req == b.h.Request {
+			value = snap.Header
+		}
 	} else {
 		tok, err := c.token(req.Context(), &b, "")
 		if err != nil {
@@ -72,10 +77,12 @@ func (c *core) roundTrip(b binding, req *http.Request) (*http.Response, error) {
 		}
 		access = tok.AccessToken
 	}
-	value, err := c.headerValue(b, access)
-	if err != nil {
-		closeBody(req)
-		return nil, err
+	if value == "" {
+		var err error
+		if value, err = c.headerValue(b, access); err != nil {
+			closeBody(req)
+			return nil, err
+		}
 	}
 	resp, err := c.base.RoundTrip(withHeader(req, b.req.Header, value, req.Body))
 	if err != nil || !b.req.Rejects(resp.StatusCode) {

@@ -18,17 +18,24 @@ import (
 
 // Snapshot is an immutable view of the cached token. The actor replaces
 // it, never changes it (asked aside).
+//
+// What a request reads on a cached token comes first, within one cache
+// line.
 type Snapshot struct {
-	Token tokenmanager.Token
 	// ExpiresAt is zero when the token has no expiry.
 	ExpiresAt time.Time
-	// Gen is the actor's generation when the snapshot was published.
-	Gen uint64
 	// RefreshAt, when set, is when a reader should ask the actor for an
 	// early refresh ([RefreshNow]): an actor that refreshes on use arms no
 	// timer. Zero for an actor with a refresh timer of its own.
 	RefreshAt time.Time
-	asked     atomic.Bool // RefreshNow was sent for this snapshot
+	// Header is the header value for Token under the handle's Request
+	// (its Formatter), made by the actor for an owner's children; empty
+	// otherwise, or when the Formatter panicked.
+	Header string
+	Token  tokenmanager.Token
+	// Gen is the actor's generation when the snapshot was published.
+	Gen   uint64
+	asked atomic.Bool // RefreshNow was sent for this snapshot
 }
 
 // FreshAt reports whether the snapshot's token is still valid at now.
@@ -45,23 +52,15 @@ func (s *Snapshot) AskRefresh(now time.Time) bool {
 
 // Handle is what the actor shares with the transports attached to it. It
 // is safe for concurrent use by multiple goroutines.
+//
+// The fields a request reads on a cached token come first, so that they
+// share a cache line: with thousands of identities, each request's
+// identity is usually cold.
 type Handle struct {
-	snapshot   atomic.Pointer[Snapshot]
-	lastErr    atomic.Pointer[error]
-	holdUntil  atomic.Int64 // UnixNano on Clock; 0: not holding
-	streak     atomic.Bool  // fresh tokens are being rejected on first use
-	lastUse    atomic.Int64 // UnixNano on Clock, coarse (see Touch)
-	passivated atomic.Bool
-	// Bus carries the actor's events (TokenRefreshed, TokenRequestFailed,
-	// TokenTryThresholdReached). An owner's children share the owner's.
-	Bus *eventbus.Bus
-	// Done is closed when the actor stops.
-	Done chan struct{}
+	snapshot atomic.Pointer[Snapshot]
+	lastUse  atomic.Int64 // UnixNano on Clock, coarse (see Touch)
 	// Clock is the actor's clock, against which snapshots expire.
 	Clock clock.Clock
-	// Identity is the identity the actor serves; empty for a token actor
-	// of its own (actor.NewProps).
-	Identity string
 	// PID is the actor's; set for an owner's children before the handle
 	// is published.
 	PID *proto.PID
@@ -69,6 +68,19 @@ type Handle struct {
 	// owner's children; nil for a token actor of its own, whose
 	// RoundTrippers bring their own.
 	Request *Request
+	streak  atomic.Bool // fresh tokens are being rejected on first use
+
+	lastErr    atomic.Pointer[error]
+	holdUntil  atomic.Int64 // UnixNano on Clock; 0: not holding
+	passivated atomic.Bool
+	// Bus carries the actor's events (TokenRefreshed, TokenRequestFailed,
+	// TokenTryThresholdReached). An owner's children share the owner's.
+	Bus *eventbus.Bus
+	// Done is closed when the actor stops.
+	Done chan struct{}
+	// Identity is the identity the actor serves; empty for a token actor
+	// of its own (actor.NewProps).
+	Identity string
 	// State is the request side's per-identity state, for an owner's
 	// children.
 	State RequestState

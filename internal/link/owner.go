@@ -2,7 +2,6 @@ package link
 
 import (
 	"context"
-	"sync"
 	"sync/atomic"
 
 	"github.com/benbjohnson/clock"
@@ -14,9 +13,9 @@ import (
 // Owner is what an owner of many identities shares with the transports
 // attached to it. It is safe for concurrent use by multiple goroutines.
 type Owner struct {
-	// Registry maps each live identity to its token actor's *Handle. Only
+	// Registry maps each live identity to its token actor's handle. Only
 	// the owner writes it; transports read it on every request.
-	Registry sync.Map
+	Registry *Registry
 	// Bus carries the events of every identity's token actor.
 	Bus *eventbus.Bus
 	// Done is closed when the owner has stopped.
@@ -29,12 +28,7 @@ type Owner struct {
 }
 
 // Lookup returns the handle of identity's live token actor, or nil.
-func (o *Owner) Lookup(identity string) *Handle {
-	if v, ok := o.Registry.Load(identity); ok {
-		return v.(*Handle)
-	}
-	return nil
-}
+func (o *Owner) Lookup(identity string) *Handle { return o.Registry.Load(identity) }
 
 // IdentityOf returns the identity an event concerns; empty for events of
 // a single-identity manager and for events about the whole manager.
