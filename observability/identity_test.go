@@ -141,7 +141,7 @@ func byKey(ps []point, metric string, keys ...string) map[string]float64 {
 		for _, k := range keys {
 			v := "-"
 			if a, ok := p.attrs.Value(attribute.Key(k)); ok {
-				v = a.Emit()
+				v = a.String()
 			}
 			parts = append(parts, v)
 		}
