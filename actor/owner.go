@@ -40,7 +40,7 @@ func NewOwnerProps(settings tokenmanager.OwnerSettings) (*proto.Props, error) {
 		return nil, err
 	}
 	s := settings.WithDefaults()
-	return proto.PropsFromProducer(func() proto.Actor { return newOwner(s) }), nil
+	return proto.PropsFromProducer(func() proto.Actor { return newOwner(s) }, lockfreeMailbox), nil
 }
 
 // Messages between an owner and its children, and to itself.
@@ -127,9 +127,11 @@ type owner struct {
 	failed   map[string]*failure // SettingsFor failed; not called again before notBefore
 	seq      uint64              // names children uniquely
 	requests map[requestKey]*link.Request
-	peak     int          // the most children since the map was last rebuilt
-	sweep    *clock.Timer // armed while there are children or failures
-	sweepSeq uint64
+	peak     int // the most children since the map was last rebuilt
+	// pendingPeak is the same for pending.
+	pendingPeak int
+	sweep       *clock.Timer // armed while there are children or failures
+	sweepSeq    uint64
 }
 
 type child struct {
@@ -321,6 +323,7 @@ func (w *owner) await(identity string) *pending {
 	if p == nil {
 		p = &pending{}
 		w.pending[identity] = p
+		w.pendingPeak = max(w.pendingPeak, len(w.pending))
 		fn := w.s.SettingsFor
 		go func() {
 			s, err := settingsFor(fn, identity)
@@ -350,6 +353,7 @@ func settingsFor(fn tokenmanager.SettingsFunc, identity string) (s tokenmanager.
 func (w *owner) settingsDone(c proto.Context, m *settingsDone) {
 	p := w.pending[m.identity]
 	delete(w.pending, m.identity)
+	w.pending = shrink(w.pending, &w.pendingPeak)
 	if p == nil {
 		p = &pending{}
 	}
@@ -399,7 +403,7 @@ func (w *owner) spawn(c proto.Context, identity string, s tokenmanager.Settings,
 	// The producer hands out this one actor: the token actor contains its
 	// own panics, so protoactor never restarts it for a fresh one.
 	a := newChild(s, h, w.self)
-	props := proto.PropsFromProducer(func() proto.Actor { return a }, childMailbox)
+	props := proto.PropsFromProducer(func() proto.Actor { return a }, lockfreeMailbox)
 	pid, err := w.root.SpawnNamed(props, w.self.Id+"/"+name)
 	if err != nil {
 		return nil, fmt.Errorf("tokenmanager: starting identity %q: %w", identity, err)
@@ -413,9 +417,10 @@ func (w *owner) spawn(c proto.Context, identity string, s tokenmanager.Settings,
 	return ch, nil
 }
 
-// childMailbox is the identities' mailbox: a lock-free queue allocated
-// as it grows, where the default preallocates a ring per actor.
-var childMailbox = proto.WithMailbox(proto.UnboundedLockfree())
+// lockfreeMailbox is the owner's and the identities' mailbox: a lock-free
+// queue allocated as it grows and freed as it drains, where the default
+// preallocates a ring per actor and never gives back what a burst grew.
+var lockfreeMailbox = proto.WithMailbox(proto.UnboundedLockfree())
 
 // request returns the request side of s (as SettingsFor gave it, before
 // defaults). Settings that differ only in their provider and timing share
@@ -508,10 +513,20 @@ func (w *owner) forget(identity string, ch *child) {
 	delete(w.children, identity)
 	w.o.Registry.CompareAndDelete(identity, ch.h)
 	w.o.Live.Store(int64(len(w.children)))
-	if w.peak >= 64 && len(w.children) < w.peak/4 {
-		w.children = maps.Clone(w.children)
-		w.peak = len(w.children)
+	w.children = shrink(w.children, &w.peak)
+}
+
+// shrink returns m, or a copy of it once it is down to a quarter of its
+// peak: Go maps never give back their buckets.
+func shrink[K comparable, V any](m map[K]V, peak *int) map[K]V {
+	*peak = max(*peak, len(m))
+	if *peak < 64 || len(m) >= *peak/4 {
+		return m
 	}
+	*peak = len(m)
+	n := make(map[K]V, len(m)) // maps.Clone would keep the buckets
+	maps.Copy(n, m)
+	return n
 }
 
 // armSweep arms the idle sweep, if it is not armed, while there is
