@@ -36,6 +36,18 @@
 // access token appears in event messages only when
 // [Settings.AddTokenToLogs] is set.
 //
+// # Many identities
+//
+// An owner (actor.NewOwnerProps, or transport.NewMulti for an
+// http.RoundTripper) serves many identities — tenants, audiences, scopes —
+// with one token actor each, started on first use with the settings
+// [OwnerSettings.SettingsFor] returns, and passivated once idle for
+// [OwnerSettings.IdleTimeout]. Requests name their identity in their
+// context (transport.WithIdentity) or through a resolver. Identities share
+// one event bus and hold no goroutine or timer of their own; a token
+// nobody uses is not refreshed. Build identity keys from every parameter
+// of the token request, and keep secrets out of them.
+//
 // # Three ways in
 //
 // Use transport.New for a RoundTripper (or its Client) with everything
