@@ -75,6 +75,14 @@ type (
 	sweepTick struct{ seq uint64 }
 )
 
+// The internal messages are not logged when they end up as dead letters
+// (a child's last word to an owner that is stopping, say).
+func (*passivate) IgnoreDeadLetterLogging()    {}
+func (*idle) IgnoreDeadLetterLogging()         {}
+func (*stay) IgnoreDeadLetterLogging()         {}
+func (*gone) IgnoreDeadLetterLogging()         {}
+func (*settingsDone) IgnoreDeadLetterLogging() {}
+
 // passivate stops taking work if the actor is idle, and tells its owner,
 // which then poisons it. It refuses while it is fetching, waited on, or
 // was used after m.cutoff.
@@ -222,7 +230,7 @@ func (w *owner) started(c proto.Context) {
 	w.unsubs = append(w.unsubs, w.o.Bus.Subscribe(func(ev messages.Event) { es.Publish(ev) }))
 	// One goroutine calls every identity's actor-side callbacks.
 	w.unsubs = append(w.unsubs, w.o.Bus.Subscribe(func(ev messages.Event) {
-		if h := w.o.Lookup(link.IdentityOf(ev)); h != nil && h.Request.Callbacks != nil {
+		if h := w.o.Lookup(messages.IdentityOf(ev)); h != nil && h.Request.Callbacks != nil {
 			h.Request.Callbacks(ev)
 		}
 	}))

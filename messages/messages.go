@@ -251,6 +251,31 @@ type IdentityPassivated struct {
 // Name implements [Event].
 func (IdentityPassivated) Name() string { return "identity_passivated" }
 
+// IdentityOf returns the identity ev concerns: its Identity field. It is
+// empty for the events of a single-identity manager, for [Closed], and
+// for event types this package does not define.
+func IdentityOf(ev Event) string {
+	switch e := ev.(type) {
+	case TokenRefreshed:
+		return e.Identity
+	case AuthFailed:
+		return e.Identity
+	case TokenRequestFailed:
+		return e.Identity
+	case RecoveryTried:
+		return e.Identity
+	case TokenTryThresholdReached:
+		return e.Identity
+	case RecoveryAborted:
+		return e.Identity
+	case PushRejected:
+		return e.Identity
+	case IdentityPassivated:
+		return e.Identity
+	}
+	return ""
+}
+
 // The protocol messages carry tokens, so none of them is ever printed in
 // full: String and GoString show a fingerprint instead, and protoactor
 // does not log them when they end up as dead letters (a late reply to a

@@ -62,3 +62,26 @@ func TestProtocolMessages_notLoggedAsDeadLetters(t *testing.T) {
 		}
 	}
 }
+
+func TestIdentityOf(t *testing.T) {
+	tests := []struct {
+		ev   messages.Event
+		want string
+	}{
+		{messages.TokenRefreshed{Identity: "a"}, "a"},
+		{messages.AuthFailed{Identity: "b"}, "b"},
+		{messages.TokenRequestFailed{Identity: "c"}, "c"},
+		{messages.RecoveryTried{Identity: "d"}, "d"},
+		{messages.TokenTryThresholdReached{Identity: "e"}, "e"},
+		{messages.RecoveryAborted{Identity: "f"}, "f"},
+		{messages.PushRejected{Identity: "g"}, "g"},
+		{messages.IdentityPassivated{Identity: "h"}, "h"},
+		{messages.TokenRefreshed{}, ""},
+		{messages.Closed{}, ""},
+	}
+	for _, tt := range tests {
+		if got := messages.IdentityOf(tt.ev); got != tt.want {
+			t.Errorf("IdentityOf(%T) = %q; want %q", tt.ev, got, tt.want)
+		}
+	}
+}

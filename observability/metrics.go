@@ -321,7 +321,7 @@ func (m *Metrics) Handle(ev messages.Event) {
 		return
 	}
 	ctx := context.Background()
-	id := identityOf(ev)
+	id := messages.IdentityOf(ev)
 	key, feeds := gaugeKey{}, true
 	if m.byIdentity && id != "" {
 		key.value, key.has = id, true

@@ -106,7 +106,7 @@ func logMessage(ev messages.Event) string {
 // type this package does not know gets only [KeyEvent].
 func Attrs(ev messages.Event) []slog.Attr {
 	attrs := []slog.Attr{slog.String(KeyEvent, ev.Name())}
-	if id := identityOf(ev); id != "" {
+	if id := messages.IdentityOf(ev); id != "" {
 		attrs = append(attrs, slog.String(KeyIdentity, id))
 	}
 	detail := func(msg string) {
@@ -160,29 +160,4 @@ func Attrs(ev messages.Event) []slog.Attr {
 		// KeyEvent alone.
 	}
 	return attrs
-}
-
-// identityOf returns the identity ev concerns; empty for the events of a
-// single-identity manager, for [messages.Closed] and for event types this
-// package does not know.
-func identityOf(ev messages.Event) string {
-	switch e := ev.(type) {
-	case messages.TokenRefreshed:
-		return e.Identity
-	case messages.AuthFailed:
-		return e.Identity
-	case messages.TokenRequestFailed:
-		return e.Identity
-	case messages.RecoveryTried:
-		return e.Identity
-	case messages.TokenTryThresholdReached:
-		return e.Identity
-	case messages.RecoveryAborted:
-		return e.Identity
-	case messages.PushRejected:
-		return e.Identity
-	case messages.IdentityPassivated:
-		return e.Identity
-	}
-	return ""
 }

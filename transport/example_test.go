@@ -91,3 +91,89 @@ func ExampleRoundTripper_Subscribe() {
 	// token_refreshed
 	// token_refreshed
 }
+
+func ExampleNewMulti() {
+	// An API that echoes the token it got.
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, r.Header.Get("Authorization"))
+	}))
+	defer api.Close()
+
+	m, err := transport.NewMulti(tokenmanager.OwnerSettings{
+		SettingsFor: func(identity string) (tokenmanager.Settings, error) {
+			return tokenmanager.Settings{
+				GetCredentials: func(ctx context.Context) (tokenmanager.Token, error) {
+					// Call this identity's token endpoint here.
+					return tokenmanager.Token{AccessToken: identity + "-token", ExpiresIn: 3600}, nil
+				},
+			}, nil
+		},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer m.Close()
+
+	get := func(client *http.Client, ctx context.Context) string {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, api.URL, nil)
+		resp, err := client.Do(req)
+		if err != nil {
+			log.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return string(body)
+	}
+	// The identity from the request's context...
+	fmt.Println(get(m.Client(), transport.WithIdentity(context.Background(), "acme")))
+	fmt.Println(get(m.Client(), transport.WithIdentity(context.Background(), "globex")))
+	// ...or a client bound to one identity.
+	fmt.Println(get(&http.Client{Transport: m.For("initech")}, context.Background()))
+	// Output:
+	// Bearer acme-token
+	// Bearer globex-token
+	// Bearer initech-token
+}
+
+func ExampleWithResolver() {
+	// Two APIs, each wanting a token for its own audience.
+	echo := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, r.Header.Get("Authorization"))
+	})
+	orders, billing := httptest.NewServer(echo), httptest.NewServer(echo)
+	defer orders.Close()
+	defer billing.Close()
+	audience := map[string]string{orders.Listener.Addr().String(): "aud=orders", billing.Listener.Addr().String(): "aud=billing"}
+
+	m, err := transport.NewMulti(tokenmanager.OwnerSettings{
+		SettingsFor: func(identity string) (tokenmanager.Settings, error) {
+			return tokenmanager.Settings{
+				GetCredentials: func(ctx context.Context) (tokenmanager.Token, error) {
+					return tokenmanager.Token{AccessToken: "token-for-" + identity, ExpiresIn: 3600}, nil
+				},
+			}, nil
+		},
+	}, transport.WithResolver(func(r *http.Request) (string, error) {
+		if aud, ok := audience[r.URL.Host]; ok {
+			return aud, nil
+		}
+		return "", fmt.Errorf("no audience for %s", r.URL.Host)
+	}))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer m.Close()
+
+	for _, url := range []string{orders.URL, billing.URL} {
+		resp, err := m.Client().Get(url)
+		if err != nil {
+			log.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		fmt.Println(string(body))
+	}
+	// Output:
+	// Bearer token-for-aud=orders
+	// Bearer token-for-aud=billing
+}

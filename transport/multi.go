@@ -4,16 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/http"
-	"sync/atomic"
 	"time"
 
 	proto "github.com/asynkron/protoactor-go/actor"
 
 	"github.com/go-tokenmanager/tokenmanager"
 	"github.com/go-tokenmanager/tokenmanager/actor"
-	"github.com/go-tokenmanager/tokenmanager/internal/eventbus"
 	"github.com/go-tokenmanager/tokenmanager/internal/link"
 	"github.com/go-tokenmanager/tokenmanager/messages"
 )
@@ -64,14 +61,9 @@ func WithResolver(fn func(*http.Request) (string, error)) Option {
 // A cached token costs a request one map lookup and one atomic load. It
 // is safe for concurrent use by multiple goroutines.
 type MultiRoundTripper struct {
-	core
+	facade
 	o        *link.Owner
-	pid      *proto.PID
-	system   *proto.ActorSystem
-	owned    bool
 	resolver func(*http.Request) (string, error)
-	unsubs   []func()
-	ended    atomic.Bool
 }
 
 // NewMulti validates settings and builds a MultiRoundTripper with an actor
@@ -82,14 +74,7 @@ func NewMulti(settings tokenmanager.OwnerSettings, opts ...Option) (*MultiRoundT
 	if err != nil {
 		return nil, err
 	}
-	logger := settings.Logger
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
-	system := proto.NewActorSystem(
-		proto.WithLoggerFactory(func(*proto.ActorSystem) *slog.Logger { return logger }),
-		proto.WithDeadLetterThrottleInterval(10*time.Millisecond),
-	)
+	system := newSystem(settings.Logger)
 	pid := system.Root.Spawn(props)
 	m, err := attachMulti(system, pid, settings.WithDefaults().EventBuffer, true, opts)
 	if err != nil {
@@ -114,65 +99,27 @@ func NewMultiFromActor(system *proto.ActorSystem, pid *proto.PID, opts ...Option
 }
 
 func attachMulti(system *proto.ActorSystem, pid *proto.PID, buffer int, owned bool, opts []Option) (*MultiRoundTripper, error) {
-	var o options
-	for _, opt := range opts {
-		if opt != nil {
-			opt.apply(&o)
-		}
-	}
-	if o.base == nil {
-		o.base = http.DefaultTransport
-	}
-	res, err := system.Root.RequestFuture(pid, &link.AttachOwner{}, attachTimeout).Result()
+	o := applyOptions(opts)
+	ow, err := ask[*link.Owner](system, pid, &link.AttachOwner{}, "actor.NewOwnerProps")
 	if err != nil {
-		return nil, fmt.Errorf("tokenmanager: owner %v did not answer (%w); is it alive and spawned from actor.NewOwnerProps?", pid, err)
-	}
-	ow, ok := res.(*link.Owner)
-	if !ok {
-		return nil, fmt.Errorf("tokenmanager: actor %v answered %T; was it spawned from actor.NewOwnerProps?", pid, res)
+		return nil, err
 	}
 	if buffer == 0 {
 		buffer = tokenmanager.OwnerSettings{}.WithDefaults().EventBuffer
 	}
-	m := &MultiRoundTripper{
-		core: core{
-			base: o.base,
-			root: system.Root,
-			bus:  eventbus.New(buffer),
-			done: make(chan struct{}),
-		},
-		o:        ow,
-		pid:      pid,
-		system:   system,
-		owned:    owned,
-		resolver: o.resolver,
-	}
-	m.core.resolve = m.ask
-	m.unsubs = append(m.unsubs, ow.Bus.Subscribe(func(ev messages.Event) {
-		if _, ok := ev.(messages.Closed); ok {
-			m.publishClosed()
-			return
-		}
-		m.bus.Publish(ev)
-	}))
+	m := &MultiRoundTripper{o: ow, resolver: o.resolver}
 	// One goroutine calls every identity's request-side callbacks (the
 	// owner calls the actor side).
-	m.bus.Subscribe(func(ev messages.Event) {
+	callbacks := func(ev messages.Event) {
 		if !link.IsRequestSide(ev) {
 			return
 		}
-		if h := ow.Lookup(link.IdentityOf(ev)); h != nil && h.Request.Callbacks != nil {
+		if h := ow.Lookup(messages.IdentityOf(ev)); h != nil && h.Request.Callbacks != nil {
 			h.Request.Callbacks(ev)
 		}
-	})
-	if !owned {
-		es := system.EventStream
-		m.bus.Subscribe(func(ev messages.Event) {
-			if link.IsRequestSide(ev) {
-				es.Publish(ev)
-			}
-		})
 	}
+	m.init(system, pid, ow.Bus, buffer, owned, o, callbacks)
+	m.core.resolve = m.askOwner
 	return m, nil
 }
 
@@ -256,15 +203,15 @@ func (m *MultiRoundTripper) bind(ctx context.Context, identity string) (binding,
 	if h := m.o.Lookup(identity); h != nil {
 		return bindingOf(h), nil
 	}
-	return m.ask(ctx, identity)
+	return m.askOwner(ctx, identity)
 }
 
 func bindingOf(h *link.Handle) binding {
 	return binding{h: h, pid: h.PID, req: h.Request, st: &h.State}
 }
 
-// ask asks the owner for identity's handle and waits for it.
-func (m *MultiRoundTripper) ask(ctx context.Context, identity string) (binding, error) {
+// askOwner asks the owner for identity's handle and waits for it.
+func (m *MultiRoundTripper) askOwner(ctx context.Context, identity string) (binding, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, defaultResolveWait)
@@ -296,46 +243,16 @@ func (m *MultiRoundTripper) ask(ctx context.Context, identity string) (binding, 
 // EventBuffer events are queued and further ones dropped. The returned
 // func unsubscribes; it is idempotent.
 func (m *MultiRoundTripper) Subscribe(fn func(messages.Event)) (unsubscribe func()) {
-	if fn == nil || m.closed.Load() {
-		return func() {}
-	}
-	return m.bus.Subscribe(fn)
+	return m.subscribe(fn)
 }
 
 // DroppedEvents returns how many events were dropped because a subscriber
 // had a full queue.
-func (m *MultiRoundTripper) DroppedEvents() uint64 {
-	return m.bus.Dropped() + m.o.Bus.Dropped()
-}
+func (m *MultiRoundTripper) DroppedEvents() uint64 { return m.dropped() }
 
 // Close stops what m owns: for a MultiRoundTripper from NewMulti, the
 // owner with every identity's token actor (cancelling their fetches) and
 // the actor system. Requests waiting get tokenmanager.ErrClosed, as does
 // every later call. Events already queued are delivered for up to a
 // second. Close is idempotent: later calls return nil.
-func (m *MultiRoundTripper) Close() error {
-	if !m.closed.CompareAndSwap(false, true) {
-		return nil
-	}
-	close(m.done)
-	var err error
-	if m.owned {
-		if e := m.root.StopFuture(m.pid).Wait(); e != nil {
-			err = fmt.Errorf("tokenmanager: stopping the owner: %w", e)
-		}
-		m.system.Shutdown()
-		m.o.Bus.Shutdown(closeGrace)
-	}
-	for _, u := range m.unsubs {
-		u()
-	}
-	m.publishClosed()
-	m.bus.Shutdown(closeGrace)
-	return err
-}
-
-func (m *MultiRoundTripper) publishClosed() {
-	if m.ended.CompareAndSwap(false, true) {
-		m.bus.Publish(messages.Closed{})
-	}
-}
+func (m *MultiRoundTripper) Close() error { return m.close("owner") }

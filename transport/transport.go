@@ -18,19 +18,15 @@ package transport
 import (
 	"context"
 	"errors"
-	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	proto "github.com/asynkron/protoactor-go/actor"
 
 	"github.com/go-tokenmanager/tokenmanager"
 	"github.com/go-tokenmanager/tokenmanager/actor"
-	"github.com/go-tokenmanager/tokenmanager/internal/eventbus"
 	"github.com/go-tokenmanager/tokenmanager/internal/link"
 	"github.com/go-tokenmanager/tokenmanager/messages"
 )
@@ -71,15 +67,8 @@ func WithBase(rt http.RoundTripper) Option {
 // token actor on every request. It is safe for concurrent use by multiple
 // goroutines.
 type RoundTripper struct {
-	core
+	facade
 	b binding // the one identity
-
-	h      *link.Handle
-	pid    *proto.PID
-	system *proto.ActorSystem
-	owned  bool
-	unsubs []func()
-	ended  atomic.Bool // messages.Closed was published
 }
 
 // New validates settings and builds a RoundTripper with an actor system
@@ -95,14 +84,7 @@ func New(settings tokenmanager.Settings, opts ...Option) (*RoundTripper, error) 
 	if err != nil {
 		return nil, err
 	}
-	logger := settings.Logger
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
-	system := proto.NewActorSystem(
-		proto.WithLoggerFactory(func(*proto.ActorSystem) *slog.Logger { return logger }),
-		proto.WithDeadLetterThrottleInterval(10*time.Millisecond),
-	)
+	system := newSystem(settings.Logger)
 	pid := system.Root.Spawn(props)
 	t, err := attach(system, pid, settings, true, opts)
 	if err != nil {
@@ -147,59 +129,19 @@ func NewFromActor(system *proto.ActorSystem, pid *proto.PID, settings tokenmanag
 }
 
 func attach(system *proto.ActorSystem, pid *proto.PID, settings tokenmanager.Settings, owned bool, opts []Option) (*RoundTripper, error) {
-	s := settings.WithDefaults()
-	var o options
-	for _, opt := range opts {
-		if opt != nil {
-			opt.apply(&o)
-		}
-	}
-	if o.base == nil {
-		o.base = http.DefaultTransport
-	}
-	res, err := system.Root.RequestFuture(pid, &link.Attach{}, attachTimeout).Result()
+	o := applyOptions(opts)
+	h, err := ask[*link.Handle](system, pid, &link.Attach{}, "actor.NewProps")
 	if err != nil {
-		return nil, fmt.Errorf("tokenmanager: actor %v did not answer (%w); is it alive and spawned from actor.NewProps?", pid, err)
+		return nil, err
 	}
-	h, ok := res.(*link.Handle)
-	if !ok {
-		return nil, fmt.Errorf("tokenmanager: actor %v answered %T; was it spawned from actor.NewProps?", pid, res)
-	}
-	req := link.NewRequest(settings, link.RequestSide)
+	side := link.RequestSide
 	if owned {
-		req = link.NewRequest(settings, link.BothSides)
+		side = link.BothSides // one goroutine calls all six callbacks
 	}
-	t := &RoundTripper{
-		core: core{
-			base: o.base,
-			root: system.Root,
-			bus:  eventbus.New(s.EventBuffer),
-			done: make(chan struct{}),
-		},
-		h:      h,
-		pid:    pid,
-		system: system,
-		owned:  owned,
-	}
+	req := link.NewRequest(settings, side)
+	t := &RoundTripper{}
+	t.init(system, pid, h.Bus, settings.WithDefaults().EventBuffer, owned, o, req.Callbacks)
 	t.b = binding{h: h, pid: pid, req: req, st: new(link.RequestState)}
-	t.unsubs = append(t.unsubs, h.Bus.Subscribe(func(ev messages.Event) {
-		if _, ok := ev.(messages.Closed); ok {
-			t.publishClosed() // once, whether the actor or Close says it first
-			return
-		}
-		t.bus.Publish(ev)
-	}))
-	if req.Callbacks != nil {
-		t.bus.Subscribe(req.Callbacks)
-	}
-	if !owned {
-		es := system.EventStream
-		t.bus.Subscribe(func(ev messages.Event) {
-			if link.IsRequestSide(ev) {
-				es.Publish(ev)
-			}
-		})
-	}
 	return t, nil
 }
 
@@ -214,17 +156,12 @@ func (t *RoundTripper) Client() *http.Client {
 // further ones are dropped (see [RoundTripper.DroppedEvents]). A panic in
 // fn is contained. The returned func unsubscribes; it is idempotent.
 func (t *RoundTripper) Subscribe(fn func(messages.Event)) (unsubscribe func()) {
-	if fn == nil || t.closed.Load() {
-		return func() {}
-	}
-	return t.bus.Subscribe(fn)
+	return t.subscribe(fn)
 }
 
 // DroppedEvents returns how many events were dropped because a subscriber
 // (of this RoundTripper or of its actor) had a full queue.
-func (t *RoundTripper) DroppedEvents() uint64 {
-	return t.bus.Dropped() + t.h.Bus.Dropped()
-}
+func (t *RoundTripper) DroppedEvents() uint64 { return t.dropped() }
 
 // Token returns a valid token, fetching one if none is cached, and waits
 // at most until ctx ends (or Settings.WaitTimeout when ctx has no
@@ -243,33 +180,7 @@ func (t *RoundTripper) Token(ctx context.Context) (tokenmanager.Token, error) {
 // (callbacks included); then subscribers are stopped after their current
 // call. A RoundTripper from NewFromActor leaves the actor and system
 // running. Close is idempotent: later calls return nil.
-func (t *RoundTripper) Close() error {
-	if !t.closed.CompareAndSwap(false, true) {
-		return nil
-	}
-	close(t.done)
-	var err error
-	if t.owned {
-		if e := t.root.StopFuture(t.pid).Wait(); e != nil {
-			err = fmt.Errorf("tokenmanager: stopping the token actor: %w", e)
-		}
-		t.system.Shutdown()
-		t.h.Bus.Shutdown(closeGrace) // the actor's last events reach t.bus
-	}
-	for _, u := range t.unsubs {
-		u()
-	}
-	t.publishClosed()
-	t.bus.Shutdown(closeGrace)
-	return err
-}
-
-// publishClosed publishes messages.Closed, at most once.
-func (t *RoundTripper) publishClosed() {
-	if t.ended.CompareAndSwap(false, true) {
-		t.bus.Publish(messages.Closed{})
-	}
-}
+func (t *RoundTripper) Close() error { return t.close("token actor") }
 
 // RoundTrip sends req with the token in Settings.Header. It follows the
 // net/http contract: it does not modify req (it sends a clone), it always

@@ -7,7 +7,6 @@ import (
 	"github.com/benbjohnson/clock"
 
 	"github.com/go-tokenmanager/tokenmanager/internal/eventbus"
-	"github.com/go-tokenmanager/tokenmanager/messages"
 )
 
 // Owner is what an owner of many identities shares with the transports
@@ -29,30 +28,6 @@ type Owner struct {
 
 // Lookup returns the handle of identity's live token actor, or nil.
 func (o *Owner) Lookup(identity string) *Handle { return o.Registry.Load(identity) }
-
-// IdentityOf returns the identity an event concerns; empty for events of
-// a single-identity manager and for events about the whole manager.
-func IdentityOf(ev messages.Event) string {
-	switch e := ev.(type) {
-	case messages.TokenRefreshed:
-		return e.Identity
-	case messages.AuthFailed:
-		return e.Identity
-	case messages.TokenRequestFailed:
-		return e.Identity
-	case messages.RecoveryTried:
-		return e.Identity
-	case messages.TokenTryThresholdReached:
-		return e.Identity
-	case messages.RecoveryAborted:
-		return e.Identity
-	case messages.PushRejected:
-		return e.Identity
-	case messages.IdentityPassivated:
-		return e.Identity
-	}
-	return ""
-}
 
 // AttachOwner asks an owner for its *Owner; send it with RequestFuture.
 type AttachOwner struct{}
