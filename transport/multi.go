@@ -11,6 +11,7 @@ import (
 
 	"github.com/go-tokenmanager/tokenmanager"
 	"github.com/go-tokenmanager/tokenmanager/actor"
+	"github.com/go-tokenmanager/tokenmanager/internal/core"
 	"github.com/go-tokenmanager/tokenmanager/internal/link"
 	"github.com/go-tokenmanager/tokenmanager/messages"
 )
@@ -61,7 +62,8 @@ func WithResolver(fn func(*http.Request) (string, error)) Option {
 // A cached token costs a request one map lookup and one atomic load. It
 // is safe for concurrent use by multiple goroutines.
 type MultiRoundTripper struct {
-	facade
+	c        core.Core
+	base     http.RoundTripper
 	o        *link.Owner
 	resolver func(*http.Request) (string, error)
 }
@@ -107,7 +109,7 @@ func attachMulti(system *proto.ActorSystem, pid *proto.PID, buffer int, owned bo
 	if buffer == 0 {
 		buffer = tokenmanager.OwnerSettings{}.WithDefaults().EventBuffer
 	}
-	m := &MultiRoundTripper{o: ow, resolver: o.resolver}
+	m := &MultiRoundTripper{base: o.base, o: ow, resolver: o.resolver}
 	// One goroutine calls every identity's request-side callbacks (the
 	// owner calls the actor side).
 	callbacks := func(ev messages.Event) {
@@ -118,8 +120,8 @@ func attachMulti(system *proto.ActorSystem, pid *proto.PID, buffer int, owned bo
 			h.Request.Callbacks(ev)
 		}
 	}
-	m.init(system, pid, ow.Bus, buffer, owned, o, callbacks)
-	m.core.resolve = m.askOwner
+	m.c.Init(system, pid, ow.Bus, buffer, owned, callbacks)
+	m.c.Resolve = m.askOwner
 	return m, nil
 }
 
@@ -144,7 +146,7 @@ func (m *MultiRoundTripper) RoundTrip(req *http.Request) (*http.Response, error)
 }
 
 func (m *MultiRoundTripper) roundTripFor(identity string, req *http.Request) (*http.Response, error) {
-	if m.closed.Load() {
+	if m.c.Closed() {
 		closeBody(req)
 		return nil, tokenmanager.ErrClosed
 	}
@@ -153,7 +155,7 @@ func (m *MultiRoundTripper) roundTripFor(identity string, req *http.Request) (*h
 		closeBody(req)
 		return nil, err
 	}
-	return m.roundTrip(b, req)
+	return roundTrip(&m.c, m.base, b, req)
 }
 
 // For returns an http.RoundTripper that sends every request with
@@ -183,14 +185,15 @@ func (m *MultiRoundTripper) Client() *http.Client {
 // Settings.WaitTimeout when ctx has no deadline). The returned Token must
 // not be modified.
 func (m *MultiRoundTripper) Token(ctx context.Context, identity string) (tokenmanager.Token, error) {
-	if m.closed.Load() {
+	if m.c.Closed() {
 		return tokenmanager.Token{}, tokenmanager.ErrClosed
 	}
 	b, err := m.bind(ctx, identity)
 	if err != nil {
 		return tokenmanager.Token{}, err
 	}
-	return m.token(ctx, &b, "")
+	iss, err := m.c.Token(ctx, &b, "")
+	return iss.Token, err
 }
 
 // Live returns how many identities have a token actor now (started and
@@ -199,19 +202,15 @@ func (m *MultiRoundTripper) Live() int { return int(m.o.Live.Load()) }
 
 // bind returns identity's binding: from the registry when its token actor
 // lives, else from the owner, which starts it.
-func (m *MultiRoundTripper) bind(ctx context.Context, identity string) (binding, error) {
+func (m *MultiRoundTripper) bind(ctx context.Context, identity string) (core.Binding, error) {
 	if h := m.o.Lookup(identity); h != nil {
-		return bindingOf(h), nil
+		return core.BindingOf(h), nil
 	}
 	return m.askOwner(ctx, identity)
 }
 
-func bindingOf(h *link.Handle) binding {
-	return binding{h: h, pid: h.PID, req: h.Request, st: &h.State}
-}
-
 // askOwner asks the owner for identity's handle and waits for it.
-func (m *MultiRoundTripper) askOwner(ctx context.Context, identity string) (binding, error) {
+func (m *MultiRoundTripper) askOwner(ctx context.Context, identity string) (core.Binding, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, defaultResolveWait)
@@ -220,19 +219,19 @@ func (m *MultiRoundTripper) askOwner(ctx context.Context, identity string) (bind
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // the owner forgets the request once it ends
 	r := &link.Resolve{Ctx: ctx, Identity: identity, Reply: make(chan link.Resolved, 1)}
-	m.root.Send(m.pid, r)
+	m.c.Root.Send(m.c.PID(), r)
 	select {
 	case res := <-r.Reply:
 		if res.Err != nil {
-			return binding{}, res.Err
+			return core.Binding{}, res.Err
 		}
-		return bindingOf(res.H), nil
+		return core.BindingOf(res.H), nil
 	case <-ctx.Done():
-		return binding{}, fmt.Errorf("tokenmanager: waiting for the settings of identity %q: %w", identity, ctx.Err())
+		return core.Binding{}, fmt.Errorf("tokenmanager: waiting for the settings of identity %q: %w", identity, ctx.Err())
 	case <-m.o.Done:
-		return binding{}, tokenmanager.ErrClosed
-	case <-m.done:
-		return binding{}, tokenmanager.ErrClosed
+		return core.Binding{}, tokenmanager.ErrClosed
+	case <-m.c.Done():
+		return core.Binding{}, tokenmanager.ErrClosed
 	}
 }
 
@@ -243,16 +242,16 @@ func (m *MultiRoundTripper) askOwner(ctx context.Context, identity string) (bind
 // EventBuffer events are queued and further ones dropped. The returned
 // func unsubscribes; it is idempotent.
 func (m *MultiRoundTripper) Subscribe(fn func(messages.Event)) (unsubscribe func()) {
-	return m.subscribe(fn)
+	return m.c.Subscribe(fn)
 }
 
 // DroppedEvents returns how many events were dropped because a subscriber
 // had a full queue.
-func (m *MultiRoundTripper) DroppedEvents() uint64 { return m.dropped() }
+func (m *MultiRoundTripper) DroppedEvents() uint64 { return m.c.Dropped() }
 
 // Close stops what m owns: for a MultiRoundTripper from NewMulti, the
 // owner with every identity's token actor (cancelling their fetches) and
 // the actor system. Requests waiting get tokenmanager.ErrClosed, as does
 // every later call. Events already queued are delivered for up to a
 // second. Close is idempotent: later calls return nil.
-func (m *MultiRoundTripper) Close() error { return m.close("owner") }
+func (m *MultiRoundTripper) Close() error { return m.c.Close("owner") }

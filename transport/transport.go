@@ -27,6 +27,7 @@ import (
 
 	"github.com/go-tokenmanager/tokenmanager"
 	"github.com/go-tokenmanager/tokenmanager/actor"
+	"github.com/go-tokenmanager/tokenmanager/internal/core"
 	"github.com/go-tokenmanager/tokenmanager/internal/link"
 	"github.com/go-tokenmanager/tokenmanager/messages"
 )
@@ -34,10 +35,6 @@ import (
 // attachTimeout bounds how long NewFromActor waits for the actor to answer;
 // a live token actor answers in microseconds.
 const attachTimeout = 5 * time.Second
-
-// closeGrace bounds how long Close lets subscribers work through the
-// events already queued for them.
-const closeGrace = time.Second
 
 // maxDrain bounds how much of a discarded response is read so its
 // connection can be reused; beyond it the connection is closed instead.
@@ -67,8 +64,9 @@ func WithBase(rt http.RoundTripper) Option {
 // token actor on every request. It is safe for concurrent use by multiple
 // goroutines.
 type RoundTripper struct {
-	facade
-	b binding // the one identity
+	c    core.Core
+	base http.RoundTripper
+	b    core.Binding // the one identity
 }
 
 // New validates settings and builds a RoundTripper with an actor system
@@ -139,9 +137,9 @@ func attach(system *proto.ActorSystem, pid *proto.PID, settings tokenmanager.Set
 		side = link.BothSides // one goroutine calls all six callbacks
 	}
 	req := link.NewRequest(settings, side)
-	t := &RoundTripper{}
-	t.init(system, pid, h.Bus, settings.WithDefaults().EventBuffer, owned, o, req.Callbacks)
-	t.b = binding{h: h, pid: pid, req: req, st: new(link.RequestState)}
+	t := &RoundTripper{base: o.base}
+	t.c.Init(system, pid, h.Bus, settings.WithDefaults().EventBuffer, owned, req.Callbacks)
+	t.b = core.Binding{H: h, PID: pid, Req: req, St: new(link.RequestState)}
 	return t, nil
 }
 
@@ -156,21 +154,22 @@ func (t *RoundTripper) Client() *http.Client {
 // further ones are dropped (see [RoundTripper.DroppedEvents]). A panic in
 // fn is contained. The returned func unsubscribes; it is idempotent.
 func (t *RoundTripper) Subscribe(fn func(messages.Event)) (unsubscribe func()) {
-	return t.subscribe(fn)
+	return t.c.Subscribe(fn)
 }
 
 // DroppedEvents returns how many events were dropped because a subscriber
 // (of this RoundTripper or of its actor) had a full queue.
-func (t *RoundTripper) DroppedEvents() uint64 { return t.dropped() }
+func (t *RoundTripper) DroppedEvents() uint64 { return t.c.Dropped() }
 
 // Token returns a valid token, fetching one if none is cached, and waits
 // at most until ctx ends (or Settings.WaitTimeout when ctx has no
 // deadline). The returned Token must not be modified.
 func (t *RoundTripper) Token(ctx context.Context) (tokenmanager.Token, error) {
-	if t.closed.Load() {
+	if t.c.Closed() {
 		return tokenmanager.Token{}, tokenmanager.ErrClosed
 	}
-	return t.token(ctx, &t.b, "")
+	iss, err := t.c.Token(ctx, &t.b, "")
+	return iss.Token, err
 }
 
 // Close stops what t owns: for a RoundTripper from New, the token actor
@@ -180,7 +179,7 @@ func (t *RoundTripper) Token(ctx context.Context) (tokenmanager.Token, error) {
 // (callbacks included); then subscribers are stopped after their current
 // call. A RoundTripper from NewFromActor leaves the actor and system
 // running. Close is idempotent: later calls return nil.
-func (t *RoundTripper) Close() error { return t.close("token actor") }
+func (t *RoundTripper) Close() error { return t.c.Close("token actor") }
 
 // RoundTrip sends req with the token in Settings.Header. It follows the
 // net/http contract: it does not modify req (it sends a clone), it always
@@ -209,7 +208,7 @@ func (t *RoundTripper) Close() error { return t.close("token actor") }
 // error) and, when the request's context ended first, ctx.Err(). A
 // permanent failure (tokenmanager.IsPermanent) fails the request at once.
 func (t *RoundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
-	return t.roundTrip(t.b, req)
+	return roundTrip(&t.c, t.base, t.b, req)
 }
 
 // sameSite reports whether req may carry the token: it is not a redirect,

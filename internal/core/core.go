@@ -1,0 +1,205 @@
+// Package core is the request side every facade shares (the HTTP
+// RoundTrippers, the gRPC credentials and interceptors, the token API):
+// attaching an identity's token, waiting for one on a miss with one shared
+// wait per identity, and recovering from rejected tokens. It is the only
+// copy of that logic; facades add their protocol around it.
+package core
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	proto "github.com/asynkron/protoactor-go/actor"
+
+	"github.com/go-tokenmanager/tokenmanager"
+	"github.com/go-tokenmanager/tokenmanager/internal/eventbus"
+	"github.com/go-tokenmanager/tokenmanager/internal/link"
+	"github.com/go-tokenmanager/tokenmanager/messages"
+)
+
+// closeGrace bounds how long Close lets subscribers work through the
+// events already queued for them.
+const closeGrace = time.Second
+
+// Core is one facade's request side: the token actor (or owner) it is
+// attached to, its events, and Close. It is safe for concurrent use by
+// multiple goroutines once Init has run.
+type Core struct {
+	// Root sends to the actors.
+	Root *proto.RootContext
+	// Bus carries the facade's events: the actor's, forwarded, and the
+	// request side's own.
+	Bus *eventbus.Bus
+	// Resolve finds an identity's binding again once its token actor was
+	// passivated; nil for a token actor of its own.
+	Resolve func(ctx context.Context, identity string) (Binding, error)
+
+	closed   atomic.Bool
+	done     chan struct{} // closed by Close
+	system   *proto.ActorSystem
+	pid      *proto.PID    // the token actor, or the owner
+	owned    bool          // Close stops pid and system
+	actorBus *eventbus.Bus // the actor's (or owner's) events
+	unsubs   []func()
+	ended    atomic.Bool // messages.Closed was published
+}
+
+// Binding is what the core needs of one identity: its token actor's
+// handle and address, its request settings, and its request state.
+type Binding struct {
+	H   *link.Handle
+	PID *proto.PID
+	Req *link.Request
+	St  *link.RequestState
+}
+
+// BindingOf returns the binding of an owner's identity, whose handle
+// carries its request side.
+func BindingOf(h *link.Handle) Binding {
+	return Binding{H: h, PID: h.PID, Req: h.Request, St: &h.State}
+}
+
+// ErrPassivated ends a wait whose token actor was stopped for being idle;
+// the core resolves the identity again.
+var ErrPassivated = errors.New("tokenmanager: identity passivated")
+
+// Init sets c up over the actor at pid and its bus: the actor's events
+// reach c's subscribers; request-side events go to callbacks (when set)
+// and, for an actor c does not own, to the system's EventStream.
+func (c *Core) Init(system *proto.ActorSystem, pid *proto.PID, actorBus *eventbus.Bus, buffer int, owned bool, callbacks func(messages.Event)) {
+	c.Root, c.Bus, c.done = system.Root, eventbus.New(buffer), make(chan struct{})
+	c.system, c.pid, c.owned, c.actorBus = system, pid, owned, actorBus
+	c.unsubs = append(c.unsubs, actorBus.Subscribe(func(ev messages.Event) {
+		if _, ok := ev.(messages.Closed); ok {
+			c.publishClosed() // once, whether the actor or Close says it first
+			return
+		}
+		c.Bus.Publish(ev)
+	}))
+	if callbacks != nil {
+		c.Bus.Subscribe(callbacks)
+	}
+	if !owned {
+		es := system.EventStream
+		c.Bus.Subscribe(func(ev messages.Event) {
+			if link.IsRequestSide(ev) {
+				es.Publish(ev)
+			}
+		})
+	}
+}
+
+// PID returns the actor c is attached to.
+func (c *Core) PID() *proto.PID { return c.pid }
+
+// Closed reports whether Close was called.
+func (c *Core) Closed() bool { return c.closed.Load() }
+
+// Done is closed by Close.
+func (c *Core) Done() <-chan struct{} { return c.done }
+
+// Subscribe adds an event subscriber; see transport.RoundTripper.Subscribe.
+func (c *Core) Subscribe(fn func(messages.Event)) func() {
+	if fn == nil || c.closed.Load() {
+		return func() {}
+	}
+	return c.Bus.Subscribe(fn)
+}
+
+// Dropped counts events dropped for full subscriber queues.
+func (c *Core) Dropped() uint64 { return c.Bus.Dropped() + c.actorBus.Dropped() }
+
+// Close stops what c owns; what names the actor in errors. It is
+// idempotent.
+func (c *Core) Close(what string) error {
+	if !c.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	close(c.done)
+	var err error
+	if c.owned {
+		if e := c.Root.StopFuture(c.pid).Wait(); e != nil {
+			err = fmt.Errorf("tokenmanager: stopping the %s: %w", what, e)
+		}
+		c.system.Shutdown()
+		c.actorBus.Shutdown(closeGrace) // the actor's last events reach c.Bus
+	}
+	for _, u := range c.unsubs {
+		u()
+	}
+	c.publishClosed()
+	c.Bus.Shutdown(closeGrace)
+	return err
+}
+
+// publishClosed publishes messages.Closed, at most once.
+func (c *Core) publishClosed() {
+	if c.ended.CompareAndSwap(false, true) {
+		c.Bus.Publish(messages.Closed{})
+	}
+}
+
+// Fresh reports whether snap holds a valid token, and if so counts it as
+// used: it records the use (for passivation) and, past the snapshot's
+// refresh time, asks an actor that refreshes on use for the refresh.
+func (c *Core) Fresh(b Binding, snap *link.Snapshot) bool {
+	now := b.H.Clock.Now()
+	if !snap.FreshAt(now) {
+		return false
+	}
+	b.H.Touch(now)
+	if snap.AskRefresh(now) {
+		c.Root.Send(b.PID, &link.RefreshNow{Gen: snap.Gen})
+	}
+	return true
+}
+
+// Served tells the actor a token was accepted, when it is counting
+// rejected new tokens (see link.Served); otherwise it costs one atomic
+// load.
+func (c *Core) Served(b Binding) {
+	if b.H.Streak() {
+		c.Root.Send(b.PID, &link.Served{})
+	}
+}
+
+// HeaderValue formats token with b's Formatter, reusing the last result
+// when the token is the same, so a cached token costs no allocation. A
+// panicking Formatter is contained.
+func (c *Core) HeaderValue(b Binding, token string) (v string, err error) {
+	if hv := b.St.Header.Load(); hv != nil && hv.Token == token {
+		return hv.Value, nil
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = errors.New("tokenmanager: Formatter panicked")
+		}
+	}()
+	v = b.Req.Formatter(token)
+	b.St.Header.Store(&link.HeaderValue{Token: token, Value: v})
+	return v, nil
+}
+
+// Cached returns b's fresh cached token and its header value (made by the
+// actor for an owner's identities, "" otherwise), counting the use; ok is
+// false on a miss. It is the fast path: no message, no lock.
+func (c *Core) Cached(b Binding) (access, value string, ok bool) {
+	snap := b.H.Snapshot()
+	if !c.Fresh(b, snap) {
+		return "", "", false
+	}
+	if b.Req == b.H.Request {
+		value = snap.Header
+	}
+	return snap.Token.AccessToken, value, true
+}
+
+// Issued is a token with its expiry on the manager's clock (zero when it
+// has none).
+type Issued struct {
+	Token     tokenmanager.Token
+	ExpiresAt time.Time
+}

@@ -1,0 +1,157 @@
+package core
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/go-tokenmanager/tokenmanager"
+	"github.com/go-tokenmanager/tokenmanager/internal/link"
+	"github.com/go-tokenmanager/tokenmanager/messages"
+)
+
+// Call is one request or RPC whose token was rejected and that the core
+// may send again with a fresh one. The facade keeps the last answer.
+type Call interface {
+	// Where names the call in events: the request's host, or the gRPC
+	// method.
+	Where() string
+	// Unreplayable says why the call can never be sent again (a body
+	// without GetBody, say); "" when it can.
+	Unreplayable() string
+	// Prepare readies one more attempt (a fresh copy of the body); an
+	// error stops recovery with the answer in hand.
+	Prepare() error
+	// Discard releases the answer in hand before it is replaced.
+	Discard()
+	// Resend sends the call again with the header value of token. It
+	// reports the answer's status and whether it rejected the token
+	// again; err is a failure to obtain any answer.
+	Resend(token, value string) (status int, rejected bool, err error)
+}
+
+// Recover runs the recovery loop for call, whose answer with status
+// rejected the token used: it invalidates that token (only if it is still
+// the cached one), waits for a fresh one and resends the call, at most
+// b's MaxTries times, publishing AuthFailed, RecoveryTried and
+// RecoveryAborted as it goes. While the actor holds because new tokens
+// keep being rejected, a first rejection is given back at once, the token
+// kept. Recover returns the error of the last Resend, if any; otherwise
+// the call holds the answer to give back.
+func (c *Core) Recover(ctx context.Context, b Binding, call Call, used string, status int) error {
+	where, maxTries := call.Where(), b.Req.MaxTries
+	for attempt := 1; ; attempt++ {
+		c.Bus.Publish(messages.AuthFailed{
+			Identity:    b.H.Identity,
+			Status:      status,
+			Host:        where,
+			Fingerprint: tokenmanager.Fingerprint(used),
+			Message:     withTokenf(b, used, "request to %s got status %d", where, status),
+		})
+		if !c.reject(b, used, attempt == 1) {
+			c.Bus.Publish(messages.RecoveryAborted{
+				Identity: b.H.Identity,
+				Status:   status,
+				Message:  fmt.Sprintf("recovery aborted for request to %s with status %d: new tokens keep being rejected, so the manager is backing off", where, status),
+			})
+			return nil
+		}
+		why := call.Unreplayable()
+		switch {
+		case why != "":
+		case attempt > maxTries && maxTries == 0:
+			why = "no recovery tries are allowed"
+		case attempt > maxTries:
+			why = fmt.Sprintf("all %d recovery tries were used", maxTries)
+		}
+		var value string
+		if why == "" {
+			iss, err := c.Token(ctx, &b, used)
+			if err == nil {
+				value, err = c.HeaderValue(b, iss.Token.AccessToken)
+			}
+			if err == nil {
+				err = call.Prepare()
+			}
+			if err != nil {
+				// Keep the answer we have rather than trading it for an
+				// error: the call obtained an answer.
+				why = fmt.Sprintf("no fresh token or body: %v", err)
+			} else {
+				used = iss.Token.AccessToken
+			}
+		}
+		if why != "" {
+			c.Bus.Publish(messages.RecoveryAborted{
+				Identity: b.H.Identity,
+				Attempts: attempt - 1,
+				Status:   status,
+				Message:  fmt.Sprintf("recovery aborted for request to %s with status %d: %s", where, status, why),
+			})
+			return nil
+		}
+		call.Discard()
+		c.Bus.Publish(messages.RecoveryTried{
+			Identity:    b.H.Identity,
+			Attempt:     attempt,
+			Fingerprint: tokenmanager.Fingerprint(used),
+			Message:     withTokenf(b, used, "resending request to %s with a fresh token (recovery try %d of %d)", where, attempt, maxTries),
+		})
+		var rejected bool
+		var err error
+		status, rejected, err = call.Resend(used, value)
+		if err != nil || !rejected {
+			if err == nil {
+				c.Served(b)
+			}
+			return err
+		}
+	}
+}
+
+// reject handles a rejection of token used: unless the actor holds (new
+// tokens keep being rejected) and this is the call's first rejection, it
+// withdraws the token from the fast path at once and has the actor drop
+// it if it is still the cached one, and reports true. A later rejection
+// (first is false) is of a token fetched for this recovery and rejected
+// on first use, which the actor counts towards its hold.
+func (c *Core) reject(b Binding, used string, first bool) bool {
+	if first && b.H.Holding(b.H.Clock.Now()) {
+		return false // keep the token: the token endpoint is spared
+	}
+	b.H.Drop(used)
+	if first {
+		c.Root.Send(b.PID, messages.Invalidate{AccessToken: used})
+	} else {
+		c.Root.Send(b.PID, &link.Rejected{AccessToken: used, MaxTries: b.Req.MaxTries})
+	}
+	return true
+}
+
+// Invalidate reports that token was rejected outside any call the core
+// runs (the token API, a gRPC stream): it drops the token as a first
+// rejection does, with the same hold, and reports whether the caller
+// should fetch a fresh token and try again (false while the manager holds
+// because new tokens keep being rejected). where and status, when set,
+// publish AuthFailed.
+func (c *Core) Invalidate(b Binding, token, where string, status int) bool {
+	if where != "" {
+		c.Bus.Publish(messages.AuthFailed{
+			Identity:    b.H.Identity,
+			Status:      status,
+			Host:        where,
+			Fingerprint: tokenmanager.Fingerprint(token),
+			Message:     withTokenf(b, token, "request to %s got status %d", where, status),
+		})
+	}
+	return c.reject(b, token, true)
+}
+
+// withTokenf formats a message and appends token when AddTokenToLogs is
+// set.
+func withTokenf(b Binding, token, format string, args ...any) string {
+	msg := fmt.Sprintf(format, args...)
+	if b.Req.WithToken {
+		msg += ": " + token
+	}
+	return msg
+}

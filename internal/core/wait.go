@@ -1,0 +1,179 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/go-tokenmanager/tokenmanager"
+	"github.com/go-tokenmanager/tokenmanager/internal/link"
+	"github.com/go-tokenmanager/tokenmanager/messages"
+)
+
+// Token returns a valid token of b: the snapshot's when it is fresh and
+// not rejected, else the actor's answer, waiting at most until ctx ends
+// (or b's WaitTimeout when ctx has no deadline). When b's actor was
+// passivated meanwhile, b is resolved again.
+func (c *Core) Token(ctx context.Context, b *Binding, rejected string) (Issued, error) {
+	if snap := b.H.Snapshot(); snap != nil && snap.Token.AccessToken != rejected && c.Fresh(*b, snap) {
+		return Issued{snap.Token, snap.ExpiresAt}, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return Issued{}, fmt.Errorf("tokenmanager: waiting for a token: %w", err)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, b.Req.Wait)
+		defer cancel()
+	}
+	for {
+		f := c.join(*b)
+		select {
+		case <-f.Done:
+		case <-ctx.Done():
+			c.leave(*b, f)
+			return Issued{}, waitErr(ctx, b.H)
+		}
+		var res *messages.TokenResult
+		var err error
+		switch {
+		case f.Res == nil: // the flight ended without an answer
+			if ctx.Err() != nil {
+				return Issued{}, waitErr(ctx, b.H)
+			}
+			continue
+		case f.Res.Err != nil:
+			err = f.Res.Err
+		case f.Res.Token.AccessToken == rejected && rejected != "":
+			// The flight was answered before the actor saw this request's
+			// invalidation: ask on its own, behind the invalidation.
+			res, err = c.waitAlone(ctx, *b)
+		case !f.Res.ExpiresAt.IsZero() && !b.H.Clock.Now().Before(f.Res.ExpiresAt):
+			// This request joined a flight answered before the token
+			// expired: ask again.
+			continue
+		default:
+			res = f.Res
+		}
+		if errors.Is(err, ErrPassivated) {
+			if err = c.rebind(ctx, b); err == nil {
+				continue
+			}
+		}
+		if err != nil {
+			return Issued{}, err
+		}
+		return Issued{res.Token, res.ExpiresAt}, nil
+	}
+}
+
+// rebind resolves b's identity again after its actor was passivated.
+func (c *Core) rebind(ctx context.Context, b *Binding) error {
+	if c.Resolve == nil {
+		return tokenmanager.ErrClosed
+	}
+	nb, err := c.Resolve(ctx, b.H.Identity)
+	if err != nil {
+		return err
+	}
+	*b = nb
+	return nil
+}
+
+// waitErr is the error of a request whose context ended while it waited.
+// It wraps both ctx.Err() and the last fetch's error, if any, so
+// errors.Is and errors.As find either.
+func waitErr(ctx context.Context, h *link.Handle) error {
+	if last := h.LastError(); last != nil {
+		return fmt.Errorf("tokenmanager: waiting for a token (last fetch: %w): %w", last, ctx.Err())
+	}
+	return fmt.Errorf("tokenmanager: waiting for a token: %w", ctx.Err())
+}
+
+// join returns b's flight in progress, starting one if there is none.
+func (c *Core) join(b Binding) *link.Flight {
+	b.St.Mu.Lock()
+	defer b.St.Mu.Unlock()
+	f := b.St.Flight
+	if f == nil {
+		// A flight lasts while someone waits on it: every waiter has a
+		// deadline (its own or WaitTimeout), and the last to leave ends it.
+		ctx, cancel := context.WithCancel(context.Background())
+		f = &link.Flight{Done: make(chan struct{}), Cancel: cancel}
+		b.St.Flight = f
+		go c.fly(ctx, b, f)
+	}
+	f.Waiters++
+	return f
+}
+
+// leave is called by a waiter that gives up; the last one out ends the
+// flight, so the actor stops fetching for nobody.
+func (c *Core) leave(b Binding, f *link.Flight) {
+	b.St.Mu.Lock()
+	defer b.St.Mu.Unlock()
+	f.Waiters--
+	if f.Waiters == 0 {
+		if b.St.Flight == f {
+			b.St.Flight = nil
+		}
+		f.Cancel()
+	}
+}
+
+func (c *Core) fly(ctx context.Context, b Binding, f *link.Flight) {
+	defer f.Cancel()
+	res := c.ask(ctx, b)
+	b.St.Mu.Lock()
+	if b.St.Flight == f {
+		b.St.Flight = nil
+	}
+	b.St.Mu.Unlock()
+	f.Res = res
+	close(f.Done)
+}
+
+// ask sends b's actor a wait and returns its answer; nil when ctx ended
+// first.
+func (c *Core) ask(ctx context.Context, b Binding) *messages.TokenResult {
+	select {
+	case <-b.H.Done:
+		return stopped(b)
+	default:
+	}
+	w := &link.Wait{Ctx: ctx, Reply: make(chan *messages.TokenResult, 1)}
+	c.Root.Send(b.PID, w)
+	select {
+	case res := <-w.Reply:
+		return res
+	case <-ctx.Done():
+		return nil
+	case <-b.H.Done:
+		return stopped(b)
+	case <-c.done:
+		return &messages.TokenResult{Err: tokenmanager.ErrClosed}
+	}
+}
+
+// stopped is the answer when b's actor has stopped: passivated, so ask
+// the owner again, or closed.
+func stopped(b Binding) *messages.TokenResult {
+	if b.H.Passivated() {
+		return &messages.TokenResult{Err: ErrPassivated}
+	}
+	return &messages.TokenResult{Err: tokenmanager.ErrClosed}
+}
+
+// waitAlone asks the actor for a token on behalf of this request only.
+func (c *Core) waitAlone(ctx context.Context, b Binding) (*messages.TokenResult, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // the actor forgets the wait once its context ends
+	res := c.ask(ctx, b)
+	switch {
+	case res == nil:
+		return nil, waitErr(ctx, b.H)
+	case res.Err != nil:
+		return nil, res.Err
+	}
+	return res, nil
+}
