@@ -180,10 +180,9 @@ func (m *MultiRoundTripper) Client() *http.Client {
 	return &http.Client{Transport: m}
 }
 
-// Token returns a valid token of identity, fetching one if none is cached,
-// and waits at most until ctx ends (or the identity's
-// Settings.WaitTimeout when ctx has no deadline). The returned Token must
-// not be modified.
+// Token is [RoundTripper.Token] for identity: its ExpiresIn counts from
+// the call. It waits at most until ctx ends (or the identity's
+// Settings.WaitTimeout when ctx has no deadline).
 func (m *MultiRoundTripper) Token(ctx context.Context, identity string) (tokenmanager.Token, error) {
 	if m.c.Closed() {
 		return tokenmanager.Token{}, tokenmanager.ErrClosed
@@ -193,7 +192,10 @@ func (m *MultiRoundTripper) Token(ctx context.Context, identity string) (tokenma
 		return tokenmanager.Token{}, err
 	}
 	iss, err := m.c.Token(ctx, &b, "")
-	return iss.Token, err
+	if err != nil {
+		return tokenmanager.Token{}, err
+	}
+	return core.FromNow(iss, b.H.Clock.Now()), nil
 }
 
 // Live returns how many identities have a token actor now (started and

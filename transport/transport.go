@@ -161,17 +161,6 @@ func (t *RoundTripper) Subscribe(fn func(messages.Event)) (unsubscribe func()) {
 // (of this RoundTripper or of its actor) had a full queue.
 func (t *RoundTripper) DroppedEvents() uint64 { return t.c.Dropped() }
 
-// Token returns a valid token, fetching one if none is cached, and waits
-// at most until ctx ends (or Settings.WaitTimeout when ctx has no
-// deadline). The returned Token must not be modified.
-func (t *RoundTripper) Token(ctx context.Context) (tokenmanager.Token, error) {
-	if t.c.Closed() {
-		return tokenmanager.Token{}, tokenmanager.ErrClosed
-	}
-	iss, err := t.c.Token(ctx, &t.b, "")
-	return iss.Token, err
-}
-
 // Close stops what t owns: for a RoundTripper from New, the token actor
 // (cancelling its fetch, stopping its timers) and the actor system. Requests
 // waiting for a token get tokenmanager.ErrClosed, as does every later call.

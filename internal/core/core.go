@@ -203,3 +203,24 @@ type Issued struct {
 	Token     tokenmanager.Token
 	ExpiresAt time.Time
 }
+
+// Facade is what a protocol facade (gRPC) needs of a token manager built
+// by package transport: its core, and the binding for a call's context.
+type Facade struct {
+	Core *Core
+	Bind func(ctx context.Context) (Binding, error)
+}
+
+var facadeOf func(m any) (Facade, bool)
+
+// RegisterFacades lets package transport tell other facades how to reach
+// its managers' cores, without exporting them.
+func RegisterFacades(f func(m any) (Facade, bool)) { facadeOf = f }
+
+// FacadeOf returns m's facade, when m is a manager of package transport.
+func FacadeOf(m any) (Facade, bool) {
+	if facadeOf == nil {
+		return Facade{}, false
+	}
+	return facadeOf(m)
+}

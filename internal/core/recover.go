@@ -3,6 +3,7 @@ package core
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/go-tokenmanager/tokenmanager"
 	"github.com/go-tokenmanager/tokenmanager/internal/link"
@@ -128,11 +129,14 @@ func (c *Core) reject(b Binding, used string, first bool) bool {
 }
 
 // Invalidate reports that token was rejected outside any call the core
-// runs (the token API, a gRPC stream): it drops the token as a first
-// rejection does, with the same hold, and reports whether the caller
-// should fetch a fresh token and try again (false while the manager holds
-// because new tokens keep being rejected). where and status, when set,
-// publish AuthFailed.
+// runs (the token API, a gRPC stream). While the actor holds because new
+// tokens keep being rejected, it keeps the token and reports false: the
+// caller should give its answer back rather than try again. Otherwise it
+// withdraws the token from the fast path, has the actor drop it if it is
+// still the cached one, and reports true. A token rejected soon after it
+// was cached counts towards the hold (the actor judges "soon"), since the
+// core cannot tell a fresh token's first use here. where and status, when
+// set, publish AuthFailed.
 func (c *Core) Invalidate(b Binding, token, where string, status int) bool {
 	if where != "" {
 		c.Bus.Publish(messages.AuthFailed{
@@ -143,7 +147,24 @@ func (c *Core) Invalidate(b Binding, token, where string, status int) bool {
 			Message:     withTokenf(b, token, "request to %s got status %d", where, status),
 		})
 	}
-	return c.reject(b, token, true)
+	if b.H.Holding(b.H.Clock.Now()) {
+		return false
+	}
+	b.H.Drop(token)
+	c.Root.Send(b.PID, &link.Rejected{AccessToken: token, MaxTries: b.Req.MaxTries})
+	return true
+}
+
+// FromNow returns iss's token with ExpiresIn counted from now on the
+// clock: the whole seconds it has left, at least 1 while it is valid;
+// 0 for a token without expiry.
+func FromNow(iss Issued, now time.Time) tokenmanager.Token {
+	tok := iss.Token
+	tok.ExpiresIn = 0
+	if !iss.ExpiresAt.IsZero() {
+		tok.ExpiresIn = max(int64(iss.ExpiresAt.Sub(now)/time.Second), 1)
+	}
+	return tok
 }
 
 // withTokenf formats a message and appends token when AddTokenToLogs is

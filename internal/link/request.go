@@ -3,6 +3,7 @@ package link
 import (
 	"context"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,6 +17,7 @@ import (
 // It is immutable.
 type Request struct {
 	Header    string // canonical
+	Key       string // Header in lower case, as gRPC metadata wants it
 	Formatter tokenmanager.Formatter
 	reject    [10]uint64 // bitset of statuses in RefreshOnStatus (< 640)
 	MaxTries  int        // >= 0
@@ -33,6 +35,7 @@ func NewRequest(s tokenmanager.Settings, side Side) *Request {
 	s = s.WithDefaults()
 	r := &Request{
 		Header:    http.CanonicalHeaderKey(s.Header),
+		Key:       strings.ToLower(s.Header),
 		Formatter: s.Formatter,
 		MaxTries:  max(s.MaxRecoveryTries, 0),
 		WithToken: s.AddTokenToLogs,
@@ -55,6 +58,7 @@ func (r *Request) Rejects(status int) bool {
 // last formatted header and the shared wait in progress.
 type RequestState struct {
 	Header atomic.Pointer[HeaderValue] // the last formatted token
+	MD     atomic.Pointer[Metadata]    // the last gRPC metadata made
 	Mu     sync.Mutex                  // guards Flight
 	Flight *Flight                     // the shared wait in progress, if any
 }
@@ -62,6 +66,13 @@ type RequestState struct {
 // HeaderValue is a token and its formatted header value.
 type HeaderValue struct {
 	Token, Value string
+}
+
+// Metadata is the gRPC request metadata made for a header value. The map
+// is shared by every call that carries that value and never modified.
+type Metadata struct {
+	Value string
+	M     map[string]string
 }
 
 // Flight is one wait in the actor, shared by every request that misses

@@ -1,0 +1,535 @@
+package grpcauth_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/benbjohnson/clock"
+	"go.uber.org/goleak"
+	"golang.org/x/oauth2"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials/oauth"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/go-tokenmanager/tokenmanager"
+	"github.com/go-tokenmanager/tokenmanager/grpcauth"
+	"github.com/go-tokenmanager/tokenmanager/messages"
+	"github.com/go-tokenmanager/tokenmanager/transport"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// patience bounds every wait for something that should happen promptly.
+const patience = 5 * time.Second
+
+// authServer is a real grpc-go server on 127.0.0.1 running the standard
+// health service behind interceptors that accept only tokens issued by
+// its issuer and not revoked.
+type authServer struct {
+	addr     string
+	certPool *x509.CertPool
+	srv      *grpc.Server
+
+	mu      sync.Mutex
+	valid   map[string]bool
+	seen    []string // authorization values, in order
+	checked atomic.Int64
+	refused atomic.Int64
+}
+
+func (a *authServer) issue(tok string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.valid[tok] = true
+}
+
+func (a *authServer) revokeAll() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	clear(a.valid)
+}
+
+func (a *authServer) authorize(ctx context.Context) error {
+	md, _ := metadata.FromIncomingContext(ctx)
+	vals := md.Get("authorization")
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(vals) == 1 {
+		a.seen = append(a.seen, vals[0])
+		if tok, ok := strings.CutPrefix(vals[0], "Bearer "); ok && a.valid[tok] {
+			a.checked.Add(1)
+			return nil
+		}
+	}
+	a.refused.Add(1)
+	return status.Error(codes.Unauthenticated, "invalid token")
+}
+
+// newAuthServer starts the server, with TLS when secure.
+func newAuthServer(t *testing.T, secure bool) *authServer {
+	t.Helper()
+	a := &authServer{valid: map[string]bool{}}
+	var opts []grpc.ServerOption
+	if secure {
+		cert, pool := selfSigned(t)
+		a.certPool = pool
+		opts = append(opts, grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}})))
+	}
+	opts = append(opts,
+		grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			if err := a.authorize(ctx); err != nil {
+				return nil, err
+			}
+			return h(ctx, req)
+		}),
+		grpc.StreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+			if err := a.authorize(ss.Context()); err != nil {
+				return err
+			}
+			return h(srv, ss)
+		}))
+	a.srv = grpc.NewServer(opts...)
+	healthpb.RegisterHealthServer(a.srv, health.NewServer())
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.addr = lis.Addr().String()
+	go a.srv.Serve(lis)
+	t.Cleanup(a.srv.Stop)
+	return a
+}
+
+// selfSigned returns a certificate for 127.0.0.1 and a pool trusting it.
+func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "127.0.0.1"},
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(leaf)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
+}
+
+// issuer is a provider whose tokens the server accepts; it counts calls.
+type issuer struct {
+	a         *authServer
+	expiresIn int64
+	delay     time.Duration
+	calls     atomic.Int64
+}
+
+func (p *issuer) get(ctx context.Context) (tokenmanager.Token, error) {
+	n := p.calls.Add(1)
+	if p.delay > 0 {
+		select {
+		case <-time.After(p.delay):
+		case <-ctx.Done():
+			return tokenmanager.Token{}, ctx.Err()
+		}
+	}
+	tok := fmt.Sprintf("tok-%d", n)
+	p.a.issue(tok)
+	return tokenmanager.Token{AccessToken: tok, ExpiresIn: p.expiresIn}, nil
+}
+
+func newRT(t *testing.T, s tokenmanager.Settings) *transport.RoundTripper {
+	t.Helper()
+	if s.Clock == nil {
+		s.Clock = clock.NewMock()
+	}
+	rt, err := transport.New(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rt.Close() })
+	return rt
+}
+
+// dial connects to a with opts, over TLS when a has a certificate.
+func dial(t *testing.T, a *authServer, opts ...grpc.DialOption) healthpb.HealthClient {
+	t.Helper()
+	if a.certPool != nil {
+		opts = append(opts, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: a.certPool})))
+	} else {
+		opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	}
+	conn, err := grpc.Dial(a.addr, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return healthpb.NewHealthClient(conn)
+}
+
+func check(ctx context.Context, c healthpb.HealthClient) error {
+	_, err := c.Check(ctx, &healthpb.HealthCheckRequest{})
+	return err
+}
+
+func TestCredentials_coldStartSingleFlight(t *testing.T) {
+	a := newAuthServer(t, true)
+	p := &issuer{a: a, expiresIn: 3600, delay: 50 * time.Millisecond}
+	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get})
+	creds, err := grpcauth.New(rt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := dial(t, a, creds.DialOptions()...)
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for range 1000 {
+		wg.Go(func() {
+			if err := check(context.Background(), c); err != nil {
+				failed.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if n := failed.Load(); n != 0 {
+		t.Errorf("%d of 1000 calls failed", n)
+	}
+	if got := p.calls.Load(); got != 1 {
+		t.Errorf("provider calls = %d for 1000 concurrent cold calls; want 1", got)
+	}
+}
+
+func TestCredentials_perRPCOnlyAttachesToken(t *testing.T) {
+	// The credentials alone, without the interceptors, as grpc-go's own
+	// oauth credentials are used.
+	a := newAuthServer(t, true)
+	p := &issuer{a: a, expiresIn: 3600}
+	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get})
+	creds, _ := grpcauth.New(rt)
+	c := dial(t, a, grpc.WithPerRPCCredentials(creds))
+	if err := check(context.Background(), c); err != nil {
+		t.Fatal(err)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.seen) != 1 || a.seen[0] != "Bearer tok-1" {
+		t.Errorf("server saw %q; want one Bearer tok-1", a.seen)
+	}
+}
+
+func TestCredentials_revocationUnderLoad(t *testing.T) {
+	a := newAuthServer(t, true)
+	p := &issuer{a: a, expiresIn: 3600}
+	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get})
+	var tried atomic.Int64
+	var lastTried atomic.Value
+	defer rt.Subscribe(func(ev messages.Event) {
+		if e, ok := ev.(messages.RecoveryTried); ok {
+			tried.Add(1)
+			lastTried.Store(e)
+		}
+	})()
+	creds, _ := grpcauth.New(rt)
+	c := dial(t, a, creds.DialOptions()...)
+	if err := check(context.Background(), c); err != nil {
+		t.Fatal(err)
+	}
+	var calls, failed atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				calls.Add(1)
+				if err := check(context.Background(), c); err != nil {
+					failed.Add(1)
+					t.Error(err)
+				}
+			}
+		})
+	}
+	const revocations = 3
+	for range revocations {
+		time.Sleep(100 * time.Millisecond) // load runs
+		a.revokeAll()
+	}
+	time.Sleep(100 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	if n := failed.Load(); n != 0 {
+		t.Errorf("%d of %d calls failed across %d revocations", n, calls.Load(), revocations)
+	}
+	if got := p.calls.Load(); got != 1+revocations {
+		t.Errorf("provider calls = %d; want %d (one per revocation)", got, 1+revocations)
+	}
+	if tried.Load() == 0 {
+		t.Fatal("no RecoveryTried event")
+	}
+	if ev := lastTried.Load().(messages.RecoveryTried); !strings.Contains(ev.Message, "/grpc.health.v1.Health/Check") {
+		t.Errorf("RecoveryTried message %q; want the method", ev.Message)
+	}
+}
+
+func TestCredentials_rejectedEveryTimeGivesUp(t *testing.T) {
+	// A server that rejects every token: each call is retried at most
+	// MaxRecoveryTries times, and gets Unauthenticated back.
+	a := newAuthServer(t, true)
+	var calls atomic.Int64
+	provider := func(context.Context) (tokenmanager.Token, error) {
+		return tokenmanager.Token{AccessToken: fmt.Sprintf("never-%d", calls.Add(1)), ExpiresIn: 3600}, nil
+	}
+	rt := newRT(t, tokenmanager.Settings{GetCredentials: provider, MaxRecoveryTries: 2})
+	var aborted atomic.Int64
+	defer rt.Subscribe(func(ev messages.Event) {
+		if _, ok := ev.(messages.RecoveryAborted); ok {
+			aborted.Add(1)
+		}
+	})()
+	creds, _ := grpcauth.New(rt)
+	c := dial(t, a, creds.DialOptions()...)
+	if err := check(context.Background(), c); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("err %v; want Unauthenticated", err)
+	}
+	if got := calls.Load(); got != 3 {
+		t.Errorf("provider calls = %d; want 3 (the first token and 2 recoveries)", got)
+	}
+	deadline := time.Now().Add(patience)
+	for aborted.Load() != 1 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if aborted.Load() != 1 {
+		t.Errorf("RecoveryAborted events = %d; want 1", aborted.Load())
+	}
+}
+
+func TestCredentials_contextCancelledWhileWaiting(t *testing.T) {
+	a := newAuthServer(t, true)
+	hang := func(ctx context.Context) (tokenmanager.Token, error) {
+		<-ctx.Done()
+		return tokenmanager.Token{}, ctx.Err()
+	}
+	rt := newRT(t, tokenmanager.Settings{GetCredentials: hang})
+	creds, _ := grpcauth.New(rt)
+	for _, tt := range []struct {
+		name string
+		opts []grpc.DialOption
+	}{
+		{"credentials", []grpc.DialOption{grpc.WithPerRPCCredentials(creds)}},
+		{"interceptors", creds.DialOptions()},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := dial(t, a, tt.opts...)
+			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			defer cancel()
+			began := time.Now()
+			err := check(ctx, c)
+			if code := status.Code(err); code != codes.DeadlineExceeded {
+				t.Errorf("err %v; want DeadlineExceeded", err)
+			}
+			if took := time.Since(began); took > patience {
+				t.Errorf("call took %v; want it to end with its context", took)
+			}
+		})
+	}
+}
+
+func TestCredentials_permanentFailureIsUnauthenticated(t *testing.T) {
+	a := newAuthServer(t, true)
+	bad := func(context.Context) (tokenmanager.Token, error) {
+		return tokenmanager.Token{}, tokenmanager.Permanent(errors.New("invalid_client"))
+	}
+	rt := newRT(t, tokenmanager.Settings{GetCredentials: bad})
+	creds, _ := grpcauth.New(rt)
+	c := dial(t, a, creds.DialOptions()...)
+	err := check(context.Background(), c)
+	if status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), "invalid_client") {
+		t.Errorf("err %v; want Unauthenticated with the provider's error", err)
+	}
+	if n := a.refused.Load() + a.checked.Load(); n != 0 {
+		t.Errorf("server saw %d calls; want 0 (no token, nothing sent)", n)
+	}
+}
+
+func TestCredentials_insecureRefusedByDefault(t *testing.T) {
+	a := newAuthServer(t, false)
+	p := &issuer{a: a, expiresIn: 3600}
+	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get})
+	creds, _ := grpcauth.New(rt)
+
+	// Installed at dial time, gRPC refuses the connection outright.
+	_, err := grpc.Dial(a.addr, append(creds.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
+	if err == nil || !strings.Contains(err.Error(), "transport") {
+		t.Errorf("Dial without TLS: err %v; want it refused for lacking transport security", err)
+	}
+	// The interceptor alone refuses each call, without recovery.
+	c := dial(t, a, grpc.WithUnaryInterceptor(creds.UnaryClientInterceptor()))
+	err = check(context.Background(), c)
+	if status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), "AllowInsecure") {
+		t.Errorf("call without TLS: err %v; want Unauthenticated naming AllowInsecure", err)
+	}
+	if n := a.refused.Load() + a.checked.Load(); n != 0 {
+		t.Errorf("server saw %d calls; want none", n)
+	}
+	if got := p.calls.Load(); got > 1 {
+		t.Errorf("provider calls = %d; want at most 1 (no recovery for a refusal of ours)", got)
+	}
+}
+
+func TestCredentials_allowInsecure(t *testing.T) {
+	a := newAuthServer(t, false)
+	p := &issuer{a: a, expiresIn: 3600}
+	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get})
+	creds, _ := grpcauth.New(rt, grpcauth.AllowInsecure())
+	c := dial(t, a, creds.DialOptions()...)
+	if err := check(context.Background(), c); err != nil {
+		t.Fatalf("call over a plain connection with AllowInsecure: %v", err)
+	}
+	a.revokeAll()
+	if err := check(context.Background(), c); err != nil {
+		t.Errorf("recovery over a plain connection: %v", err)
+	}
+}
+
+func TestCredentials_streamInvalidatesRejectedToken(t *testing.T) {
+	a := newAuthServer(t, true)
+	p := &issuer{a: a, expiresIn: 3600}
+	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get})
+	var failed atomic.Value
+	defer rt.Subscribe(func(ev messages.Event) {
+		if e, ok := ev.(messages.AuthFailed); ok {
+			failed.Store(e)
+		}
+	})()
+	creds, _ := grpcauth.New(rt)
+	c := dial(t, a, creds.DialOptions()...)
+	if err := check(context.Background(), c); err != nil {
+		t.Fatal(err)
+	}
+	a.revokeAll()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s, err := c.Watch(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Recv(); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("stream Recv: %v; want Unauthenticated", err)
+	}
+	// The rejected token is gone: the next stream carries a fresh one.
+	s2, err := c.Watch(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s2.Recv(); err != nil {
+		t.Fatalf("second stream: %v", err)
+	}
+	if got := p.calls.Load(); got != 2 {
+		t.Errorf("provider calls = %d; want 2", got)
+	}
+	deadline := time.Now().Add(patience)
+	for failed.Load() == nil && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if ev, _ := failed.Load().(messages.AuthFailed); ev.Host != "/grpc.health.v1.Health/Watch" || ev.Status != int(codes.Unauthenticated) {
+		t.Errorf("AuthFailed = %+v; want the stream's method and status 16", ev)
+	}
+}
+
+func TestCredentials_identityFromContext(t *testing.T) {
+	a := newAuthServer(t, true)
+	var issued atomic.Int64
+	m, err := transport.NewMulti(tokenmanager.OwnerSettings{
+		SettingsFor: func(id string) (tokenmanager.Settings, error) {
+			return tokenmanager.Settings{GetCredentials: func(context.Context) (tokenmanager.Token, error) {
+				tok := fmt.Sprintf("%s-%d", id, issued.Add(1))
+				a.issue(tok)
+				return tokenmanager.Token{AccessToken: tok, ExpiresIn: 3600}, nil
+			}}, nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	creds, _ := grpcauth.New(m)
+	c := dial(t, a, creds.DialOptions()...)
+	for _, id := range []string{"acme", "globex"} {
+		if err := check(transport.WithIdentity(context.Background(), id), c); err != nil {
+			t.Fatalf("call as %s: %v", id, err)
+		}
+	}
+	a.mu.Lock()
+	seen := append([]string(nil), a.seen...)
+	a.mu.Unlock()
+	if len(seen) != 2 || !strings.HasPrefix(seen[0], "Bearer acme-") || !strings.HasPrefix(seen[1], "Bearer globex-") {
+		t.Errorf("server saw %q; want each call's identity's token", seen)
+	}
+	if err := check(context.Background(), c); status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "WithIdentity") {
+		t.Errorf("call naming no identity: %v; want an error naming transport.WithIdentity", err)
+	}
+}
+
+func TestNew_refusesOtherManagers(t *testing.T) {
+	if _, err := grpcauth.New(fakeManager{}); err == nil {
+		t.Error("New(fakeManager) succeeded; want an error")
+	}
+}
+
+type fakeManager struct{}
+
+func (fakeManager) Close() error { return nil }
+
+func TestTokenSource_underGRPCOAuth(t *testing.T) {
+	// grpc-go's own oauth credentials over our TokenSource adapter.
+	a := newAuthServer(t, true)
+	p := &issuer{a: a, expiresIn: 3600}
+	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get, Clock: clock.New()})
+	ts := oauth.TokenSource{TokenSource: oauth2.ReuseTokenSource(nil, rt.TokenSource())}
+	c := dial(t, a, grpc.WithPerRPCCredentials(ts))
+	for range 10 {
+		if err := check(context.Background(), c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := p.calls.Load(); got != 1 {
+		t.Errorf("provider calls = %d; want 1 (served from the cache)", got)
+	}
+}
