@@ -24,6 +24,13 @@
 //   - BenchmarkStampede: 10,000 concurrent requests at cold start and
 //     after a revocation; counts provider calls and reports latency
 //     percentiles.
+//   - BenchmarkIdentities*: an owner of many identities (memory per
+//     identity, passivation, an idle hour, cached-token ratio against the
+//     single RoundTripper, first-request overhead); see identities_test.go.
+//   - BenchmarkGRPCCredentials and BenchmarkGRPCRollover: grpcauth's
+//     per-RPC credentials against grpc-go's oauth.TokenSource over
+//     oauth2.ReuseTokenSource, per call on a cached token and at rollover
+//     with a slow token endpoint.
 //
 // `go test ./bench/` runs each scenario once at a tiny size, so the
 // harness is checked wherever the tests run.

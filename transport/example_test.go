@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 
+	"golang.org/x/oauth2"
+
 	"github.com/go-tokenmanager/tokenmanager"
 	"github.com/go-tokenmanager/tokenmanager/messages"
 	"github.com/go-tokenmanager/tokenmanager/transport"
@@ -176,4 +178,60 @@ func ExampleWithResolver() {
 	// Output:
 	// Bearer token-for-aud=orders
 	// Bearer token-for-aud=billing
+}
+
+func ExampleRoundTripper_Token() {
+	rt, err := transport.New(tokenmanager.Settings{
+		GetCredentials: func(ctx context.Context) (tokenmanager.Token, error) {
+			return tokenmanager.Token{AccessToken: "abc123", ExpiresIn: 3600}, nil
+		},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer rt.Close()
+
+	// A client of another protocol: take the token, use it, and say when
+	// the other side rejected it.
+	tok, err := rt.Token(context.Background())
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(tok.AccessToken, tok.ExpiresIn > 3590) // ExpiresIn counts from now
+
+	// The other side rejected it: drop it, and fetch a fresh one unless
+	// the manager holds because every new token is being rejected.
+	retry := rt.Invalidate(tok.AccessToken)
+	fmt.Println("retry:", retry)
+	// Output:
+	// abc123 true
+	// retry: true
+}
+
+func ExampleRoundTripper_TokenSource() {
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "the API saw %q", r.Header.Get("Authorization"))
+	}))
+	defer api.Close()
+
+	rt, err := transport.New(tokenmanager.Settings{
+		GetCredentials: func(ctx context.Context) (tokenmanager.Token, error) {
+			return tokenmanager.Token{AccessToken: "abc123", TokenType: "Bearer", ExpiresIn: 3600}, nil
+		},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer rt.Close()
+
+	// Any golang.org/x/oauth2 consumer can draw on the manager.
+	client := oauth2.NewClient(context.Background(), rt.TokenSource())
+	resp, err := client.Get(api.URL)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	fmt.Println(string(body))
+	// Output: the API saw "Bearer abc123"
 }
