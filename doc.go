@@ -48,6 +48,14 @@
 // nobody uses is not refreshed. Build identity keys from every parameter
 // of the token request, and keep secrets out of them.
 //
+// # Beyond HTTP
+//
+// The same core serves other clients: transport.RoundTripper.Token and
+// Invalidate for any protocol, TokenSource for golang.org/x/oauth2
+// consumers, and package grpcauth for gRPC (per-RPC credentials and
+// interceptors that recover from codes.Unauthenticated as the
+// RoundTripper recovers from a 401).
+//
 // # Three ways in
 //
 // Use transport.New for a RoundTripper (or its Client) with everything

@@ -117,14 +117,17 @@ type TokenRefreshed struct {
 }
 
 // AuthFailed is published by the RoundTripper when a response status is in
-// Settings.RefreshOnStatus.
+// Settings.RefreshOnStatus, and by package grpcauth when a call or stream
+// is answered codes.Unauthenticated.
 type AuthFailed struct {
 	// Identity is the identity the event concerns; empty for a manager
 	// of a single identity.
 	Identity string
-	Status   int
+	// Status is the HTTP status, or for gRPC the status code
+	// (16, Unauthenticated).
+	Status int
 	// Host is the request's host (no path or query, which may hold
-	// secrets).
+	// secrets), or for gRPC the call's full method.
 	Host string
 	// Fingerprint identifies the rejected token without revealing it.
 	Fingerprint string
