@@ -340,50 +340,9 @@ func runGRPCRollover(tb testing.TB, side string, cfg rolloverConfig) (rolloverRe
 	}
 	before := calls.Load()
 
-	threshold := cfg.fetchDelay / 2
-	var (
-		res  rolloverResult
-		mu   sync.Mutex
-		wg   sync.WaitGroup
-		errs atomic.Int64
-		errv atomic.Pointer[error]
-	)
-	deadline := time.Now().Add(cfg.window)
-	for range cfg.callers {
-		wg.Go(func() {
-			tick := time.NewTicker(cfg.pace)
-			defer tick.Stop()
-			var n, stalls int64
-			var worst time.Duration
-			for time.Now().Before(deadline) {
-				t0 := time.Now()
-				err := check()
-				d := time.Since(t0)
-				n++
-				if err != nil {
-					errs.Add(1)
-					errv.CompareAndSwap(nil, &err)
-				}
-				if d > threshold {
-					stalls++
-				}
-				worst = max(worst, d)
-				<-tick.C
-			}
-			mu.Lock()
-			res.requests += n
-			res.stalls += stalls
-			res.max = max(res.max, worst)
-			mu.Unlock()
-		})
-	}
-	wg.Wait()
+	res, err := measureRollover(cfg, check)
 	res.fetches = calls.Load() - before
-	res.errors = errs.Load()
-	if e := errv.Load(); e != nil {
-		return res, *e
-	}
-	return res, nil
+	return res, err
 }
 
 // BenchmarkGRPCRollover is BenchmarkRollover over gRPC: unary health

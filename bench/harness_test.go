@@ -486,28 +486,39 @@ func runRollover(tb testing.TB, side string, cfg rolloverConfig) rolloverResult 
 	warm(tb, rt)
 	before := calls.Load()
 
+	req := newRequest(tb, benchURL)
+	res, _ := measureRollover(cfg, func() error { return roundTrip(rt, req) })
+	res.fetches = calls.Load() - before
+	return res
+}
+
+// measureRollover runs cfg.callers callers of call, each once per
+// cfg.pace, for cfg.window, and counts calls slower than half the fetch
+// delay (stalls). It returns the first error a call gave, if any.
+func measureRollover(cfg rolloverConfig, call func() error) (rolloverResult, error) {
 	threshold := cfg.fetchDelay / 2
 	var (
 		res  rolloverResult
 		mu   sync.Mutex
 		wg   sync.WaitGroup
 		errs atomic.Int64
+		errv atomic.Pointer[error]
 	)
 	deadline := time.Now().Add(cfg.window)
 	for range cfg.callers {
 		wg.Go(func() {
-			req := newRequest(tb, benchURL)
 			tick := time.NewTicker(cfg.pace)
 			defer tick.Stop()
 			var n, stalls int64
 			var worst time.Duration
 			for time.Now().Before(deadline) {
 				t0 := time.Now()
-				err := roundTrip(rt, req)
+				err := call()
 				d := time.Since(t0)
 				n++
 				if err != nil {
 					errs.Add(1)
+					errv.CompareAndSwap(nil, &err)
 				}
 				if d > threshold {
 					stalls++
@@ -523,9 +534,11 @@ func runRollover(tb testing.TB, side string, cfg rolloverConfig) rolloverResult 
 		})
 	}
 	wg.Wait()
-	res.fetches = calls.Load() - before
 	res.errors = errs.Load()
-	return res
+	if e := errv.Load(); e != nil {
+		return res, *e
+	}
+	return res, nil
 }
 
 // Stampede: n requests released at once against an empty or revoked
