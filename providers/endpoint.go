@@ -1,0 +1,318 @@
+package providers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-tokenmanager/tokenmanager"
+	"github.com/go-tokenmanager/tokenmanager/internal/secure"
+)
+
+// endpoint is what every grant shares: one token endpoint, one client
+// authentication, the grant's parameters, and the handling of the
+// answer. ClientCredentials, ClientCredentialsGrant, JWTBearer and
+// TokenExchange are all an endpoint's fetch.
+type endpoint struct {
+	tokenURL string
+	client   *http.Client
+	auth     ClientAuth // nil: the client does not authenticate
+	form     url.Values // fixed parameters: grant_type, scope, EndpointParams, ...
+	// params returns the parameters fetched anew for every token
+	// (assertions, subject tokens) and, among their values, those that
+	// must never show in an error. Nil for a grant without any.
+	params  func(ctx context.Context) (url.Values, []string, error)
+	err     error        // from Validate; returned by every fetch
+	learned atomic.Int32 // the AuthStyle that auto-detection settled on
+	now     func() time.Time
+}
+
+// newEndpoint returns an endpoint; err, when not nil, is returned by every
+// fetch, marked permanent.
+func newEndpoint(tokenURL string, hc *http.Client, allowInsecure bool, auth ClientAuth, form url.Values, err error) *endpoint {
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	if !allowInsecure {
+		hc = refuseInsecureRedirects(hc)
+	}
+	return &endpoint{tokenURL: tokenURL, client: hc, auth: auth, form: form,
+		err: tokenmanager.Permanent(err), now: time.Now}
+}
+
+// tokenRequest is one token request being built, handed to the client
+// authentication to add its part.
+type tokenRequest struct {
+	tokenURL string
+	// style says how a client secret travels in this request: in the
+	// header or in the body (never AuthStyleAutoDetect).
+	style   AuthStyle
+	form    url.Values
+	header  http.Header
+	secrets []string // values sent that must never show in an error
+}
+
+// fetch gets one token. A client secret with AuthStyleAutoDetect is sent
+// in the header first and, on a 400 or 401, in the body; the style that
+// worked is remembered.
+func (e *endpoint) fetch(ctx context.Context) (tokenmanager.Token, error) {
+	if e.err != nil {
+		return tokenmanager.Token{}, e.err
+	}
+	if err := ctx.Err(); err != nil {
+		return tokenmanager.Token{}, fmt.Errorf("providers: fetching token: %w", err)
+	}
+	var params url.Values
+	var secrets []string
+	if e.params != nil {
+		var err error
+		if params, secrets, err = e.params(ctx); err != nil {
+			return tokenmanager.Token{}, err
+		}
+	}
+	style, detect := AuthStyleInParams, false
+	if cs, ok := e.auth.(*clientSecret); ok {
+		style = cs.style
+		if style == AuthStyleAutoDetect {
+			style = AuthStyle(e.learned.Load())
+		}
+		detect = style == AuthStyleAutoDetect
+	}
+	if !detect {
+		return e.retrieve(ctx, params, secrets, style)
+	}
+	tok, err := e.retrieve(ctx, params, secrets, AuthStyleInHeader)
+	if err == nil {
+		e.learned.Store(int32(AuthStyleInHeader))
+		return tok, nil
+	}
+	var re *RetrieveError
+	if !errors.As(err, &re) || (re.StatusCode != http.StatusBadRequest && re.StatusCode != http.StatusUnauthorized) {
+		return tokenmanager.Token{}, err
+	}
+	tok, err = e.retrieve(ctx, params, secrets, AuthStyleInParams)
+	if err == nil {
+		e.learned.Store(int32(AuthStyleInParams))
+	}
+	return tok, err
+}
+
+// retrieve makes one token request: the fixed parameters, params, and the
+// client authentication (a client secret travelling as style says).
+func (e *endpoint) retrieve(ctx context.Context, params url.Values, secrets []string, style AuthStyle) (tokenmanager.Token, error) {
+	r := &tokenRequest{
+		tokenURL: e.tokenURL,
+		style:    style,
+		form:     make(url.Values, len(e.form)+len(params)+3),
+		header:   make(http.Header),
+		secrets:  append([]string(nil), secrets...),
+	}
+	for k, v := range e.form {
+		r.form[k] = v
+	}
+	for k, v := range params {
+		r.form[k] = v
+	}
+	if e.auth != nil {
+		if err := e.auth.authenticate(ctx, r); err != nil {
+			return tokenmanager.Token{}, err
+		}
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, e.tokenURL, strings.NewReader(r.form.Encode()))
+	if err != nil {
+		return tokenmanager.Token{}, fmt.Errorf("providers: building token request: %w", err)
+	}
+	for k, v := range r.header {
+		req.Header[k] = v
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Accept", "application/json")
+	resp, err := e.client.Do(req)
+	if err != nil {
+		// net/http's error names the method and URL (password redacted),
+		// never the body or headers, so no secret can be in it.
+		return tokenmanager.Token{}, fmt.Errorf("providers: token request failed: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody+1))
+	if err != nil {
+		return tokenmanager.Token{}, fmt.Errorf("providers: reading token response: %w", err)
+	}
+	tooLarge := len(body) > maxResponseBody
+	if tooLarge {
+		body = body[:maxResponseBody]
+	}
+	forms := append(e.secretForms(), valueForms(r.secrets)...)
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		re := &RetrieveError{StatusCode: resp.StatusCode, retryAfter: parseRetryAfter(resp.Header, e.now())}
+		if f, err := parseFields(resp.Header.Get("Content-Type"), body); err == nil {
+			setOAuthError(re, f, forms)
+		}
+		return tokenmanager.Token{}, re
+	}
+	if tooLarge {
+		return tokenmanager.Token{}, fmt.Errorf("providers: token response is larger than %d bytes", maxResponseBody)
+	}
+	f, err := parseFields(resp.Header.Get("Content-Type"), body)
+	if err != nil {
+		return tokenmanager.Token{}, err
+	}
+	if f.errorCode != "" || f.token.AccessToken == "" {
+		re := &RetrieveError{StatusCode: resp.StatusCode, retryAfter: parseRetryAfter(resp.Header, e.now())}
+		setOAuthError(re, f, forms)
+		if re.ErrorCode == "" {
+			re.ErrorDescription = "the response has no access_token"
+		}
+		return tokenmanager.Token{}, re
+	}
+	if f.expiresErr != nil {
+		return tokenmanager.Token{}, f.expiresErr
+	}
+	tok := f.token
+	if tok.ExpiresIn <= 0 {
+		// Only without a positive expires_in is the JWT looked at.
+		n, err := jwtLifetime(tok.AccessToken, e.now())
+		if err != nil {
+			return tokenmanager.Token{}, err
+		}
+		tok.ExpiresIn = n
+	}
+	return tok, nil
+}
+
+// setOAuthError copies the OAuth error fields into re, cleaned: control
+// characters dropped, length bounded, every secret of the request masked
+// (a server echoing the request must not leak it into logs).
+func setOAuthError(re *RetrieveError, f fields, forms []string) {
+	re.ErrorCode = clean(f.errorCode, forms)
+	re.ErrorDescription = clean(f.errorDescription, forms)
+	re.ErrorURI = clean(f.errorURI, forms)
+}
+
+// secretForms returns the forms the client's fixed secret takes in a
+// request (see [clientSecret]); nil when it has none.
+func (e *endpoint) secretForms() []string {
+	if e.auth == nil {
+		return nil
+	}
+	return e.auth.secretForms()
+}
+
+// clean is [clean] with the client's fixed secret.
+func (e *endpoint) clean(s string) string { return clean(s, e.secretForms()) }
+
+// valueForms returns the forms each of values takes in a request body:
+// raw, URL-encoded and path-escaped.
+func valueForms(values []string) []string {
+	forms := make([]string, 0, 3*len(values))
+	for _, v := range values {
+		if v == "" {
+			continue
+		}
+		forms = append(forms, url.QueryEscape(v), url.PathEscape(v), v)
+	}
+	return forms
+}
+
+// refuseInsecureRedirects returns a copy of c that refuses to follow a
+// redirect to plain http on a host that is not loopback: on a 307 or 308
+// the request body, client secret and assertions included, would be sent
+// again, and net/http keeps the Authorization header when only the scheme
+// changes. c's own CheckRedirect, or the default limit of 10 redirects,
+// still applies.
+func refuseInsecureRedirects(c *http.Client) *http.Client {
+	cp := *c
+	next := c.CheckRedirect
+	cp.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+		if !secure.Allowed(req.URL) {
+			return tokenmanager.Permanent(fmt.Errorf("providers: the token endpoint redirected to %q, plain http to a host that is not loopback; "+
+				"set AllowInsecureHTTP only where something else protects the traffic: %w", redactURL(req.URL), tokenmanager.ErrInsecureTransport))
+		}
+		if next != nil {
+			return next(req, via)
+		}
+		if len(via) >= 10 {
+			return errors.New("stopped after 10 redirects")
+		}
+		return nil
+	}
+	return &cp
+}
+
+// redactURL returns u as a string with any password replaced.
+func redactURL(u *url.URL) string { return u.Redacted() }
+
+// problems collects a config's problems for Validate.
+type problems []error
+
+func (p *problems) add(format string, args ...any) {
+	*p = append(*p, fmt.Errorf("providers: "+format, args...))
+}
+
+// tokenURL checks a TokenURL. what names what would travel in clear text
+// over plain http.
+func (p *problems) tokenURL(tokenURL string, allowInsecure bool, what string) {
+	switch u, err := url.Parse(tokenURL); {
+	case tokenURL == "":
+		p.add("TokenURL is empty; the token endpoint's URL is required")
+	case err != nil:
+		p.add("TokenURL is not a valid URL: %v", err)
+	case u.Scheme != "http" && u.Scheme != "https":
+		p.add("TokenURL %q must be an http or https URL", redactURL(u))
+	case u.Host == "":
+		p.add("TokenURL %q has no host", redactURL(u))
+	case !allowInsecure && !secure.Allowed(u):
+		*p = append(*p, fmt.Errorf("providers: TokenURL %q is plain http to a host that is not loopback, "+
+			"so %s would travel in clear text; use https, or set AllowInsecureHTTP "+
+			"only where something else protects the traffic: %w", redactURL(u), what, tokenmanager.ErrInsecureTransport))
+	}
+}
+
+// clientAuthParams are the body parameters of client authentication,
+// which EndpointParams may not set.
+var clientAuthParams = []string{"client_id", "client_secret", "client_assertion", "client_assertion_type"}
+
+// endpointParams checks EndpointParams: none of reserved (set through
+// the field named by use instead), and no scope when Scopes is set.
+func (p *problems) endpointParams(params url.Values, scopes []string, use string, reserved ...string) {
+	for _, k := range reserved {
+		if _, ok := params[k]; ok {
+			p.add("EndpointParams sets %q; use %s instead", k, use)
+		}
+	}
+	if _, ok := params["scope"]; ok && len(scopes) > 0 {
+		p.add(`EndpointParams sets "scope" and Scopes is set too; use one of them`)
+	}
+}
+
+// auth checks a ClientAuth; required says whether nil is a problem.
+func (p *problems) auth(a ClientAuth, required bool) {
+	if a == nil {
+		if required {
+			p.add("Auth is nil; use ClientSecret, PrivateKeyJWT, ClientAssertion, or NoClientAuth for a public client")
+		}
+		return
+	}
+	*p = append(*p, a.problems()...)
+}
+
+func (p problems) err() error { return errors.Join(p...) }
+
+// baseForm returns the fixed parameters of a grant: grant_type, scope
+// when scopes is not empty, then params (which may override both).
+func baseForm(grantType string, scopes []string, params url.Values) url.Values {
+	form := url.Values{"grant_type": {grantType}}
+	if len(scopes) > 0 {
+		form.Set("scope", strings.Join(scopes, " "))
+	}
+	for k, v := range params {
+		form[k] = append([]string(nil), v...)
+	}
+	return form
+}
