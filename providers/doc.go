@@ -9,6 +9,18 @@
 // credentials in the body rather than in HTTP Basic auth, and Retry-After
 // on 429 and 503 answers.
 //
+// Credentials without shared secrets: client authentication is separate
+// from the grant, so every grant can use every method. A [ClientAuth] is
+// a client secret ([ClientSecret]), a signed private_key_jwt assertion
+// ([PrivateKeyJWT], RFC 7523 §2.2, with kid and the x5t/x5t#S256
+// thumbprints Entra ID certificate credentials use), an assertion from a
+// callback ([ClientAssertion]: a Kubernetes projected service-account
+// token, any federated credential) or none ([NoClientAuth]). The grants
+// are [ClientCredentialsGrant], [JWTBearer] (RFC 7523 §2.1, with a
+// self-signed [JWTAssertion] or a callback) and [TokenExchange] (RFC
+// 8693); they share ClientCredentials' answer handling, and redact every
+// assertion and subject token a server echoes, as they do the secret.
+//
 // [FromTokenSource] adapts any golang.org/x/oauth2 TokenSource, for the
 // flows that package covers (Google credentials, JWT bearer grants, ...).
 //
@@ -17,8 +29,9 @@
 // wait, so a rate-limited endpoint is not hammered; its Permanent method
 // tells the manager when retrying cannot help (invalid_client, a 401, ...),
 // so waiting requests fail at once. No error from this package contains
-// the client secret or an access token.
+// the client secret, a private key, an assertion, a subject token or an
+// access token.
 //
-// The client secret travels only over https, or plain http to a loopback
-// host, unless [ClientCredentialsConfig.AllowInsecureHTTP] is set.
+// Credentials travel only over https, or plain http to a loopback host,
+// unless AllowInsecureHTTP is set in the provider's config.
 package providers
