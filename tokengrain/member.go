@@ -125,6 +125,11 @@ func ask(ctx context.Context, c *cluster.Cluster, identity, rejected string, tim
 	if !ok {
 		return tokenmanager.Token{}, fmt.Errorf("tokenmanager: the token grain of %q answered %T", identity, res)
 	}
+	return tokenOf(r)
+}
+
+// tokenOf turns a grain's reply into the member's token, or its error.
+func tokenOf(r *tokenpb.TokenReply) (tokenmanager.Token, error) {
 	if r.GetError() != "" {
 		return tokenmanager.Token{}, &grainError{msg: r.GetError(), permanent: r.GetPermanent()}
 	}
