@@ -18,7 +18,13 @@ func TestCluster(t *testing.T) {
 	baseStart := time.Now().Add(2 * time.Second)
 	const phase = 6 * time.Second
 	direct := startMembers(t, base, 3, true, baseStart, phase)
-	wait(t, direct, phase+30*time.Second)
+	var baselineSlow, baselineMaxMs int64
+	for _, st := range wait(t, direct, phase+30*time.Second) {
+		if st != nil {
+			baselineSlow += st.Slow
+			baselineMaxMs = max(baselineMaxMs, st.MaxMs)
+		}
+	}
 	baselineFetches, _ := base.Counts()
 
 	// The cluster: steady rollover with 2s tokens; then 60s tokens and a
@@ -30,8 +36,19 @@ func TestCluster(t *testing.T) {
 	members := startMembers(t, a, 3, false, start, run)
 	at := func(d time.Duration) { time.Sleep(time.Until(start.Add(d))) }
 
-	at(phase)
+	// Slow requests are counted once the cold start (the grain's
+	// activation, the first fetch) is over, through the steady rollovers.
+	slowSoFar := func() (n int64) {
+		for _, m := range members {
+			n += m.Progress().Slow
+		}
+		return n
+	}
+	at(1500 * time.Millisecond)
+	slowAfterStart := slowSoFar()
+	at(phase + 200*time.Millisecond) // the members' report at 6s is in
 	steadyFetches := a.FetchesBetween(start, start.Add(phase))
+	slowAtRollover := slowSoFar() - slowAfterStart
 	a.SetLifetime(time.Minute)
 	at(phase + 1500*time.Millisecond)
 	revokedAt := time.Now()
@@ -75,6 +92,11 @@ func TestCluster(t *testing.T) {
 		if st.Failed > 0 {
 			t.Errorf("member %d: %d failed requests, the first: %s", i, st.Failed, st.FirstErr)
 		}
+		where := "remote"
+		if st.Hosts {
+			where = "local"
+		}
+		t.Logf("member %d: asking the grain (%s), p50 %dµs p99 %dµs", i, where, st.AskP50Us, st.AskP99Us)
 	}
 	steadyRollovers := int(phase / time.Second) // a 2s token is replaced every second
 	killRollovers := int(end.Sub(killedAt) / time.Second)
@@ -96,6 +118,10 @@ func TestCluster(t *testing.T) {
 	if failed != 0 {
 		t.Errorf("%d requests failed on surviving members", failed)
 	}
+	t.Logf("requests slower than %v: %d during the steady rollovers (after the cold start), %d in all; baseline %d in all (slowest %dms)",
+		clusterdemo.SlowRequest, slowAtRollover, slow, baselineSlow, baselineMaxMs)
+	// Stalls are wall-clock figures on a shared machine: logged and
+	// reported (README, examples/cluster), never asserted.
 	if afterKill > killRollovers+moves+1 {
 		t.Errorf("after the kill: %d fetches; want at most rollovers+moves+1 = %d", afterKill, killRollovers+moves+1)
 	}
@@ -120,7 +146,9 @@ func TestCluster_unreachableFallsBack(t *testing.T) {
 	if st.Failed != 0 || st.Fallbacks == 0 || fetches == 0 {
 		t.Errorf("requests=%d failed=%d fallbacks=%d fetches=%d; want every request served by direct fetches", st.Requests, st.Failed, st.Fallbacks, fetches)
 	}
-	if bound := int64(defaultBoundMs + 1000); st.MaxMs > bound {
+	// Nothing hangs: the slowest request waited for one bounded ask and
+	// one fetch; the bound leaves room for a loaded machine under -race.
+	if bound := int64(defaultBoundMs + 4000); st.MaxMs > bound {
 		t.Errorf("slowest request %dms; want it within the ask bound and a fetch (%dms)", st.MaxMs, bound)
 	}
 }

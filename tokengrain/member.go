@@ -87,6 +87,17 @@ type grainError struct {
 func (e *grainError) Error() string   { return e.msg }
 func (e *grainError) Permanent() bool { return e.permanent }
 
+// Ask asks identity's grain on cluster c for its token, as a member's
+// fetch does, and waits at most timeout (and until ctx ends): a token API
+// for code that does not go through an owner. The grain fetches only if
+// it has no valid token. The token's ExpiresIn counts from the answer.
+func Ask(ctx context.Context, c *cluster.Cluster, identity string, timeout time.Duration) (tokenmanager.Token, error) {
+	if timeout <= 0 {
+		timeout = defaultTimeout
+	}
+	return ask(ctx, c, identity, "", timeout)
+}
+
 // ask asks identity's grain for its token, within timeout (and ctx).
 func ask(ctx context.Context, c *cluster.Cluster, identity, rejected string, timeout time.Duration) (tokenmanager.Token, error) {
 	if dl, ok := ctx.Deadline(); ok {

@@ -45,12 +45,13 @@ func startMembers(t *testing.T, a *clusterdemo.Authority, n int, direct bool, st
 // are killed when the test ends.
 func startMembersWith(t *testing.T, a *clusterdemo.Authority, n int, mode clusterdemo.Mode, startAt time.Time, run time.Duration) []*clusterdemo.Member {
 	members, err := clusterdemo.Start(a, clusterdemo.Config{
-		Members: n,
-		Mode:    mode,
-		StartAt: startAt,
-		Run:     run,
-		Workers: 8,
-		Args:    []string{"-test.run=^$"},
+		Members:  n,
+		Mode:     mode,
+		StartAt:  startAt,
+		Run:      run,
+		Workers:  8,
+		Progress: true,
+		Args:     []string{"-test.run=^$"},
 	})
 	if err != nil {
 		t.Fatal(err)

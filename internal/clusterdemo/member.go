@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -60,12 +61,37 @@ type Stats struct {
 	MaxMs     int64 `json:"max_ms"`
 	Fallbacks int64 `json:"fallbacks"` // fetches of its own: the cluster did not answer
 	FirstErr  string
+	// Hosts says the member hosted the grain when it measured AskP50Us
+	// and AskP99Us: the latency of asking the grain for its cached token
+	// (a member's miss), in microseconds, over 200 asks.
+	Hosts    bool  `json:"hosts"`
+	AskP50Us int64 `json:"ask_p50_us"`
+	AskP99Us int64 `json:"ask_p99_us"`
+}
+
+// askLatency asks the grain for its cached token 200 times and returns
+// the p50 and p99 latency in microseconds.
+func askLatency(c *cluster.Cluster) (p50, p99 int64) {
+	var took []time.Duration
+	for range 200 {
+		began := time.Now()
+		if _, err := tokengrain.Ask(context.Background(), c, Identity, time.Second); err != nil {
+			continue
+		}
+		took = append(took, time.Since(began))
+	}
+	if len(took) == 0 {
+		return 0, 0
+	}
+	slices.Sort(took)
+	return took[len(took)/2].Microseconds(), took[len(took)*99/100].Microseconds()
 }
 
 // Progress is what a member prints each second when asked to.
 type Progress struct {
 	Requests int64 `json:"requests"`
 	Failed   int64 `json:"failed"`
+	Slow     int64 `json:"slow"`
 }
 
 // RunMemberIfChild runs a member's whole life if this process was started
@@ -102,6 +128,7 @@ func runMember() int {
 		}, nil
 	}
 	var fallbacks atomic.Int64
+	var hosting atomic.Bool // the grain was activated here (it may have moved since)
 	ownerSettings := tokenmanager.OwnerSettings{SettingsFor: settingsFor}
 	var c *cluster.Cluster
 	if env(envDirect) == "" {
@@ -111,6 +138,7 @@ func runMember() int {
 		// The kind announces where the grain lives, for the parent.
 		hostingSettings := func(id string) (tokenmanager.Settings, error) {
 			fmt.Printf("HOSTED %s\n", id)
+			hosting.Store(true)
 			return settingsFor(id)
 		}
 		provider := automanaged.NewWithConfig(500*time.Millisecond, autoPort, hosts...)
@@ -187,7 +215,7 @@ func runMember() int {
 				case <-tick.C:
 				}
 				mu.Lock()
-				p := Progress{Requests: st.Requests, Failed: st.Failed}
+				p := Progress{Requests: st.Requests, Failed: st.Failed, Slow: st.Slow}
 				mu.Unlock()
 				out, _ := json.Marshal(p)
 				fmt.Printf("PROGRESS %s\n", out)
@@ -198,6 +226,10 @@ func runMember() int {
 	wg.Wait()
 	stopProgress()
 	st.Fallbacks = fallbacks.Load()
+	if c != nil && env(envClient) == "" {
+		st.Hosts = hosting.Load()
+		st.AskP50Us, st.AskP99Us = askLatency(c)
+	}
 	out, _ := json.Marshal(st)
 	fmt.Printf("STATS %s\n", out)
 	m.Close()
