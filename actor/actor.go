@@ -98,6 +98,7 @@ type tokenActor struct {
 	fetchID    uint64
 	fetchStart time.Time
 	rejected   []string // tokens invalidated while the current fetch ran
+	dropped    string   // the last token invalidated, until a token is cached
 
 	// cachedAt is when cur was cached; quickRejects counts tokens in a row
 	// rejected soon after they were cached (see holdIfRejectedTooOften).
@@ -380,6 +381,7 @@ func (a *tokenActor) startFetch(now time.Time) {
 	}
 	id, provider := a.fetchID, a.s.GetCredentials
 	ctx, cancel := context.WithTimeout(context.Background(), a.s.FetchTimeout)
+	ctx = link.WithFetch(ctx, string(a.fetchWhy), a.dropped)
 	a.fetchCancel = cancel
 	go func() {
 		defer cancel()
@@ -512,6 +514,7 @@ func (a *tokenActor) cache(now, start time.Time, tok tokenmanager.Token, expires
 	a.h.Store(a.cur)
 	a.cachedAt = now
 	a.refreshDue = false
+	a.dropped = ""
 	a.failures, a.lastErr, a.notBefore = 0, nil, time.Time{}
 	a.h.SetLastError(nil)
 	a.stopTimer(&a.retryTimer)
@@ -714,6 +717,7 @@ func (a *tokenActor) invalidate(token string, tries int) {
 	if a.fetching {
 		a.rejected = append(a.rejected, a.cur.Token.AccessToken)
 	}
+	a.dropped = a.cur.Token.AccessToken
 	a.gen++
 	a.cur = nil
 	a.h.Store(nil)

@@ -1,0 +1,253 @@
+package clusterdemo
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	proto "github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/cluster"
+	"github.com/asynkron/protoactor-go/cluster/clusterproviders/automanaged"
+	"github.com/asynkron/protoactor-go/cluster/identitylookup/disthash"
+	"github.com/asynkron/protoactor-go/remote"
+
+	"github.com/go-tokenmanager/tokenmanager"
+	"github.com/go-tokenmanager/tokenmanager/providers"
+	"github.com/go-tokenmanager/tokenmanager/tokengrain"
+	"github.com/go-tokenmanager/tokenmanager/transport"
+)
+
+// MemberEnv is the environment variable that makes a process a member:
+// [Start] sets it, [RunMemberIfChild] looks for it. Members run as
+// separate processes: two cluster members in one -race binary race inside
+// protoactor's remote.
+const MemberEnv = "TM_MEMBER"
+
+// The rest of a member's configuration, set by [Start].
+const (
+	envPort     = "TM_PORT"          // the member's remote port
+	envAutoPort = "TM_AUTO_PORT"     // its automanaged provider's port
+	envHosts    = "TM_HOSTS"         // every member's automanaged host:port
+	envTokenURL = "TM_TOKEN_URL"     // the token endpoint
+	envAPIURL   = "TM_API_URL"       // the API to call
+	envRun      = "TM_RUN"           // how long to send requests
+	envWorkers  = "TM_WORKERS"       // how many workers send them
+	envStart    = "TM_START_UNIX_MS" // when to start, in Unix milliseconds
+	envProgress = "TM_PROGRESS"      // print PROGRESS lines
+	envDirect   = "TM_DIRECT"        // Direct mode
+	envClient   = "TM_CLIENT"        // Client mode
+)
+
+// Identity is the one identity every member serves.
+const Identity = "tenant-a"
+
+// SlowRequest is what counts as a stalled request in [Stats].Slow.
+const SlowRequest = 100 * time.Millisecond
+
+// Stats is what a member prints when its run is over.
+type Stats struct {
+	Requests  int64 `json:"requests"`
+	Failed    int64 `json:"failed"`
+	Slow      int64 `json:"slow"` // slower than SlowRequest
+	MaxMs     int64 `json:"max_ms"`
+	Fallbacks int64 `json:"fallbacks"` // fetches of its own: the cluster did not answer
+	FirstErr  string
+	// Hosts says the member hosted the grain when it measured AskP50Us
+	// and AskP99Us: the latency of asking the grain for its cached token
+	// (a member's miss), in microseconds, over 200 asks.
+	Hosts    bool  `json:"hosts"`
+	AskP50Us int64 `json:"ask_p50_us"`
+	AskP99Us int64 `json:"ask_p99_us"`
+}
+
+// askLatency asks the grain for its cached token 200 times and returns
+// the p50 and p99 latency in microseconds.
+func askLatency(c *cluster.Cluster) (p50, p99 int64) {
+	var took []time.Duration
+	for range 200 {
+		began := time.Now()
+		if _, err := tokengrain.Ask(context.Background(), c, Identity, time.Second); err != nil {
+			continue
+		}
+		took = append(took, time.Since(began))
+	}
+	if len(took) == 0 {
+		return 0, 0
+	}
+	slices.Sort(took)
+	return took[len(took)/2].Microseconds(), took[len(took)*99/100].Microseconds()
+}
+
+// Progress is what a member prints each second when asked to.
+type Progress struct {
+	Requests int64 `json:"requests"`
+	Failed   int64 `json:"failed"`
+	Slow     int64 `json:"slow"`
+}
+
+// RunMemberIfChild runs a member's whole life if this process was started
+// as one by [Start] (MemberEnv is set), and returns its exit code with
+// isChild true; otherwise it returns at once with isChild false. Call it
+// first thing in TestMain or main:
+//
+//	if code, ok := clusterdemo.RunMemberIfChild(); ok {
+//		os.Exit(code)
+//	}
+func RunMemberIfChild() (exitCode int, isChild bool) {
+	if os.Getenv(MemberEnv) == "" {
+		return 0, false
+	}
+	return runMember(), true
+}
+
+// runMember joins the cluster (or, in Direct mode, fetches on its own),
+// sends requests for the run, and prints its figures as one JSON line.
+func runMember() int {
+	env := os.Getenv
+	port, _ := strconv.Atoi(env(envPort))
+	autoPort, _ := strconv.Atoi(env(envAutoPort))
+	run, _ := time.ParseDuration(env(envRun))
+	workers, _ := strconv.Atoi(env(envWorkers))
+	hosts := strings.Split(env(envHosts), ",")
+
+	settingsFor := func(id string) (tokenmanager.Settings, error) {
+		return tokenmanager.Settings{
+			GetCredentials: providers.ClientCredentials(providers.ClientCredentialsConfig{
+				TokenURL: env(envTokenURL), ClientID: id, ClientSecret: "s3cret", AuthStyle: providers.AuthStyleInParams,
+			}),
+			RefreshBuffer: time.Second,
+		}, nil
+	}
+	var fallbacks atomic.Int64
+	var hosting atomic.Bool // the grain was activated here (it may have moved since)
+	ownerSettings := tokenmanager.OwnerSettings{SettingsFor: settingsFor}
+	var c *cluster.Cluster
+	if env(envDirect) == "" {
+		system := proto.NewActorSystem(proto.WithLoggerFactory(func(*proto.ActorSystem) *slog.Logger {
+			return slog.New(slog.DiscardHandler)
+		}))
+		// The kind announces where the grain lives, for the parent.
+		hostingSettings := func(id string) (tokenmanager.Settings, error) {
+			fmt.Printf("HOSTED %s\n", id)
+			hosting.Store(true)
+			return settingsFor(id)
+		}
+		provider := automanaged.NewWithConfig(500*time.Millisecond, autoPort, hosts...)
+		var opts []cluster.ConfigOption
+		if env(envClient) == "" {
+			opts = append(opts, cluster.WithKinds(tokengrain.NewKind(hostingSettings)))
+		}
+		cfg := cluster.Configure("tokenmanager-test", provider, disthash.New(),
+			remote.Configure("127.0.0.1", port), append(opts, cluster.WithRequestTimeout(time.Second))...)
+		c = cluster.New(system, cfg)
+		if env(envClient) != "" {
+			c.StartClient()
+		} else {
+			c.StartMember()
+		}
+		ownerSettings.SettingsFor = tokengrain.SettingsFor(c, settingsFor, tokengrain.Options{
+			OnFallback: func(string, error) { fallbacks.Add(1) },
+		})
+	}
+	m, err := transport.NewMulti(ownerSettings)
+	if err != nil {
+		fmt.Println("ERROR", err)
+		return 1
+	}
+	fmt.Println("READY")
+	// Start together: the parent says when.
+	startAt, _ := strconv.ParseInt(env(envStart), 10, 64)
+	time.Sleep(time.Until(time.UnixMilli(startAt)))
+
+	var st Stats
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	deadline := time.Now().Add(run)
+	client := m.Client()
+	for range workers {
+		wg.Go(func() {
+			for time.Now().Before(deadline) {
+				req, _ := http.NewRequestWithContext(transport.WithIdentity(context.Background(), Identity), http.MethodGet, env(envAPIURL), nil)
+				began := time.Now()
+				resp, err := client.Do(req)
+				took := time.Since(began)
+				ok := err == nil && resp.StatusCode == http.StatusOK
+				if err == nil {
+					resp.Body.Close()
+				}
+				mu.Lock()
+				st.Requests++
+				if !ok {
+					st.Failed++
+					if st.FirstErr == "" {
+						st.FirstErr = fmt.Sprint(err, statusOf(resp))
+					}
+				}
+				if took > SlowRequest {
+					st.Slow++
+				}
+				st.MaxMs = max(st.MaxMs, took.Milliseconds())
+				mu.Unlock()
+				time.Sleep(2 * time.Millisecond)
+			}
+		})
+	}
+	stopProgress := func() {}
+	if env(envProgress) != "" {
+		stop := make(chan struct{})
+		var reporter sync.WaitGroup
+		reporter.Go(func() {
+			tick := time.NewTicker(time.Second)
+			defer tick.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+				}
+				mu.Lock()
+				p := Progress{Requests: st.Requests, Failed: st.Failed, Slow: st.Slow}
+				mu.Unlock()
+				out, _ := json.Marshal(p)
+				fmt.Printf("PROGRESS %s\n", out)
+			}
+		})
+		stopProgress = func() { close(stop); reporter.Wait() }
+	}
+	wg.Wait()
+	stopProgress()
+	st.Fallbacks = fallbacks.Load()
+	if c != nil && env(envClient) == "" {
+		st.Hosts = hosting.Load()
+		st.AskP50Us, st.AskP99Us = askLatency(c)
+	}
+	out, _ := json.Marshal(st)
+	fmt.Printf("STATS %s\n", out)
+	m.Close()
+	switch {
+	case c == nil:
+	case env(envClient) != "":
+		// Shutdown needs gossip, which a client has none of.
+		c.Remote.Shutdown(false)
+		c.ActorSystem.Shutdown()
+	default:
+		c.Shutdown(true)
+	}
+	return 0
+}
+
+func statusOf(resp *http.Response) string {
+	if resp == nil {
+		return ""
+	}
+	return resp.Status
+}

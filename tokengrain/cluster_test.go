@@ -1,0 +1,157 @@
+package tokengrain_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/go-tokenmanager/tokenmanager/internal/clusterdemo"
+)
+
+func TestCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts member processes: skipped with -short")
+	}
+	const startup = 4 * time.Second // process start, StartMember's 1s, joining
+
+	// The baseline: three processes, each fetching on its own.
+	base := newAuthority(t, 2*time.Second)
+	baseStart := time.Now().Add(2 * time.Second)
+	const phase = 6 * time.Second
+	direct := startMembers(t, base, 3, true, baseStart, phase)
+	var baselineSlow, baselineMaxMs int64
+	for _, st := range wait(t, direct, phase+30*time.Second) {
+		if st != nil {
+			baselineSlow += st.Slow
+			baselineMaxMs = max(baselineMaxMs, st.MaxMs)
+		}
+	}
+	baselineFetches, _ := base.Counts()
+
+	// The cluster: steady rollover with 2s tokens; then 60s tokens and a
+	// revocation every member sees; then 2s tokens again and the member
+	// hosting the grain killed.
+	a := newAuthority(t, 2*time.Second)
+	start := time.Now().Add(startup)
+	const run = 18 * time.Second
+	members := startMembers(t, a, 3, false, start, run)
+	at := func(d time.Duration) { time.Sleep(time.Until(start.Add(d))) }
+
+	// Slow requests are counted once the cold start (the grain's
+	// activation, the first fetch) is over, through the steady rollovers.
+	slowSoFar := func() (n int64) {
+		for _, m := range members {
+			n += m.Progress().Slow
+		}
+		return n
+	}
+	at(1500 * time.Millisecond)
+	slowAfterStart := slowSoFar()
+	at(phase + 200*time.Millisecond) // the members' report at 6s is in
+	steadyFetches := a.FetchesBetween(start, start.Add(phase))
+	slowAtRollover := slowSoFar() - slowAfterStart
+	a.SetLifetime(time.Minute)
+	at(phase + 1500*time.Millisecond)
+	revokedAt := time.Now()
+	a.RevokeAll()
+	at(phase + 4*time.Second)
+	revocationFetches := a.FetchesBetween(revokedAt, time.Now())
+	// Back to 2s tokens, rolling over while the grain's member dies.
+	a.SetLifetime(2 * time.Second)
+	a.RevokeAll()
+	at(phase + 5500*time.Millisecond)
+	var victim *clusterdemo.Member
+	for _, m := range members {
+		if _, hosts, _ := m.Snapshot(); hosts {
+			victim = m
+		}
+	}
+	if victim == nil {
+		t.Fatal("no member says it hosts the grain")
+	}
+	killedAt := time.Now()
+	victim.Kill()
+	stats := wait(t, members, run+30*time.Second)
+	end := start.Add(run)
+	afterKill := a.FetchesBetween(killedAt, end)
+	fetches, accepted := a.Counts()
+
+	var requests, failed, slow, fallbacks int64
+	var maxMs int64
+	for i, st := range stats {
+		if members[i] == victim {
+			continue
+		}
+		if st == nil {
+			t.Fatalf("a surviving member printed no stats: %q", members[i].Lines())
+		}
+		requests += st.Requests
+		failed += st.Failed
+		slow += st.Slow
+		fallbacks += st.Fallbacks
+		maxMs = max(maxMs, st.MaxMs)
+		if st.Failed > 0 {
+			t.Errorf("member %d: %d failed requests, the first: %s", i, st.Failed, st.FirstErr)
+		}
+		where := "remote"
+		if st.Hosts {
+			where = "local"
+		}
+		t.Logf("member %d: asking the grain (%s), p50 %dµs p99 %dµs", i, where, st.AskP50Us, st.AskP99Us)
+	}
+	steadyRollovers := int(phase / time.Second) // a 2s token is replaced every second
+	killRollovers := int(end.Sub(killedAt) / time.Second)
+	const moves = 1
+	t.Logf("cluster: members=3 requests=%d failed=%d slow=%d max_ms=%d fetches=%d accepted_tokens=%d baseline_fetches=%d",
+		requests, failed, slow, maxMs, fetches, accepted, baselineFetches)
+	t.Logf("steady %v: fetches=%d (rollovers ~%d, baseline %d); revocation: fetches=%d; after the kill: fetches=%d (rollovers ~%d) fallbacks=%d",
+		phase, steadyFetches, steadyRollovers, baselineFetches, revocationFetches, afterKill, killRollovers, fallbacks)
+
+	if steadyFetches > steadyRollovers+1 {
+		t.Errorf("steady phase: %d fetches; want at most rollovers+1 = %d", steadyFetches, steadyRollovers+1)
+	}
+	if baselineFetches < 2*steadyFetches {
+		t.Errorf("baseline fetched %d times, the cluster %d; want the cluster to save most", baselineFetches, steadyFetches)
+	}
+	if revocationFetches != 1 {
+		t.Errorf("a revocation seen by every member cost %d fetches; want 1", revocationFetches)
+	}
+	if failed != 0 {
+		t.Errorf("%d requests failed on surviving members", failed)
+	}
+	t.Logf("requests slower than %v: %d during the steady rollovers (after the cold start), %d in all; baseline %d in all (slowest %dms)",
+		clusterdemo.SlowRequest, slowAtRollover, slow, baselineSlow, baselineMaxMs)
+	// Stalls are wall-clock figures on a shared machine: logged and
+	// reported (README, examples/cluster), never asserted.
+	if afterKill > killRollovers+moves+1 {
+		t.Errorf("after the kill: %d fetches; want at most rollovers+moves+1 = %d", afterKill, killRollovers+moves+1)
+	}
+}
+
+func TestCluster_unreachableFallsBack(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a member process: skipped with -short")
+	}
+	// A lone cluster client: no member hosts the kind, so every ask of
+	// the grain fails, and the member fetches on its own.
+	a := newAuthority(t, 2*time.Second)
+	start := time.Now().Add(3 * time.Second)
+	const run = 3 * time.Second
+	members := startMembersWith(t, a, 1, clusterdemo.Client, start, run)
+	st := wait(t, members, run+30*time.Second)[0]
+	if st == nil {
+		t.Fatalf("no stats: %q", members[0].Lines())
+	}
+	fetches, _ := a.Counts()
+	t.Logf("unreachable cluster: requests=%d failed=%d max_ms=%d fallbacks=%d fetches=%d", st.Requests, st.Failed, st.MaxMs, st.Fallbacks, fetches)
+	if st.Failed != 0 || st.Fallbacks == 0 || fetches == 0 {
+		t.Errorf("requests=%d failed=%d fallbacks=%d fetches=%d; want every request served by direct fetches", st.Requests, st.Failed, st.Fallbacks, fetches)
+	}
+	// Nothing hangs: the slowest request waited for one bounded ask and
+	// one fetch; the bound leaves room for a loaded machine under -race.
+	if bound := int64(defaultBoundMs + 4000); st.MaxMs > bound {
+		t.Errorf("slowest request %dms; want it within the ask bound and a fetch (%dms)", st.MaxMs, bound)
+	}
+}
+
+// defaultBoundMs is tokengrain's default ask timeout.
+const defaultBoundMs = 750
