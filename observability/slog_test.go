@@ -180,10 +180,21 @@ func TestSlogHandler_transport(t *testing.T) {
 
 			var buf bytes.Buffer
 			log := observability.SlogHandler(slog.New(slog.NewJSONHandler(&buf, nil)))
+			// The actor's events reach subscribers through one more hop
+			// than the RoundTripper's: wait for both kinds.
 			done := make(chan struct{})
+			var refreshed, aborted bool
 			defer rt.Subscribe(func(ev messages.Event) {
 				log(ev)
-				if _, ok := ev.(messages.RecoveryAborted); ok {
+				switch ev.(type) {
+				case messages.TokenRefreshed:
+					refreshed = true
+				case messages.RecoveryAborted:
+					aborted = true
+				default:
+					return
+				}
+				if refreshed && aborted {
 					close(done)
 				}
 			})()
