@@ -294,7 +294,8 @@ func (w *owner) route(c proto.Context, identity string, start bool) {
 		w.reply(env, err)
 		return
 	}
-	w.await(identity).envelopes = append(w.await(identity).envelopes, env)
+	p := w.await(identity)
+	p.envelopes = append(p.envelopes, env)
 }
 
 // resolve answers a transport's request for identity's handle.

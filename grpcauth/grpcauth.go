@@ -337,7 +337,7 @@ type stream struct {
 	used   string
 	method string
 	st     *callState
-	done   bool
+	done   atomic.Bool // the token was invalidated (RecvMsg and CloseSend may run on two goroutines)
 }
 
 func (s *stream) RecvMsg(m any) error {
@@ -355,9 +355,8 @@ func (s *stream) CloseSend() error {
 // check invalidates the stream's token once, when err says the server
 // rejected it.
 func (s *stream) check(err error) {
-	if s.done || err == nil || status.Code(err) != codes.Unauthenticated || s.st.failed {
+	if err == nil || status.Code(err) != codes.Unauthenticated || s.st.failed || !s.done.CompareAndSwap(false, true) {
 		return
 	}
-	s.done = true
 	s.c.f.Core.Invalidate(s.b, s.used, s.method, int(codes.Unauthenticated))
 }
