@@ -146,12 +146,6 @@ func TestCluster_unreachableFallsBack(t *testing.T) {
 	if st.Failed != 0 || st.Fallbacks == 0 || fetches == 0 {
 		t.Errorf("requests=%d failed=%d fallbacks=%d fetches=%d; want every request served by direct fetches", st.Requests, st.Failed, st.Fallbacks, fetches)
 	}
-	// Nothing hangs: the slowest request waited for one bounded ask and
-	// one fetch; the bound leaves room for a loaded machine under -race.
-	if bound := int64(defaultBoundMs + 4000); st.MaxMs > bound {
-		t.Errorf("slowest request %dms; want it within the ask bound and a fetch (%dms)", st.MaxMs, bound)
-	}
+	// Nothing hangs: the member finished its run (wait's limit); its
+	// slowest request is logged, never asserted (a wall-clock figure).
 }
-
-// defaultBoundMs is tokengrain's default ask timeout.
-const defaultBoundMs = 750

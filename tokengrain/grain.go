@@ -26,6 +26,7 @@
 package tokengrain
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -67,7 +68,13 @@ type grain struct {
 	identity    string
 	local       *proto.PID  // the identity's token actor
 	clk         clock.Clock // its clock, against which tokens expire
-	err         error       // why there is none
+
+	// When SettingsFor failed: why, how often in a row, and when it may
+	// be called again (the owner's backoff, so a broken entry is not
+	// called in a loop, and a fixed one is picked up).
+	err       error
+	failures  int
+	notBefore time.Time
 }
 
 func (g *grain) Receive(c proto.Context) {
@@ -84,15 +91,32 @@ func (g *grain) Receive(c proto.Context) {
 func (g *grain) init(c proto.Context, identity string) {
 	g.identity = identity
 	c.SetReceiveTimeout(defaultGrainIdle)
-	s, err := settingsOf(g.settingsFor, identity)
-	g.clk = s.WithDefaults().Clock
+	g.start(c)
+}
+
+// start spawns the identity's token actor from its settings, or records
+// why it cannot.
+func (g *grain) start(c proto.Context) {
+	s, err := settingsOf(g.settingsFor, g.identity)
 	if err == nil {
 		var props *proto.Props
 		if props, err = actor.NewProps(s); err == nil {
+			g.clk = s.WithDefaults().Clock
 			g.local = c.Spawn(props) // a child: stopped with the grain
+			g.err, g.failures = nil, 0
+			return
 		}
 	}
 	g.err = err
+	g.failures++
+	g.notBefore = time.Now().Add(backoff(g.failures))
+}
+
+// backoff is the wait after the n-th failed SettingsFor in a row: 0.5s
+// doubling to 30s, as an owner waits.
+func backoff(n int) time.Duration {
+	d := 500 * time.Millisecond << min(n-1, 6)
+	return min(d, 30*time.Second)
 }
 
 // settingsOf calls fn, containing a panic.
@@ -113,15 +137,28 @@ func settingsOf(fn tokenmanager.SettingsFunc, identity string) (s tokenmanager.S
 // still current), then the actor is asked.
 func (g *grain) get(c proto.Context, m *tokenpb.GetToken) {
 	sender := c.Sender()
+	if g.local == nil && !time.Now().Before(g.notBefore) {
+		g.start(c)
+	}
 	if g.local == nil {
-		c.Send(sender, &tokenpb.TokenReply{Error: g.err.Error(), Permanent: true})
+		c.Send(sender, &tokenpb.TokenReply{Error: g.err.Error(), Permanent: tokenmanager.IsPermanent(g.err)})
 		return
 	}
 	if m.GetRejected() != "" {
 		c.Send(g.local, messages.Invalidate{AccessToken: m.GetRejected()})
 	}
-	f := c.RequestFuture(g.local, messages.Get{}, askTimeout)
+	wait := askTimeout
+	if ms := m.GetWaitMs(); ms > 0 {
+		wait = min(wait, time.Duration(ms)*time.Millisecond)
+	}
+	f := c.RequestFuture(g.local, messages.Get{}, wait)
 	c.ReenterAfter(f, func(res any, err error) {
+		if errors.Is(err, proto.ErrTimeout) {
+			// Still fetching: the member asks again, rather than taking
+			// a slow identity provider for an unreachable grain.
+			c.Send(sender, &tokenpb.TokenReply{Pending: true})
+			return
+		}
 		c.Send(sender, reply(res, err, g.clk.Now()))
 	})
 }

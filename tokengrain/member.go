@@ -48,6 +48,15 @@ type Options struct {
 // Tokens come with the time they have left when the grain answered,
 // counted down from the member's fetch: member clocks need not agree.
 func SettingsFor(c *cluster.Cluster, settingsFor tokenmanager.SettingsFunc, o Options) tokenmanager.SettingsFunc {
+	return wrap(settingsFor, o, requestOn(c))
+}
+
+// requester sends one GetToken to identity's grain and returns its reply,
+// or an error when the cluster did not answer within timeout.
+type requester func(identity string, m *tokenpb.GetToken, timeout time.Duration) (*tokenpb.TokenReply, error)
+
+// wrap is SettingsFor over any way of reaching the grains.
+func wrap(settingsFor tokenmanager.SettingsFunc, o Options, req requester) tokenmanager.SettingsFunc {
 	if o.Timeout <= 0 {
 		o.Timeout = defaultTimeout
 	}
@@ -59,7 +68,7 @@ func SettingsFor(c *cluster.Cluster, settingsFor tokenmanager.SettingsFunc, o Op
 		direct := s.GetCredentials
 		s.GetCredentials = func(ctx context.Context) (tokenmanager.Token, error) {
 			reason, rejected := link.FetchFrom(ctx)
-			tok, err := ask(ctx, c, identity, rejected, o.Timeout)
+			tok, err := ask(ctx, req, identity, rejected, o.Timeout)
 			var ge *grainError
 			if err == nil || errors.As(err, &ge) || direct == nil {
 				return tok, err
@@ -78,65 +87,98 @@ func SettingsFor(c *cluster.Cluster, settingsFor tokenmanager.SettingsFunc, o Op
 	}
 }
 
-// grainError is a failure the grain reported: its identity provider's.
+// grainError is a failure the grain reported: its identity provider's, or
+// its SettingsFor's.
 type grainError struct {
 	msg       string
 	permanent bool
+	cause     error // ErrExpiredOnArrival for a token with under a second left
 }
 
 func (e *grainError) Error() string   { return e.msg }
 func (e *grainError) Permanent() bool { return e.permanent }
+func (e *grainError) Unwrap() error   { return e.cause }
 
 // Ask asks identity's grain on cluster c for its token, as a member's
-// fetch does, and waits at most timeout (and until ctx ends): a token API
-// for code that does not go through an owner. The grain fetches only if
-// it has no valid token. The token's ExpiresIn counts from the answer.
+// fetch does: a token API for code that does not go through an owner. The
+// grain fetches only if it has no valid token. Each hop to the grain is
+// bounded by timeout (zero: 750ms); while the grain is still fetching, Ask
+// waits for it until ctx ends. The token's ExpiresIn counts from the
+// answer.
 func Ask(ctx context.Context, c *cluster.Cluster, identity string, timeout time.Duration) (tokenmanager.Token, error) {
 	if timeout <= 0 {
 		timeout = defaultTimeout
 	}
-	return ask(ctx, c, identity, "", timeout)
+	return ask(ctx, requestOn(c), identity, "", timeout)
 }
 
-// ask asks identity's grain for its token, within timeout (and ctx).
-func ask(ctx context.Context, c *cluster.Cluster, identity, rejected string, timeout time.Duration) (tokenmanager.Token, error) {
-	if dl, ok := ctx.Deadline(); ok {
-		timeout = min(timeout, time.Until(dl))
+// ask asks identity's grain for its token. Each hop is bounded by timeout
+// (and ctx); a grain still fetching answers pending after half of it, and
+// is asked again, so a slow identity provider is never taken for an
+// unreachable grain.
+func ask(ctx context.Context, req requester, identity, rejected string, timeout time.Duration) (tokenmanager.Token, error) {
+	m := &tokenpb.GetToken{Rejected: rejected, WaitMs: max(timeout.Milliseconds()/2, 1)}
+	for {
+		hop := timeout
+		if dl, ok := ctx.Deadline(); ok {
+			hop = min(hop, time.Until(dl))
+		}
+		if err := ctx.Err(); err != nil || hop <= 0 {
+			return tokenmanager.Token{}, fmt.Errorf("tokenmanager: asking the token grain of %q: %w", identity, context.DeadlineExceeded)
+		}
+		r, err := boundedRequest(ctx, req, identity, m, hop)
+		if err != nil {
+			return tokenmanager.Token{}, err
+		}
+		if !r.GetPending() {
+			return tokenOf(r)
+		}
+		m = &tokenpb.GetToken{WaitMs: m.GetWaitMs()} // the rejection is handed over
 	}
-	if timeout <= 0 {
-		return tokenmanager.Token{}, fmt.Errorf("tokenmanager: asking the token grain: %w", context.DeadlineExceeded)
-	}
-	// The cluster's own timeout applies per try, and placing the grain
-	// may take longer: the ask runs on a goroutine of its own so that the
-	// bound holds; an abandoned ask ends in the background.
+}
+
+// boundedRequest runs req within timeout and ctx: the cluster's own
+// timeout applies per retry, and placing the grain may take longer, so
+// the request runs on a goroutine of its own; an abandoned one ends in
+// the background.
+func boundedRequest(ctx context.Context, req requester, identity string, m *tokenpb.GetToken, timeout time.Duration) (*tokenpb.TokenReply, error) {
 	type answer struct {
-		res any
+		r   *tokenpb.TokenReply
 		err error
 	}
 	done := make(chan answer, 1)
 	go func() {
-		res, err := c.Request(identity, Kind, &tokenpb.GetToken{Rejected: rejected}, cluster.WithTimeout(timeout))
-		done <- answer{res, err}
+		r, err := req(identity, m, timeout)
+		done <- answer{r, err}
 	}()
 	bound := time.NewTimer(timeout)
 	defer bound.Stop()
-	var res any
 	select {
 	case a := <-done:
 		if a.err != nil {
-			return tokenmanager.Token{}, fmt.Errorf("tokenmanager: asking the token grain of %q: %w", identity, a.err)
+			return nil, fmt.Errorf("tokenmanager: asking the token grain of %q: %w", identity, a.err)
 		}
-		res = a.res
+		return a.r, nil
 	case <-bound.C:
-		return tokenmanager.Token{}, fmt.Errorf("tokenmanager: the token grain of %q did not answer within %v", identity, timeout)
+		return nil, fmt.Errorf("tokenmanager: the token grain of %q did not answer within %v", identity, timeout)
 	case <-ctx.Done():
-		return tokenmanager.Token{}, fmt.Errorf("tokenmanager: asking the token grain of %q: %w", identity, ctx.Err())
+		return nil, fmt.Errorf("tokenmanager: asking the token grain of %q: %w", identity, ctx.Err())
 	}
-	r, ok := res.(*tokenpb.TokenReply)
-	if !ok {
-		return tokenmanager.Token{}, fmt.Errorf("tokenmanager: the token grain of %q answered %T", identity, res)
+}
+
+// requestOn reaches the grains of cluster c.
+func requestOn(c *cluster.Cluster) requester {
+	return func(identity string, m *tokenpb.GetToken, timeout time.Duration) (*tokenpb.TokenReply, error) {
+		res, err := c.Request(identity, Kind, m, cluster.WithTimeout(timeout))
+		if err != nil {
+			return nil, err
+		}
+		r, ok := res.(*tokenpb.TokenReply)
+		if !ok {
+			return nil, fmt.Errorf("the grain answered %T", res)
+		}
+		return r, nil
 	}
-	return tokenOf(r)
 }
 
 // tokenOf turns a grain's reply into the member's token, or its error.
@@ -146,9 +188,16 @@ func tokenOf(r *tokenpb.TokenReply) (tokenmanager.Token, error) {
 	}
 	tok := tokenmanager.Token{AccessToken: r.GetAccessToken(), TokenType: r.GetTokenType(), Scope: r.GetScope()}
 	if ms := r.GetExpiresInMs(); ms > 0 {
-		// Whole seconds, rounded down (expiring early is safe), but at
-		// least one: zero would mean "no expiry".
-		tok.ExpiresIn = max(ms/1000, 1)
+		if ms < 1000 {
+			// ExpiresIn counts whole seconds and 0 means "no expiry":
+			// a token with under a second left cannot be told; the
+			// member fetches again after its backoff.
+			return tokenmanager.Token{}, &grainError{
+				msg:   fmt.Sprintf("tokenmanager: the grain's token has only %dms left", ms),
+				cause: tokenmanager.ErrExpiredOnArrival,
+			}
+		}
+		tok.ExpiresIn = ms / 1000 // rounded down: expiring early is safe
 	}
 	return tok, nil
 }

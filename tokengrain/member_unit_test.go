@@ -1,0 +1,130 @@
+package tokengrain
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-tokenmanager/tokenmanager"
+	"github.com/go-tokenmanager/tokenmanager/internal/link"
+	"github.com/go-tokenmanager/tokenmanager/messages"
+	"github.com/go-tokenmanager/tokenmanager/tokengrain/tokenpb"
+)
+
+var errUnreachable = errors.New("have reached max retries: 3")
+
+// fakeGrains answers GetToken as scripted, recording what it was sent.
+type fakeGrains struct {
+	mu      sync.Mutex
+	sent    []*tokenpb.GetToken
+	answers []func() (*tokenpb.TokenReply, error)
+}
+
+func (f *fakeGrains) request(_ string, m *tokenpb.GetToken, _ time.Duration) (*tokenpb.TokenReply, error) {
+	f.mu.Lock()
+	f.sent = append(f.sent, m)
+	next := f.answers[0]
+	if len(f.answers) > 1 {
+		f.answers = f.answers[1:]
+	}
+	f.mu.Unlock()
+	return next()
+}
+
+func answer(r *tokenpb.TokenReply, err error) func() (*tokenpb.TokenReply, error) {
+	return func() (*tokenpb.TokenReply, error) { return r, err }
+}
+
+// member builds identity "a"'s provider over grains, with a direct
+// provider that counts its calls.
+func member(grains *fakeGrains, fallbacks *atomic.Int64) (tokenmanager.TokenProvider, *atomic.Int64) {
+	var direct atomic.Int64
+	settingsFor := func(string) (tokenmanager.Settings, error) {
+		return tokenmanager.Settings{GetCredentials: func(context.Context) (tokenmanager.Token, error) {
+			direct.Add(1)
+			return tokenmanager.Token{AccessToken: "direct", ExpiresIn: 60}, nil
+		}}, nil
+	}
+	s, _ := wrap(settingsFor, Options{
+		Timeout:    50 * time.Millisecond,
+		OnFallback: func(string, error) { fallbacks.Add(1) },
+	}, grains.request)("a")
+	return s.GetCredentials, &direct
+}
+
+func fetchCtx(reason messages.RefreshReason, rejected string) context.Context {
+	return link.WithFetch(context.Background(), string(reason), rejected)
+}
+
+func TestMember_fallbackRules(t *testing.T) {
+	hung := make(chan struct{}) // a grain that never answers, until the test ends
+	defer close(hung)
+	tests := []struct {
+		name         string
+		reason       messages.RefreshReason
+		answers      []func() (*tokenpb.TokenReply, error)
+		wantToken    string
+		wantErr      bool
+		wantDirect   int64
+		wantPermanet bool
+	}{
+		{"grain answers", messages.ReasonColdStart,
+			[]func() (*tokenpb.TokenReply, error){answer(&tokenpb.TokenReply{AccessToken: "g", ExpiresInMs: 5000}, nil)}, "g", false, 0, false},
+		{"unreachable at cold start: direct fetch", messages.ReasonColdStart,
+			[]func() (*tokenpb.TokenReply, error){answer(nil, errUnreachable)}, "direct", false, 1, false},
+		{"unreachable after expiry: direct fetch", messages.ReasonExpired,
+			[]func() (*tokenpb.TokenReply, error){answer(nil, errUnreachable)}, "direct", false, 1, false},
+		{"unreachable at early refresh: keep the valid token", messages.ReasonEarlyRefresh,
+			[]func() (*tokenpb.TokenReply, error){answer(nil, errUnreachable)}, "", true, 0, false},
+		{"grain hangs: bounded, then direct", messages.ReasonInvalidated,
+			[]func() (*tokenpb.TokenReply, error){func() (*tokenpb.TokenReply, error) { <-hung; return nil, errUnreachable }}, "direct", false, 1, false},
+		{"grain's provider refused: passed on, no direct fetch", messages.ReasonColdStart,
+			[]func() (*tokenpb.TokenReply, error){answer(&tokenpb.TokenReply{Error: "invalid_client", Permanent: true}, nil)}, "", true, 0, true},
+		{"slow identity provider: pending, asked again, no direct fetch", messages.ReasonColdStart,
+			[]func() (*tokenpb.TokenReply, error){
+				answer(&tokenpb.TokenReply{Pending: true}, nil),
+				answer(&tokenpb.TokenReply{Pending: true}, nil),
+				answer(&tokenpb.TokenReply{AccessToken: "slow", ExpiresInMs: 5000}, nil),
+			}, "slow", false, 0, false},
+		{"under a second left: expired on arrival, no direct fetch", messages.ReasonColdStart,
+			[]func() (*tokenpb.TokenReply, error){answer(&tokenpb.TokenReply{AccessToken: "g", ExpiresInMs: 400}, nil)}, "", true, 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			grains := &fakeGrains{answers: tt.answers}
+			var fallbacks atomic.Int64
+			get, direct := member(grains, &fallbacks)
+			tok, err := get(fetchCtx(tt.reason, ""))
+			if (err != nil) != tt.wantErr || tok.AccessToken != tt.wantToken {
+				t.Fatalf("got %q, %v; want %q (error %v)", tok.AccessToken, err, tt.wantToken, tt.wantErr)
+			}
+			if got := direct.Load(); got != tt.wantDirect || fallbacks.Load() != tt.wantDirect {
+				t.Errorf("direct fetches %d, OnFallback %d; want %d", got, fallbacks.Load(), tt.wantDirect)
+			}
+			if tokenmanager.IsPermanent(err) != tt.wantPermanet {
+				t.Errorf("permanent = %v; want %v", tokenmanager.IsPermanent(err), tt.wantPermanet)
+			}
+		})
+	}
+}
+
+func TestMember_rejectedTokenHandedOnce(t *testing.T) {
+	grains := &fakeGrains{answers: []func() (*tokenpb.TokenReply, error){
+		answer(&tokenpb.TokenReply{Pending: true}, nil),
+		answer(&tokenpb.TokenReply{AccessToken: "new", ExpiresInMs: 5000}, nil),
+	}}
+	var fallbacks atomic.Int64
+	get, _ := member(grains, &fallbacks)
+	if tok, err := get(fetchCtx(messages.ReasonInvalidated, "old")); err != nil || tok.AccessToken != "new" || tok.ExpiresIn != 5 {
+		t.Fatalf("got %v, %v; want new with 5s", tok, err)
+	}
+	if len(grains.sent) != 2 || grains.sent[0].GetRejected() != "old" || grains.sent[1].GetRejected() != "" {
+		t.Errorf("sent %v; want the rejected token on the first ask only", grains.sent)
+	}
+	if w := grains.sent[0].GetWaitMs(); w != 25 {
+		t.Errorf("WaitMs = %d; want half the 50ms bound", w)
+	}
+}
