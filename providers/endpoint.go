@@ -68,13 +68,18 @@ func (e *endpoint) fetch(ctx context.Context) (tokenmanager.Token, error) {
 	if err := ctx.Err(); err != nil {
 		return tokenmanager.Token{}, fmt.Errorf("providers: fetching token: %w", err)
 	}
-	var params url.Values
-	var secrets []string
-	if e.params != nil {
-		var err error
-		if params, secrets, err = e.params(ctx); err != nil {
-			return tokenmanager.Token{}, err
+	// Each attempt gets its own grant parameters: a JWT assertion's jti
+	// is single-use, so the auto-detect retry must not resend it.
+	attempt := func(style AuthStyle) (tokenmanager.Token, error) {
+		var params url.Values
+		var secrets []string
+		if e.params != nil {
+			var err error
+			if params, secrets, err = e.params(ctx); err != nil {
+				return tokenmanager.Token{}, err
+			}
 		}
+		return e.retrieve(ctx, params, secrets, style)
 	}
 	style, detect := AuthStyleInParams, false
 	if cs, ok := e.auth.(*clientSecret); ok {
@@ -85,9 +90,9 @@ func (e *endpoint) fetch(ctx context.Context) (tokenmanager.Token, error) {
 		detect = style == AuthStyleAutoDetect
 	}
 	if !detect {
-		return e.retrieve(ctx, params, secrets, style)
+		return attempt(style)
 	}
-	tok, err := e.retrieve(ctx, params, secrets, AuthStyleInHeader)
+	tok, err := attempt(AuthStyleInHeader)
 	if err == nil {
 		e.learned.Store(int32(AuthStyleInHeader))
 		return tok, nil
@@ -96,7 +101,7 @@ func (e *endpoint) fetch(ctx context.Context) (tokenmanager.Token, error) {
 	if !errors.As(err, &re) || (re.StatusCode != http.StatusBadRequest && re.StatusCode != http.StatusUnauthorized) {
 		return tokenmanager.Token{}, err
 	}
-	tok, err = e.retrieve(ctx, params, secrets, AuthStyleInParams)
+	tok, err = attempt(AuthStyleInParams)
 	if err == nil {
 		e.learned.Store(int32(AuthStyleInParams))
 	}

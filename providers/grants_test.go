@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -443,5 +444,36 @@ func TestNewGrants_insecureHTTP(t *testing.T) {
 				t.Errorf("with AllowInsecureHTTP: %v, %v; want the token", tok, err)
 			}
 		})
+	}
+}
+
+func TestJWTBearer_autoDetectRetrySendsAFreshAssertion(t *testing.T) {
+	// A server that refuses Basic auth: the auto-detect retry in the body
+	// must not resend the first attempt's single-use assertion.
+	var assertions []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.ParseForm()
+		assertions = append(assertions, r.PostForm.Get("assertion"))
+		if _, _, basic := r.BasicAuth(); basic {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnauthorized)
+			io.WriteString(w, `{"error":"invalid_client"}`)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"access_token":"t","expires_in":60}`)
+	}))
+	defer srv.Close()
+	n := 0
+	p := JWTBearer(JWTBearerConfig{TokenURL: srv.URL, Auth: ClientSecret("c", "s", AuthStyleAutoDetect),
+		Assertion: func(context.Context, AssertionRequest) (string, error) {
+			n++
+			return fmt.Sprintf("assertion-%d", n), nil
+		}})
+	if _, err := p(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(assertions) != 2 || assertions[0] == assertions[1] {
+		t.Errorf("assertions sent %q; want two different ones", assertions)
 	}
 }

@@ -48,3 +48,13 @@ func TestReplyAndToken_carryTimeLeftNotAbsoluteTime(t *testing.T) {
 		t.Error("an error reply gave a token")
 	}
 }
+
+func TestMessages_neverLoggedAsDeadLetters(t *testing.T) {
+	// A late reply to an ask that timed out carries a token: protoactor
+	// must not log it.
+	for _, m := range []any{&tokenpb.GetToken{}, &tokenpb.TokenReply{}} {
+		if _, ok := m.(interface{ IgnoreDeadLetterLogging() }); !ok {
+			t.Errorf("%T would be logged as a dead letter", m)
+		}
+	}
+}
