@@ -233,6 +233,9 @@ func (a *tokenActor) stopping(c proto.Context) {
 	a.stopTimer(&a.refreshTimer)
 	a.stopTimer(&a.retryTimer)
 	closed := &messages.TokenResult{Err: tokenmanager.ErrClosed}
+	if a.passivating {
+		closed = &messages.TokenResult{Err: link.ErrPassivated} // ask the owner again
+	}
 	for _, pid := range a.askers {
 		c.Send(pid, closed)
 	}
@@ -499,8 +502,10 @@ func (a *tokenActor) cache(now, start time.Time, tok tokenmanager.Token, expires
 	why messages.RefreshReason, took time.Duration) {
 	a.gen++
 	a.cur = &link.Snapshot{Token: tok, ExpiresAt: expires, Gen: a.gen}
-	if a.child {
-		a.cur.Header = formatHeader(a.h.Request.Formatter, tok.AccessToken)
+	if a.child && a.h.Request.Bearer {
+		// The default formatter only: a user's Formatter runs on request
+		// goroutines, never on the actor's.
+		a.cur.Header = tokenmanager.BearerFormatter(tok.AccessToken)
 	}
 	a.stopTimer(&a.refreshTimer)
 	if at, ok := a.refreshAt(now, start); ok {
@@ -545,17 +550,6 @@ func (a *tokenActor) cache(now, start time.Time, tok tokenmanager.Token, expires
 		Fingerprint:   tokenmanager.Fingerprint(tok.AccessToken),
 		Message:       msg,
 	})
-}
-
-// formatHeader returns f(token), or "" when f panics (the request side
-// then calls it again and reports the panic).
-func formatHeader(f tokenmanager.Formatter, token string) (v string) {
-	defer func() {
-		if recover() != nil {
-			v = ""
-		}
-	}()
-	return f(token)
 }
 
 // refreshAt returns when the current token is refreshed early: at

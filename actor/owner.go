@@ -106,7 +106,8 @@ func (a *tokenActor) reroute(c proto.Context) bool {
 		messages.Refreshed, *messages.Refreshed:
 		c.Forward(a.owner)
 		return true
-	case *link.Wait, *link.Rejected, *link.Served, *link.RefreshNow, *passivate:
+	case *link.Wait, *link.Rejected, *link.Served, *link.RefreshNow, *passivate,
+		refreshTick, retryTick: // no fetch starts on the way out
 		return true
 	}
 	return false
@@ -145,7 +146,6 @@ type owner struct {
 type child struct {
 	pid   *proto.PID
 	h     *link.Handle
-	born  time.Time
 	asked bool // a passivate is on its way; it answers idle or stay
 }
 
@@ -169,7 +169,7 @@ type failure struct {
 func newOwner(s tokenmanager.OwnerSettings) *owner {
 	return &owner{
 		s: s,
-		o: &link.Owner{Registry: link.NewRegistry(), Bus: eventbus.New(s.EventBuffer), Done: make(chan struct{}), Clock: s.Clock},
+		o: &link.Owner{Registry: link.NewRegistry(), Bus: eventbus.New(s.EventBuffer), Done: make(chan struct{})},
 
 		children: make(map[string]*child),
 		pending:  make(map[string]*pending),
@@ -335,28 +335,11 @@ func (w *owner) await(identity string) *pending {
 		w.pendingPeak = max(w.pendingPeak, len(w.pending))
 		fn := w.s.SettingsFor
 		go func() {
-			s, err := settingsFor(fn, identity)
+			s, err := link.SettingsOf(fn, identity)
 			w.sendSelf(&settingsDone{identity: identity, s: s, err: err})
 		}()
 	}
 	return p
-}
-
-// settingsFor calls fn, containing a panic, and validates its settings.
-func settingsFor(fn tokenmanager.SettingsFunc, identity string) (s tokenmanager.Settings, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("tokenmanager: settings for identity %q: SettingsFor panicked: %v", identity, r)
-		}
-	}()
-	s, err = fn(identity)
-	if err == nil {
-		err = s.Validate()
-	}
-	if err != nil {
-		return s, fmt.Errorf("tokenmanager: settings for identity %q: %w", identity, err)
-	}
-	return s, nil
 }
 
 func (w *owner) settingsDone(c proto.Context, m *settingsDone) {
@@ -418,7 +401,7 @@ func (w *owner) spawn(c proto.Context, identity string, s tokenmanager.Settings,
 		return nil, fmt.Errorf("tokenmanager: starting identity %q: %w", identity, err)
 	}
 	h.PID = pid
-	ch := &child{pid: pid, h: h, born: now}
+	ch := &child{pid: pid, h: h}
 	w.children[identity] = ch
 	w.peak = max(w.peak, len(w.children))
 	w.o.Registry.Store(identity, h)
@@ -571,12 +554,7 @@ func (w *owner) sweepTick(c proto.Context, m sweepTick) {
 	w.armSweep()
 }
 
-func lastUse(ch *child) time.Time {
-	if last := ch.h.LastUse(); last.After(ch.born) {
-		return last
-	}
-	return ch.born
-}
+func lastUse(ch *child) time.Time { return ch.h.LastUse() } // touched at spawn
 
 // evictOverCap asks the least recently used tenth of the children (at
 // least one) to passivate when there are more than MaxIdentities; busy

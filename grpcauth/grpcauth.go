@@ -158,41 +158,44 @@ func (c *Credentials) checkSecurity(ctx context.Context) error {
 // token returns b's token and its header value, waiting if none is
 // cached.
 func (c *Credentials) token(ctx context.Context, b *core.Binding) (access, value string, err error) {
-	if c.f.Core.Closed() {
-		return "", "", tokenmanager.ErrClosed
-	}
-	access, value, ok := c.f.Core.Cached(*b)
-	if !ok {
-		iss, err := c.f.Core.Token(ctx, b, "")
-		if err != nil {
-			return "", "", err
-		}
-		access = iss.Token.AccessToken
-	}
-	if value == "" {
-		if value, err = c.f.Core.HeaderValue(*b, access); err != nil {
-			return "", "", err
-		}
-	}
-	return access, value, nil
+	return c.f.Core.Attach(ctx, b)
 }
 
 // metadataKey is b's header name as gRPC metadata wants it.
 func metadataKey(b core.Binding) string { return b.Req.Key }
 
 // toStatus turns a failure to get a token into a status gRPC accepts from
-// credentials.
+// credentials (gRFC A54), keeping the cause for errors.Is and errors.As:
+// Canceled and DeadlineExceeded when the call's context ended,
+// Unauthenticated for a permanent fetch failure, Unavailable for a
+// temporary one or a closed manager (worth retrying), and Internal for a
+// mistake retrying cannot mend (no identity, bad settings, a panicking
+// Formatter).
 func toStatus(err error) error {
+	code := codes.Internal
+	var fe *tokenmanager.FetchError
 	switch {
 	case errors.Is(err, context.Canceled):
-		return status.Error(codes.Canceled, err.Error())
+		code = codes.Canceled
 	case errors.Is(err, context.DeadlineExceeded):
-		return status.Error(codes.DeadlineExceeded, err.Error())
+		code = codes.DeadlineExceeded
 	case tokenmanager.IsPermanent(err):
-		return status.Error(codes.Unauthenticated, err.Error())
+		code = codes.Unauthenticated
+	case errors.As(err, &fe), errors.Is(err, tokenmanager.ErrClosed):
+		code = codes.Unavailable
 	}
-	return status.Error(codes.Unavailable, err.Error())
+	return &statusError{status.New(code, err.Error()), err}
 }
+
+// statusError is a gRPC status that keeps its cause.
+type statusError struct {
+	s     *status.Status
+	cause error
+}
+
+func (e *statusError) Error() string              { return e.s.Err().Error() }
+func (e *statusError) GRPCStatus() *status.Status { return e.s }
+func (e *statusError) Unwrap() error              { return e.cause }
 
 // callState travels in an intercepted call's context to the credentials:
 // the token the interceptor chose, and whether the credentials refused the
@@ -294,8 +297,15 @@ func (u *unaryCall) Discard()             {}
 func (u *unaryCall) Resend(_, value string) (int, bool, error) {
 	ctx, st, opts := u.c.attempt(u.ctx, u.key, value, u.opts)
 	u.last = u.invoker(ctx, u.method, u.req, u.reply, u.cc, opts...)
-	code := status.Code(u.last)
-	return int(code), code == codes.Unauthenticated && !st.failed, nil
+	switch code := status.Code(u.last); {
+	case code == codes.Unauthenticated && !st.failed:
+		return int(code), true, nil // rejected again
+	case u.last != nil:
+		// Any other failure is the call's answer, but not a sign the
+		// token was accepted: no Served.
+		return int(code), false, u.last
+	}
+	return int(codes.OK), false, nil
 }
 
 // StreamClientInterceptor returns an interceptor that attaches the token

@@ -380,8 +380,9 @@ func TestCredentials_permanentFailureIsUnauthenticated(t *testing.T) {
 	creds, _ := grpcauth.New(rt)
 	c := dial(t, a, creds.DialOptions()...)
 	err := check(context.Background(), c)
-	if status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), "invalid_client") {
-		t.Errorf("err %v; want Unauthenticated with the provider's error", err)
+	var fe *tokenmanager.FetchError
+	if status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), "invalid_client") || !errors.As(err, &fe) {
+		t.Errorf("err %v; want Unauthenticated wrapping the *FetchError", err)
 	}
 	if n := a.refused.Load() + a.checked.Load(); n != 0 {
 		t.Errorf("server saw %d calls; want 0 (no token, nothing sent)", n)
@@ -502,8 +503,9 @@ func TestCredentials_identityFromContext(t *testing.T) {
 	if len(seen) != 2 || !strings.HasPrefix(seen[0], "Bearer acme-") || !strings.HasPrefix(seen[1], "Bearer globex-") {
 		t.Errorf("server saw %q; want each call's identity's token", seen)
 	}
-	if err := check(context.Background(), c); status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "WithIdentity") {
-		t.Errorf("call naming no identity: %v; want an error naming transport.WithIdentity", err)
+	err = check(context.Background(), c)
+	if status.Code(err) != codes.Internal || !strings.Contains(err.Error(), "WithIdentity") || !errors.Is(err, transport.ErrNoIdentity) {
+		t.Errorf("call naming no identity: %v; want Internal (not worth retrying) wrapping transport.ErrNoIdentity", err)
 	}
 }
 

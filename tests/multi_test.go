@@ -501,3 +501,125 @@ func TestMulti_unusedTokensAreNotRefreshed(t *testing.T) {
 		t.Errorf("after the early refresh a carried %q; want a-3", r.auth)
 	}
 }
+
+// Tokens of one second: requests take the miss path, so passivation races
+// requests already waiting on the identity's actor; they must be answered
+// through the owner again, never fail.
+func TestMulti_passivationRacingTheMissPath(t *testing.T) {
+	mock := clock.NewMock()
+	ts := newTenants(mock, 1)
+	m := newMulti(t, ts, &backend{}, tokenmanager.OwnerSettings{IdleTimeout: time.Second})
+	rec := &recorder{}
+	defer m.Subscribe(rec.add)()
+	var failed, sent atomic.Int64
+	var firstErr atomic.Value
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				sent.Add(1)
+				ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+				r := sendAs(ctx, m, fmt.Sprintf("id%d", w%2))
+				cancel()
+				if r.err != nil || r.status != http.StatusOK {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, fmt.Sprint(r.err))
+				}
+			}
+		})
+	}
+	for range 300 {
+		mock.Add(2 * time.Second)
+		time.Sleep(200 * time.Microsecond)
+	}
+	close(stop)
+	wg.Wait()
+	t.Logf("%d requests, %d passivations, %d failed (%v)", sent.Load(), len(eventsOf[messages.IdentityPassivated](rec)), failed.Load(), firstErr.Load())
+	if failed.Load() != 0 {
+		t.Errorf("%d requests failed", failed.Load())
+	}
+}
+
+func TestMulti_ownerGetsRacingPassivation(t *testing.T) {
+	system := newSystem(t)
+	mock := clock.NewMock()
+	ts := newTenants(mock, 3600)
+	props, err := actor.NewOwnerProps(tokenmanager.OwnerSettings{SettingsFor: ts.settingsFor, Clock: mock, IdleTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := system.Root.Spawn(props)
+	t.Cleanup(func() { system.Root.StopFuture(pid).Wait() })
+	var failed, sent atomic.Int64
+	var firstErr atomic.Value
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				sent.Add(1)
+				res, err := system.Root.RequestFuture(pid, messages.Get{Identity: fmt.Sprintf("id%d", w%2)}, 2*time.Second).Result()
+				if err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, fmt.Sprint(err))
+					continue
+				}
+				if r := res.(*messages.TokenResult); r.Err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, fmt.Sprint(r.Err))
+				}
+			}
+		})
+	}
+	for range 300 {
+		mock.Add(2 * time.Second)
+		time.Sleep(200 * time.Microsecond)
+	}
+	close(stop)
+	wg.Wait()
+	t.Logf("%d gets, %d failed (%v)", sent.Load(), failed.Load(), firstErr.Load())
+	if failed.Load() != 0 {
+		t.Errorf("%d gets failed", failed.Load())
+	}
+}
+
+func TestMulti_formatterPerIdentity(t *testing.T) {
+	// Settings equal but for their Formatter must not share a request side.
+	mock := clock.NewMock()
+	ts := newTenants(mock, 3600)
+	formats := map[string]tokenmanager.Formatter{
+		"custom": func(tok string) string { return "Token " + tok },
+		"plain":  nil,
+	}
+	m, err := transport.NewMulti(tokenmanager.OwnerSettings{
+		Clock: mock,
+		SettingsFor: func(id string) (tokenmanager.Settings, error) {
+			s, err := ts.settingsFor(id)
+			s.Formatter = formats[id]
+			return s, err
+		},
+	}, transport.WithBase(&backend{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	for range 2 {
+		if r := mustOKAs(t, m, "custom"); r.auth != "Token custom-1" {
+			t.Errorf("custom identity carried %q; want its own format", r.auth)
+		}
+		if r := mustOKAs(t, m, "plain"); r.auth != "Bearer plain-1" {
+			t.Errorf("plain identity carried %q; want the default format", r.auth)
+		}
+	}
+}

@@ -36,6 +36,7 @@ import (
 
 	"github.com/go-tokenmanager/tokenmanager"
 	"github.com/go-tokenmanager/tokenmanager/actor"
+	"github.com/go-tokenmanager/tokenmanager/internal/link"
 	"github.com/go-tokenmanager/tokenmanager/messages"
 	"github.com/go-tokenmanager/tokenmanager/tokengrain/tokenpb"
 )
@@ -97,7 +98,7 @@ func (g *grain) init(c proto.Context, identity string) {
 // start spawns the identity's token actor from its settings, or records
 // why it cannot.
 func (g *grain) start(c proto.Context) {
-	s, err := settingsOf(g.settingsFor, g.identity)
+	s, err := link.SettingsOf(g.settingsFor, g.identity)
 	if err == nil {
 		var props *proto.Props
 		if props, err = actor.NewProps(s); err == nil {
@@ -117,19 +118,6 @@ func (g *grain) start(c proto.Context) {
 func backoff(n int) time.Duration {
 	d := 500 * time.Millisecond << min(n-1, 6)
 	return min(d, 30*time.Second)
-}
-
-// settingsOf calls fn, containing a panic.
-func settingsOf(fn tokenmanager.SettingsFunc, identity string) (s tokenmanager.Settings, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("tokenmanager: settings for identity %q: SettingsFor panicked: %v", identity, r)
-		}
-	}()
-	if s, err = fn(identity); err != nil {
-		return s, fmt.Errorf("tokenmanager: settings for identity %q: %w", identity, err)
-	}
-	return s, nil
 }
 
 // get answers a member from the token actor, without blocking the

@@ -29,21 +29,10 @@ func roundTrip(c *core.Core, base http.RoundTripper, b core.Binding, req *http.R
 		return nil, fmt.Errorf("%w to %s: use https, or set Settings.AllowInsecureHTTP where something else protects the traffic",
 			tokenmanager.ErrInsecureTransport, req.URL.Host)
 	}
-	access, value, ok := c.Cached(b)
-	if !ok {
-		iss, err := c.Token(req.Context(), &b, "")
-		if err != nil {
-			closeBody(req)
-			return nil, err
-		}
-		access = iss.Token.AccessToken
-	}
-	if value == "" {
-		var err error
-		if value, err = c.HeaderValue(b, access); err != nil {
-			closeBody(req)
-			return nil, err
-		}
+	access, value, err := c.Attach(req.Context(), &b)
+	if err != nil {
+		closeBody(req)
+		return nil, err
 	}
 	resp, err := base.RoundTrip(withHeader(req, b.Req.Header, value, req.Body))
 	if err != nil {

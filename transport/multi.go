@@ -54,10 +54,11 @@ func WithResolver(fn func(*http.Request) (string, error)) Option {
 // picked from its context ([WithIdentity]) or by the resolver
 // ([WithResolver]). Behind it, an owner (actor.NewOwnerProps) runs one
 // token actor per identity, started on first use and passivated when
-// idle. Each identity behaves exactly as a [RoundTripper] does (caching,
-// early refresh, single flight, recovery, body replay, redirects,
-// waiting, events), with its own settings from OwnerSettings.SettingsFor,
-// and never waits for another identity's fetch.
+// idle. Each identity behaves as a [RoundTripper] does (caching, single
+// flight, recovery, body replay, redirects, waiting, events), with its own
+// settings from OwnerSettings.SettingsFor, and never waits for another
+// identity's fetch; its early refresh happens when a request uses the
+// token past its refresh time, so a token nobody uses is not refreshed.
 //
 // A cached token costs a request one map lookup and one atomic load. It
 // is safe for concurrent use by multiple goroutines.

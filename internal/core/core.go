@@ -64,7 +64,7 @@ func BindingOf(h *link.Handle) Binding {
 
 // ErrPassivated ends a wait whose token actor was stopped for being idle;
 // the core resolves the identity again.
-var ErrPassivated = errors.New("tokenmanager: identity passivated")
+var ErrPassivated = link.ErrPassivated
 
 // Init sets c up over the actor at pid and its bus: the actor's events
 // reach c's subscribers; request-side events go to callbacks (when set)
@@ -195,6 +195,29 @@ func (c *Core) Cached(b Binding) (access, value string, ok bool) {
 		value = snap.Header
 	}
 	return snap.Token.AccessToken, value, true
+}
+
+// Attach returns the token a call should carry and its header value:
+// the cached one (the fast path), else the actor's answer, waiting at most
+// until ctx ends. b is resolved again if its actor was passivated.
+func (c *Core) Attach(ctx context.Context, b *Binding) (access, value string, err error) {
+	if c.Closed() {
+		return "", "", tokenmanager.ErrClosed
+	}
+	access, value, ok := c.Cached(*b)
+	if !ok {
+		iss, err := c.Token(ctx, b, "")
+		if err != nil {
+			return "", "", err
+		}
+		access = iss.Token.AccessToken
+	}
+	if value == "" {
+		if value, err = c.HeaderValue(*b, access); err != nil {
+			return "", "", err
+		}
+	}
+	return access, value, nil
 }
 
 // Issued is a token with its expiry on the manager's clock (zero when it

@@ -5,6 +5,7 @@ package link
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
 	"time"
 
@@ -49,6 +50,10 @@ func (s *Snapshot) FreshAt(now time.Time) bool {
 func (s *Snapshot) AskRefresh(now time.Time) bool {
 	return !s.RefreshAt.IsZero() && !now.Before(s.RefreshAt) && !s.asked.Load() && s.asked.CompareAndSwap(false, true)
 }
+
+// ErrPassivated ends a wait whose token actor was stopped for being idle:
+// the waiter asks the owner again.
+var ErrPassivated = errors.New("tokenmanager: identity passivated")
 
 // Handle is what the actor shares with the transports attached to it. It
 // is safe for concurrent use by multiple goroutines.

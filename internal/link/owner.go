@@ -4,8 +4,6 @@ import (
 	"context"
 	"sync/atomic"
 
-	"github.com/benbjohnson/clock"
-
 	"github.com/go-tokenmanager/tokenmanager/internal/eventbus"
 )
 
@@ -19,8 +17,6 @@ type Owner struct {
 	Bus *eventbus.Bus
 	// Done is closed when the owner has stopped.
 	Done chan struct{}
-	// Clock is the owner's clock.
-	Clock clock.Clock
 	// Live counts the identities with a token actor. Only the owner
 	// writes it.
 	Live atomic.Int64

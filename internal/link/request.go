@@ -2,6 +2,7 @@ package link
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -11,6 +12,24 @@ import (
 	"github.com/go-tokenmanager/tokenmanager"
 	"github.com/go-tokenmanager/tokenmanager/messages"
 )
+
+// SettingsOf calls fn for identity, containing a panic, and validates its
+// settings; errors name the identity. Owners and grains call it.
+func SettingsOf(fn tokenmanager.SettingsFunc, identity string) (s tokenmanager.Settings, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("tokenmanager: settings for identity %q: SettingsFor panicked: %v", identity, r)
+		}
+	}()
+	s, err = fn(identity)
+	if err == nil {
+		err = s.Validate()
+	}
+	if err != nil {
+		return s, fmt.Errorf("tokenmanager: settings for identity %q: %w", identity, err)
+	}
+	return s, nil
+}
 
 // Request is the request side of an identity's settings, resolved once:
 // what a RoundTripper needs to attach a token and recover from rejections.
@@ -27,11 +46,15 @@ type Request struct {
 	// Callbacks calls the settings' callbacks of both sides; nil when
 	// none is set.
 	Callbacks func(messages.Event)
+	// Bearer says Formatter is the default, BearerFormatter: library
+	// code, which the token actor may call itself.
+	Bearer bool
 }
 
 // NewRequest resolves the request side of s (defaults applied), with the
 // callbacks of side.
 func NewRequest(s tokenmanager.Settings, side Side) *Request {
+	bearer := s.Formatter == nil
 	s = s.WithDefaults()
 	r := &Request{
 		Header:    http.CanonicalHeaderKey(s.Header),
@@ -42,6 +65,7 @@ func NewRequest(s tokenmanager.Settings, side Side) *Request {
 		Insecure:  s.AllowInsecureHTTP,
 		Wait:      s.WaitTimeout,
 		Callbacks: Callbacks(s, side),
+		Bearer:    bearer,
 	}
 	for _, code := range s.RefreshOnStatus {
 		r.reject[code/64] |= 1 << (code % 64)
