@@ -623,3 +623,38 @@ func TestMulti_formatterPerIdentity(t *testing.T) {
 		}
 	}
 }
+
+func TestMulti_ownerGetPastRefreshTimeRefreshes(t *testing.T) {
+	// Actor users of an owner get refresh on use too: a Get past the
+	// token's refresh time answers the still-valid token at once and
+	// starts the early refresh.
+	system := newSystem(t)
+	mock := clock.NewMock()
+	ts := newTenants(mock, 60) // refreshed 10s before expiry
+	props, err := actor.NewOwnerProps(tokenmanager.OwnerSettings{SettingsFor: ts.settingsFor, Clock: mock, IdleTimeout: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := system.Root.Spawn(props)
+	t.Cleanup(func() { system.Root.StopFuture(pid).Wait() })
+	get := func() string {
+		t.Helper()
+		reply, err := system.Root.RequestFuture(pid, messages.Get{Identity: "a"}, patience).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return reply.(*messages.TokenResult).Token.AccessToken
+	}
+	if tok := get(); tok != "a-1" {
+		t.Fatalf("Get = %s; want a-1", tok)
+	}
+	mock.Add(30 * time.Second) // before the refresh time: nothing happens
+	get()
+	stays(t, "no refresh before the refresh time", func() bool { return ts.fetches("a") == 1 })
+	mock.Add(25 * time.Second) // past it, still valid
+	if tok := get(); tok != "a-1" {
+		t.Errorf("Get past the refresh time = %s; want the still-valid a-1 at once", tok)
+	}
+	eventually(t, "the early refresh", func() bool { return ts.fetches("a") == 2 })
+	eventually(t, "the new token served", func() bool { return get() == "a-2" })
+}
