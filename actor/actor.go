@@ -258,6 +258,17 @@ func (a *tokenActor) stopping(c proto.Context) {
 	}
 }
 
+// publish publishes ev on the actor's bus; an owner's child binds its
+// identity's callbacks to it, so they are called even if the identity is
+// passivated before ev is delivered.
+func (a *tokenActor) publish(ev messages.Event) {
+	if a.child {
+		a.h.Bus.PublishWith(ev, a.h.Request.Callbacks)
+		return
+	}
+	a.h.Bus.Publish(ev)
+}
+
 // sendSelf delivers msg from a goroutine or timer, unless the actor has
 // stopped (a message to a stopped actor would become a dead letter).
 func (a *tokenActor) sendSelf(msg any) {
@@ -542,7 +553,7 @@ func (a *tokenActor) cache(now, start time.Time, tok tokenmanager.Token, expires
 	if a.s.AddTokenToLogs {
 		msg += ": " + tok.AccessToken
 	}
-	a.h.Bus.Publish(messages.TokenRefreshed{
+	a.publish(messages.TokenRefreshed{
 		Identity:      a.h.Identity,
 		ExpiresAt:     expires,
 		Reason:        why,
@@ -646,9 +657,9 @@ func (a *tokenActor) fail(now time.Time, err error) {
 		a.scheduleRetry(delay)
 		retryIn = delay
 	}
-	a.h.Bus.Publish(messages.TokenRequestFailed{Identity: a.h.Identity, Err: fe, Permanent: permanent, ConsecutiveFailures: a.failures, RetryIn: retryIn})
+	a.publish(messages.TokenRequestFailed{Identity: a.h.Identity, Err: fe, Permanent: permanent, ConsecutiveFailures: a.failures, RetryIn: retryIn})
 	if a.failures%a.s.TokenTryThreshold == 0 {
-		a.h.Bus.Publish(messages.TokenTryThresholdReached{Identity: a.h.Identity, FailedTries: a.failures})
+		a.publish(messages.TokenTryThresholdReached{Identity: a.h.Identity, FailedTries: a.failures})
 	}
 }
 
@@ -762,7 +773,7 @@ func (a *tokenActor) pushed(m messages.Refreshed) {
 	}
 	if err := tokenmanager.CheckToken(m.Token); err != nil {
 		// Not the provider's failure: keep what is cached, count nothing.
-		a.h.Bus.Publish(messages.PushRejected{Identity: a.h.Identity, Err: fmt.Errorf("tokenmanager: pushed token refused: %w", err)})
+		a.publish(messages.PushRejected{Identity: a.h.Identity, Err: fmt.Errorf("tokenmanager: pushed token refused: %w", err)})
 		return
 	}
 	var expires time.Time

@@ -228,10 +228,11 @@ func (w *owner) started(c proto.Context) {
 	w.root = c.ActorSystem().Root
 	es := c.ActorSystem().EventStream
 	w.unsubs = append(w.unsubs, w.o.Bus.Subscribe(func(ev messages.Event) { es.Publish(ev) }))
-	// One goroutine calls every identity's actor-side callbacks.
-	w.unsubs = append(w.unsubs, w.o.Bus.Subscribe(func(ev messages.Event) {
-		if h := w.o.Lookup(messages.IdentityOf(ev)); h != nil && h.Request.Callbacks != nil {
-			h.Request.Callbacks(ev)
+	// One goroutine calls every identity's actor-side callbacks, bound to
+	// each event by the identity's token actor when it published it.
+	w.unsubs = append(w.unsubs, w.o.Bus.SubscribeItems(func(it eventbus.Item) {
+		if it.Callbacks != nil {
+			it.Callbacks(it.Event)
 		}
 	}))
 }

@@ -658,3 +658,39 @@ func TestMulti_ownerGetPastRefreshTimeRefreshes(t *testing.T) {
 	eventually(t, "the early refresh", func() bool { return ts.fetches("a") == 2 })
 	eventually(t, "the new token served", func() bool { return get() == "a-2" })
 }
+
+func TestMulti_callbacksBoundWhenPublished(t *testing.T) {
+	// a's callback blocks the owner's callback goroutine while b is
+	// refreshed and passivated: b's callback must still be called, with
+	// b's settings, once a's returns.
+	mock := clock.NewMock()
+	gate := make(chan struct{})
+	var bRefreshed, bAuthFailed atomic.Int64
+	pa := &provider{prefix: "a-", expiresIn: 3600}
+	pb := &provider{prefix: "b-", expiresIn: 3600}
+	b := &backend{}
+	m, err := transport.NewMulti(tokenmanager.OwnerSettings{
+		Clock: mock, IdleTimeout: time.Second,
+		SettingsFor: func(id string) (tokenmanager.Settings, error) {
+			if id == "a" {
+				return tokenmanager.Settings{GetCredentials: pa.get, Clock: mock, OnTokenRefresh: func(string) { <-gate }}, nil
+			}
+			return tokenmanager.Settings{GetCredentials: pb.get, Clock: mock,
+				OnTokenRefresh: func(string) { bRefreshed.Add(1) },
+				OnAuthFail:     func(string) { bAuthFailed.Add(1) }}, nil
+		},
+	}, transport.WithBase(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	defer close(gate)
+	mustOKAs(t, m, "a") // a's callback now blocks the owner's callback goroutine
+	mustOKAs(t, m, "b") // b's TokenRefreshed waits behind it
+	b.revoke("b-1")
+	mustOKAs(t, m, "b") // recovered: AuthFailed for b, on the request side
+	eventually(t, "b's OnAuthFail", func() bool { return bAuthFailed.Load() == 1 })
+	advanceUntil(t, mock, time.Second, "both passivated", func() bool { return m.Live() == 0 })
+	gate <- struct{}{} // a's first callback returns
+	eventually(t, "b's OnTokenRefresh for both its tokens", func() bool { return bRefreshed.Load() == 2 })
+}

@@ -12,6 +12,7 @@ import (
 	"github.com/go-tokenmanager/tokenmanager"
 	"github.com/go-tokenmanager/tokenmanager/actor"
 	"github.com/go-tokenmanager/tokenmanager/internal/core"
+	"github.com/go-tokenmanager/tokenmanager/internal/eventbus"
 	"github.com/go-tokenmanager/tokenmanager/internal/link"
 	"github.com/go-tokenmanager/tokenmanager/messages"
 )
@@ -111,17 +112,15 @@ func attachMulti(system *proto.ActorSystem, pid *proto.PID, buffer int, owned bo
 		buffer = tokenmanager.OwnerSettings{}.WithDefaults().EventBuffer
 	}
 	m := &MultiRoundTripper{base: o.base, o: ow, resolver: o.resolver}
+	m.c.Init(system, pid, ow.Bus, buffer, owned, nil)
 	// One goroutine calls every identity's request-side callbacks (the
-	// owner calls the actor side).
-	callbacks := func(ev messages.Event) {
-		if !link.IsRequestSide(ev) {
-			return
+	// owner calls the actor side), bound to each event when the request
+	// side published it.
+	m.c.Bus.SubscribeItems(func(it eventbus.Item) {
+		if it.Callbacks != nil && link.IsRequestSide(it.Event) {
+			it.Callbacks(it.Event)
 		}
-		if h := ow.Lookup(messages.IdentityOf(ev)); h != nil && h.Request.Callbacks != nil {
-			h.Request.Callbacks(ev)
-		}
-	}
-	m.c.Init(system, pid, ow.Bus, buffer, owned, callbacks)
+	})
 	m.c.Resolve = m.askOwner
 	return m, nil
 }

@@ -41,19 +41,19 @@ type Call interface {
 func (c *Core) Recover(ctx context.Context, b Binding, call Call, used string, status int) error {
 	where, maxTries := call.Where(), b.Req.MaxTries
 	for attempt := 1; ; attempt++ {
-		c.Bus.Publish(messages.AuthFailed{
+		c.Bus.PublishWith(messages.AuthFailed{
 			Identity:    b.H.Identity,
 			Status:      status,
 			Host:        where,
 			Fingerprint: tokenmanager.Fingerprint(used),
 			Message:     withTokenf(b, used, "request to %s got status %d", where, status),
-		})
+		}, b.Req.Callbacks)
 		if !c.reject(b, used, attempt == 1) {
-			c.Bus.Publish(messages.RecoveryAborted{
+			c.Bus.PublishWith(messages.RecoveryAborted{
 				Identity: b.H.Identity,
 				Status:   status,
 				Message:  fmt.Sprintf("recovery aborted for request to %s with status %d: new tokens keep being rejected, so the manager is backing off", where, status),
-			})
+			}, b.Req.Callbacks)
 			return nil
 		}
 		why := call.Unreplayable()
@@ -82,21 +82,21 @@ func (c *Core) Recover(ctx context.Context, b Binding, call Call, used string, s
 			}
 		}
 		if why != "" {
-			c.Bus.Publish(messages.RecoveryAborted{
+			c.Bus.PublishWith(messages.RecoveryAborted{
 				Identity: b.H.Identity,
 				Attempts: attempt - 1,
 				Status:   status,
 				Message:  fmt.Sprintf("recovery aborted for request to %s with status %d: %s", where, status, why),
-			})
+			}, b.Req.Callbacks)
 			return nil
 		}
 		call.Discard()
-		c.Bus.Publish(messages.RecoveryTried{
+		c.Bus.PublishWith(messages.RecoveryTried{
 			Identity:    b.H.Identity,
 			Attempt:     attempt,
 			Fingerprint: tokenmanager.Fingerprint(used),
 			Message:     withTokenf(b, used, "resending request to %s with a fresh token (recovery try %d of %d)", where, attempt, maxTries),
-		})
+		}, b.Req.Callbacks)
 		var rejected bool
 		var err error
 		status, rejected, err = call.Resend(used, value)
@@ -139,13 +139,13 @@ func (c *Core) reject(b Binding, used string, first bool) bool {
 // set, publish AuthFailed.
 func (c *Core) Invalidate(b Binding, token, where string, status int) bool {
 	if where != "" {
-		c.Bus.Publish(messages.AuthFailed{
+		c.Bus.PublishWith(messages.AuthFailed{
 			Identity:    b.H.Identity,
 			Status:      status,
 			Host:        where,
 			Fingerprint: tokenmanager.Fingerprint(token),
 			Message:     withTokenf(b, token, "request to %s got status %d", where, status),
-		})
+		}, b.Req.Callbacks)
 	}
 	if b.H.Holding(b.H.Clock.Now()) {
 		return false

@@ -18,7 +18,7 @@ type Bus struct {
 	panics  atomic.Uint64
 
 	mu     sync.RWMutex // guards subs, nextID and closed
-	subs   map[uint64]chan messages.Event
+	subs   map[uint64]chan Item
 	nextID uint64
 	closed bool
 
@@ -32,16 +32,28 @@ func New(buffer int) *Bus {
 	if buffer < 1 {
 		buffer = 1
 	}
-	return &Bus{buffer: buffer, subs: make(map[uint64]chan messages.Event), abort: make(chan struct{})}
+	return &Bus{buffer: buffer, subs: make(map[uint64]chan Item), abort: make(chan struct{})}
+}
+
+// Item is an event as the bus carries it, with the callbacks of the
+// identity it concerns, bound when it was published (nil for none).
+type Item struct {
+	Event     messages.Event
+	Callbacks func(messages.Event)
 }
 
 // Publish queues ev for every subscriber. It never blocks.
-func (b *Bus) Publish(ev messages.Event) {
+func (b *Bus) Publish(ev messages.Event) { b.PublishWith(ev, nil) }
+
+// PublishWith is Publish with the callbacks that should see ev; only
+// subscribers of [Bus.SubscribeItems] get them.
+func (b *Bus) PublishWith(ev messages.Event, callbacks func(messages.Event)) {
+	it := Item{ev, callbacks}
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	for _, ch := range b.subs {
 		select {
-		case ch <- ev:
+		case ch <- it:
 		default:
 			b.dropped.Add(1)
 		}
@@ -53,7 +65,13 @@ func (b *Bus) Publish(ev messages.Event) {
 // unsubscribes; events already queued are still delivered. It is
 // idempotent and safe to call from fn.
 func (b *Bus) Subscribe(fn func(messages.Event)) (unsubscribe func()) {
-	ch := make(chan messages.Event, b.buffer)
+	return b.SubscribeItems(func(it Item) { fn(it.Event) })
+}
+
+// SubscribeItems is Subscribe for a subscriber that also wants each
+// event's callbacks.
+func (b *Bus) SubscribeItems(fn func(Item)) (unsubscribe func()) {
+	ch := make(chan Item, b.buffer)
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
@@ -71,7 +89,7 @@ func (b *Bus) Subscribe(fn func(messages.Event)) (unsubscribe func()) {
 			select {
 			case <-b.abort:
 				return
-			case ev, ok := <-ch:
+			case it, ok := <-ch:
 				if !ok {
 					return
 				}
@@ -79,7 +97,7 @@ func (b *Bus) Subscribe(fn func(messages.Event)) (unsubscribe func()) {
 				case <-b.abort:
 					return
 				default:
-					b.call(fn, ev)
+					b.call(fn, it)
 				}
 			}
 		}
@@ -94,13 +112,13 @@ func (b *Bus) Subscribe(fn func(messages.Event)) (unsubscribe func()) {
 	}
 }
 
-func (b *Bus) call(fn func(messages.Event), ev messages.Event) {
+func (b *Bus) call(fn func(Item), it Item) {
 	defer func() {
 		if recover() != nil {
 			b.panics.Add(1)
 		}
 	}()
-	fn(ev)
+	fn(it)
 }
 
 // Close unsubscribes everyone; later Subscribe calls get no events.
