@@ -694,3 +694,27 @@ func TestMulti_callbacksBoundWhenPublished(t *testing.T) {
 	gate <- struct{}{} // a's first callback returns
 	eventually(t, "b's OnTokenRefresh for both its tokens", func() bool { return bRefreshed.Load() == 2 })
 }
+
+func TestMulti_ownerGetsWithFailingSettingsDoNotHotLoop(t *testing.T) {
+	system := newSystem(t)
+	ts := newTenants(clock.NewMock(), 3600)
+	ts.fail["bad"] = errors.New("no such tenant")
+	props, err := actor.NewOwnerProps(tokenmanager.OwnerSettings{SettingsFor: ts.settingsFor, Clock: ts.clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := system.Root.Spawn(props)
+	t.Cleanup(func() { system.Root.StopFuture(pid).Wait() })
+	for i := range 20 {
+		reply, err := system.Root.RequestFuture(pid, messages.Get{Identity: "bad"}, patience).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := reply.(*messages.TokenResult); r.Err == nil || !strings.Contains(r.Err.Error(), `"bad"`) {
+			t.Fatalf("Get %d = %+v; want the settings error naming the identity", i, r)
+		}
+	}
+	if got := ts.settingsCalls("bad"); got != 1 {
+		t.Errorf("SettingsFor(bad) called %d times for 20 Gets within its backoff; want 1", got)
+	}
+}
