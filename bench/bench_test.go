@@ -153,19 +153,9 @@ func BenchmarkRollover(b *testing.B) {
 			var total rolloverResult
 			for range b.N {
 				r := runRollover(b, side, rolloverBench)
-				total.requests += r.requests
-				total.stalls += r.stalls
-				total.fetches += r.fetches
-				total.errors += r.errors
-				total.max = max(total.max, r.max)
+				total.add(r)
 			}
-			n := float64(b.N)
-			b.ReportMetric(float64(total.stalls)/n, "stalls")
-			b.ReportMetric(float64(total.stalls)/float64(max(total.requests, 1)), "stalled-frac")
-			b.ReportMetric(float64(total.requests)/n, "requests")
-			b.ReportMetric(float64(total.fetches)/n, "fetches")
-			b.ReportMetric(ms(total.max), "max-ms")
-			b.ReportMetric(float64(total.errors)/n, "errors")
+			total.report(b, "requests")
 		})
 	}
 }

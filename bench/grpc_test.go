@@ -280,28 +280,10 @@ var grpcRolloverBench = rolloverConfig{
 func grpcRolloverSide(tb testing.TB, side string, cfg rolloverConfig, calls *atomic.Int64) ([]grpc.DialOption, func()) {
 	switch side {
 	case "oauth":
-		src := tokenSourceFunc(func() (*oauth2.Token, error) {
-			start := time.Now()
-			tok, err := slowFetch(context.Background(), calls, cfg.fetchDelay)
-			if err != nil {
-				return nil, err
-			}
-			return &oauth2.Token{
-				AccessToken: tok,
-				TokenType:   "Bearer",
-				Expiry:      start.Add(time.Duration(cfg.lifetime) * time.Second),
-			}, nil
-		})
-		ts := oauth2.ReuseTokenSourceWithExpiry(nil, src, cfg.early)
+		ts := slowTokenSource(cfg, calls)
 		return []grpc.DialOption{grpc.WithPerRPCCredentials(oauth.TokenSource{TokenSource: ts})}, func() {}
 	case "tokenmanager":
-		rt, err := transport.New(tokenmanager.Settings{
-			GetCredentials: func(ctx context.Context) (tokenmanager.Token, error) {
-				tok, err := slowFetch(ctx, calls, cfg.fetchDelay)
-				return tokenmanager.Token{AccessToken: tok, TokenType: "Bearer", ExpiresIn: cfg.lifetime}, err
-			},
-			RefreshBuffer: cfg.early,
-		})
+		rt, err := transport.New(slowSettings(cfg, calls))
 		if err != nil {
 			tb.Fatal(err)
 		}
@@ -360,19 +342,9 @@ func BenchmarkGRPCRollover(b *testing.B) {
 				if err != nil {
 					b.Errorf("%d failed calls, the first: %v", r.errors, err)
 				}
-				total.requests += r.requests
-				total.stalls += r.stalls
-				total.fetches += r.fetches
-				total.errors += r.errors
-				total.max = max(total.max, r.max)
+				total.add(r)
 			}
-			n := float64(b.N)
-			b.ReportMetric(float64(total.stalls)/n, "stalls")
-			b.ReportMetric(float64(total.stalls)/float64(max(total.requests, 1)), "stalled-frac")
-			b.ReportMetric(float64(total.requests)/n, "calls")
-			b.ReportMetric(float64(total.fetches)/n, "fetches")
-			b.ReportMetric(ms(total.max), "max-ms")
-			b.ReportMetric(float64(total.errors)/n, "errors")
+			total.report(b, "calls")
 		})
 	}
 }

@@ -440,33 +440,67 @@ func slowFetch(ctx context.Context, calls *atomic.Int64, delay time.Duration) (s
 	}
 }
 
+// slowTokenSource is the x/oauth2 side of a rollover: a token source over
+// the slow endpoint, reused until cfg.early before expiry (oauth2's
+// default 10s would refetch a 2s token on every call).
+func slowTokenSource(cfg rolloverConfig, calls *atomic.Int64) oauth2.TokenSource {
+	src := tokenSourceFunc(func() (*oauth2.Token, error) {
+		start := time.Now()
+		tok, err := slowFetch(context.Background(), calls, cfg.fetchDelay)
+		if err != nil {
+			return nil, err
+		}
+		return &oauth2.Token{
+			AccessToken: tok,
+			TokenType:   "Bearer",
+			Expiry:      start.Add(time.Duration(cfg.lifetime) * time.Second),
+		}, nil
+	})
+	return oauth2.ReuseTokenSourceWithExpiry(nil, src, cfg.early)
+}
+
+// slowSettings is the tokenmanager side of a rollover: the same slow
+// endpoint, refreshed cfg.early before expiry.
+func slowSettings(cfg rolloverConfig, calls *atomic.Int64) tokenmanager.Settings {
+	return tokenmanager.Settings{
+		GetCredentials: func(ctx context.Context) (tokenmanager.Token, error) {
+			tok, err := slowFetch(ctx, calls, cfg.fetchDelay)
+			return tokenmanager.Token{AccessToken: tok, TokenType: "Bearer", ExpiresIn: cfg.lifetime}, err
+		},
+		RefreshBuffer: cfg.early,
+	}
+}
+
+// add accumulates one round into a total.
+func (r *rolloverResult) add(o rolloverResult) {
+	r.requests += o.requests
+	r.stalls += o.stalls
+	r.fetches += o.fetches
+	r.errors += o.errors
+	r.max = max(r.max, o.max)
+}
+
+// report reports the total of n rounds; what names the unit counted
+// (requests, calls).
+func (r rolloverResult) report(b *testing.B, what string) {
+	n := float64(b.N)
+	b.ReportMetric(float64(r.stalls)/n, "stalls")
+	b.ReportMetric(float64(r.stalls)/float64(max(r.requests, 1)), "stalled-frac")
+	b.ReportMetric(float64(r.requests)/n, what)
+	b.ReportMetric(float64(r.fetches)/n, "fetches")
+	b.ReportMetric(ms(r.max), "max-ms")
+	b.ReportMetric(float64(r.errors)/n, "errors")
+}
+
 // rolloverSide builds one side of the rollover comparison.
 func rolloverSide(tb testing.TB, side string, cfg rolloverConfig, calls *atomic.Int64) (http.RoundTripper, func()) {
 	base := newMemBase()
 	switch side {
 	case "oauth2":
-		src := tokenSourceFunc(func() (*oauth2.Token, error) {
-			start := time.Now()
-			tok, err := slowFetch(context.Background(), calls, cfg.fetchDelay)
-			if err != nil {
-				return nil, err
-			}
-			return &oauth2.Token{
-				AccessToken: tok,
-				TokenType:   "Bearer",
-				Expiry:      start.Add(time.Duration(cfg.lifetime) * time.Second),
-			}, nil
-		})
-		ts := oauth2.ReuseTokenSourceWithExpiry(nil, src, cfg.early)
+		ts := slowTokenSource(cfg, calls)
 		return &oauth2.Transport{Source: ts, Base: base}, func() {}
 	case "tokenmanager":
-		rt, err := transport.New(tokenmanager.Settings{
-			GetCredentials: func(ctx context.Context) (tokenmanager.Token, error) {
-				tok, err := slowFetch(ctx, calls, cfg.fetchDelay)
-				return tokenmanager.Token{AccessToken: tok, TokenType: "Bearer", ExpiresIn: cfg.lifetime}, err
-			},
-			RefreshBuffer: cfg.early,
-		}, transport.WithBase(base))
+		rt, err := transport.New(slowSettings(cfg, calls), transport.WithBase(base))
 		if err != nil {
 			tb.Fatal(err)
 		}

@@ -288,19 +288,7 @@ func TestFosite_transport(t *testing.T) {
 		events = append(events, ev)
 		mu.Unlock()
 	})()
-	get := func() string {
-		t.Helper()
-		resp, err := rt.Client().Get(f.api.URL + "/invoices")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("status %d: %s", resp.StatusCode, body)
-		}
-		return string(body)
-	}
+	get := func() string { t.Helper(); return getOK(t, rt.Client(), f.api.URL+"/invoices") }
 	if got := get(); got != "hello billing-ec" {
 		t.Errorf("body = %q", got)
 	}

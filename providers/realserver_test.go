@@ -122,19 +122,7 @@ func TestClientCredentials_transport(t *testing.T) {
 	events := make(chan messages.Event, 64)
 	defer rt.Subscribe(func(ev messages.Event) { events <- ev })()
 
-	get := func() string {
-		t.Helper()
-		resp, err := rt.Client().Get(a.api.URL + "/things")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("status %d: %s", resp.StatusCode, body)
-		}
-		return string(body)
-	}
+	get := func() string { t.Helper(); return getOK(t, rt.Client(), a.api.URL+"/things") }
 	if got := get(); got != "hello svc" {
 		t.Errorf("body = %q; want %q", got, "hello svc")
 	}
@@ -169,4 +157,20 @@ func TestClientCredentials_transport(t *testing.T) {
 	if got[0] != want[0] || got[1] != want[1] {
 		t.Errorf("events = %v; want %v (last two in any order)", got, want)
 	}
+}
+
+// getOK GETs url through client and returns the body, failing the test
+// unless the answer is 200.
+func getOK(t *testing.T, client *http.Client, url string) string {
+	t.Helper()
+	resp, err := client.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d: %s", resp.StatusCode, body)
+	}
+	return string(body)
 }

@@ -333,19 +333,7 @@ func TestZitadel_transport(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer rt.Close()
-			get := func() string {
-				t.Helper()
-				resp, err := rt.Client().Get(z.api.URL + "/orders")
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer resp.Body.Close()
-				body, _ := io.ReadAll(resp.Body)
-				if resp.StatusCode != http.StatusOK {
-					t.Fatalf("status %d: %s", resp.StatusCode, body)
-				}
-				return string(body)
-			}
+			get := func() string { t.Helper(); return getOK(t, rt.Client(), z.api.URL+"/orders") }
 			if got := get(); got != "hello "+zitadelUser {
 				t.Errorf("body = %q", got)
 			}

@@ -511,38 +511,18 @@ func TestMulti_passivationRacingTheMissPath(t *testing.T) {
 	m := newMulti(t, ts, &backend{}, tokenmanager.OwnerSettings{IdleTimeout: time.Second})
 	rec := &recorder{}
 	defer m.Subscribe(rec.add)()
-	var failed, sent atomic.Int64
-	var firstErr atomic.Value
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for w := range 8 {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				sent.Add(1)
-				ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-				r := sendAs(ctx, m, fmt.Sprintf("id%d", w%2))
-				cancel()
-				if r.err != nil || r.status != http.StatusOK {
-					failed.Add(1)
-					firstErr.CompareAndSwap(nil, fmt.Sprint(r.err))
-				}
-			}
-		})
-	}
-	for range 300 {
-		mock.Add(2 * time.Second)
-		time.Sleep(200 * time.Microsecond)
-	}
-	close(stop)
-	wg.Wait()
-	t.Logf("%d requests, %d passivations, %d failed (%v)", sent.Load(), len(eventsOf[messages.IdentityPassivated](rec)), failed.Load(), firstErr.Load())
-	if failed.Load() != 0 {
-		t.Errorf("%d requests failed", failed.Load())
+	sent, failed, firstErr := whilePassivating(mock, func(w int) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		r := sendAs(ctx, m, fmt.Sprintf("id%d", w%2))
+		if r.err == nil && r.status != http.StatusOK {
+			r.err = fmt.Errorf("status %d", r.status)
+		}
+		return r.err
+	})
+	t.Logf("%d requests, %d passivations, %d failed (%v)", sent, len(eventsOf[messages.IdentityPassivated](rec)), failed, firstErr)
+	if failed != 0 {
+		t.Errorf("%d requests failed", failed)
 	}
 }
 
@@ -556,8 +536,26 @@ func TestMulti_ownerGetsRacingPassivation(t *testing.T) {
 	}
 	pid := system.Root.Spawn(props)
 	t.Cleanup(func() { system.Root.StopFuture(pid).Wait() })
-	var failed, sent atomic.Int64
-	var firstErr atomic.Value
+	sent, failed, firstErr := whilePassivating(mock, func(w int) error {
+		res, err := system.Root.RequestFuture(pid, messages.Get{Identity: fmt.Sprintf("id%d", w%2)}, 2*time.Second).Result()
+		if err != nil {
+			return err
+		}
+		return res.(*messages.TokenResult).Err
+	})
+	t.Logf("%d gets, %d failed (%v)", sent, failed, firstErr)
+	if failed != 0 {
+		t.Errorf("%d gets failed", failed)
+	}
+}
+
+// whilePassivating runs call from 8 workers, back to back, while the mock
+// clock jumps 2s at a time 300 times (past a 1s IdleTimeout each time), so
+// identities are passivated and started again under the calls. It returns
+// how many calls were made and failed, and the first failure.
+func whilePassivating(mock *clock.Mock, call func(worker int) error) (sent, failed int64, firstErr error) {
+	var nSent, nFailed atomic.Int64
+	var mu sync.Mutex // guards firstErr
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for w := range 8 {
@@ -568,30 +566,25 @@ func TestMulti_ownerGetsRacingPassivation(t *testing.T) {
 					return
 				default:
 				}
-				sent.Add(1)
-				res, err := system.Root.RequestFuture(pid, messages.Get{Identity: fmt.Sprintf("id%d", w%2)}, 2*time.Second).Result()
-				if err != nil {
-					failed.Add(1)
-					firstErr.CompareAndSwap(nil, fmt.Sprint(err))
-					continue
-				}
-				if r := res.(*messages.TokenResult); r.Err != nil {
-					failed.Add(1)
-					firstErr.CompareAndSwap(nil, fmt.Sprint(r.Err))
+				nSent.Add(1)
+				if err := call(w); err != nil {
+					nFailed.Add(1)
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
 				}
 			}
 		})
 	}
 	for range 300 {
 		mock.Add(2 * time.Second)
-		time.Sleep(200 * time.Microsecond)
+		time.Sleep(200 * time.Microsecond) // let the workers call at this time
 	}
 	close(stop)
 	wg.Wait()
-	t.Logf("%d gets, %d failed (%v)", sent.Load(), failed.Load(), firstErr.Load())
-	if failed.Load() != 0 {
-		t.Errorf("%d gets failed", failed.Load())
-	}
+	return nSent.Load(), nFailed.Load(), firstErr
 }
 
 func TestMulti_formatterPerIdentity(t *testing.T) {
