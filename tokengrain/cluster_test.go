@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-tokenmanager/tokenmanager/internal/clusterdemo"
+	"github.com/go-tokenmanager/tokenmanager/tokengrain/internal/clusterdemo"
 )
 
 func TestCluster(t *testing.T) {

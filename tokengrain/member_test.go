@@ -7,7 +7,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/go-tokenmanager/tokenmanager/internal/clusterdemo"
+	"github.com/go-tokenmanager/tokenmanager/tokengrain/internal/clusterdemo"
 )
 
 // A member is this test binary run again by clusterdemo.Start: it joins

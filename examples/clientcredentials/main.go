@@ -1,8 +1,8 @@
 // Command clientcredentials shows providers.ClientCredentials at work.
 //
-// By default it starts, on 127.0.0.1, a real OAuth 2.0 server
-// (github.com/go-oauth2/oauth2) with one registered client and an API that
-// accepts only that server's live tokens; it calls the API, has the server
+// By default it starts, on 127.0.0.1, a small OAuth 2.0 client-credentials
+// server with one registered client and an API that accepts only that
+// server's live tokens; it calls the API, has the server
 // revoke the token, and calls again: the request recovers with a fresh
 // token. It exits on its own in about a second.
 //
@@ -18,6 +18,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/subtle"
 	"errors"
 	"flag"
 	"fmt"
@@ -28,13 +30,8 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"time"
-
-	oauth2 "github.com/go-oauth2/oauth2/v4"
-	"github.com/go-oauth2/oauth2/v4/manage"
-	"github.com/go-oauth2/oauth2/v4/models"
-	"github.com/go-oauth2/oauth2/v4/server"
-	"github.com/go-oauth2/oauth2/v4/store"
 
 	"github.com/go-tokenmanager/tokenmanager"
 	"github.com/go-tokenmanager/tokenmanager/observability"
@@ -134,36 +131,26 @@ func runRemote(cfg providers.ClientCredentialsConfig, apiURL string) error {
 	return nil
 }
 
-// runLocal starts a real OAuth 2.0 server and a protected API on
-// 127.0.0.1 and goes through a fetch, a cached call and a revocation.
+// runLocal starts a small OAuth 2.0 client-credentials server and a
+// protected API on 127.0.0.1 and goes through a fetch, a cached call and a
+// revocation.
 func runLocal(cfg providers.ClientCredentialsConfig) error {
 	const id, secret = "demo-client", "demo-secret"
-	manager := manage.NewDefaultManager()
-	manager.MustTokenStorage(store.NewMemoryTokenStore())
-	clients := store.NewClientStore()
-	if err := clients.Set(id, &models.Client{ID: id, Secret: secret}); err != nil {
-		return err
-	}
-	manager.MapClientStorage(clients)
-	srv := server.NewDefaultServer(manager)
-	srv.SetAllowedGrantType(oauth2.ClientCredentials)
-	srv.SetClientInfoHandler(server.ClientFormHandler) // wants client_secret_post: auto-detect finds out
-	idp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_ = srv.HandleTokenRequest(w, r)
-	}))
-	defer idp.Close()
+	idp := newLocalIdP(id, secret)
+	idpSrv := httptest.NewServer(idp)
+	defer idpSrv.Close()
 	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ti, err := srv.ValidationBearerToken(r)
-		if err != nil {
+		client, ok := idp.valid(strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "))
+		if !ok {
 			http.Error(w, "invalid token", http.StatusUnauthorized)
 			return
 		}
-		fmt.Fprintf(w, "hello, %s", ti.GetClientID())
+		fmt.Fprintf(w, "hello, %s", client)
 	}))
 	defer api.Close()
-	fmt.Printf("local OAuth 2.0 server at %s, API at %s\n", idp.URL, api.URL)
+	fmt.Printf("local OAuth 2.0 server at %s, API at %s\n", idpSrv.URL, api.URL)
 
-	cfg.TokenURL, cfg.ClientID, cfg.ClientSecret = idp.URL, id, secret
+	cfg.TokenURL, cfg.ClientID, cfg.ClientSecret = idpSrv.URL, id, secret
 	rt, err := transport.New(tokenmanager.Settings{GetCredentials: providers.ClientCredentials(cfg)})
 	if err != nil {
 		return err
@@ -195,15 +182,60 @@ func runLocal(cfg providers.ClientCredentialsConfig) error {
 	if err != nil {
 		return err
 	}
-	if err := manager.RemoveAccessToken(context.Background(), tok.AccessToken); err != nil {
-		return err
-	}
+	idp.revoke(tok.AccessToken)
 	fmt.Printf("the server revokes token %s\n", tokenmanager.Fingerprint(tok.AccessToken))
 	if err := call("third call (recovers)"); err != nil {
 		return err
 	}
 	time.Sleep(100 * time.Millisecond) // let the last events reach the log
 	return nil
+}
+
+// localIdP is a minimal client-credentials token endpoint (RFC 6749 §4.4)
+// with one registered client. Like many servers, it takes the client's
+// credentials only in the form body (client_secret_post), so the provider's
+// AuthStyleAutoDetect finds that out on the first fetch.
+type localIdP struct {
+	id, secret string
+	mu         sync.Mutex
+	live       map[string]string // access token -> client id
+}
+
+func newLocalIdP(id, secret string) *localIdP {
+	return &localIdP{id: id, secret: secret, live: map[string]string{}}
+}
+
+func (p *localIdP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	if r.Method != http.MethodPost || r.PostFormValue("grant_type") != "client_credentials" {
+		w.WriteHeader(http.StatusBadRequest)
+		fmt.Fprint(w, `{"error":"unsupported_grant_type"}`)
+		return
+	}
+	if r.PostFormValue("client_id") != p.id || subtle.ConstantTimeCompare([]byte(r.PostFormValue("client_secret")), []byte(p.secret)) != 1 {
+		w.WriteHeader(http.StatusUnauthorized)
+		fmt.Fprint(w, `{"error":"invalid_client"}`)
+		return
+	}
+	tok := rand.Text()
+	p.mu.Lock()
+	p.live[tok] = p.id
+	p.mu.Unlock()
+	fmt.Fprintf(w, `{"access_token":%q,"token_type":"Bearer","expires_in":3600}`, tok)
+}
+
+func (p *localIdP) valid(tok string) (client string, ok bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	client, ok = p.live[tok]
+	return client, ok
+}
+
+func (p *localIdP) revoke(tok string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.live, tok)
 }
 
 func newLogger() *slog.Logger {

@@ -20,7 +20,7 @@
 // endpoint's calls during the baseline. It takes about 30 seconds and
 // exits with status 1 if any request failed.
 //
-//	go run ./examples/cluster
+//	cd tokengrain && go run ./examples/cluster
 package main
 
 import (
@@ -29,7 +29,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/go-tokenmanager/tokenmanager/internal/clusterdemo"
+	"github.com/go-tokenmanager/tokenmanager/tokengrain/internal/clusterdemo"
 )
 
 const (
