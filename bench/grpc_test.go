@@ -89,7 +89,7 @@ func (s *grpcServer) stop() {
 // dial returns a TLS connection to s with opts.
 func (s *grpcServer) dial(tb testing.TB, opts ...grpc.DialOption) *grpc.ClientConn {
 	tlsCreds := credentials.NewTLS(&tls.Config{RootCAs: s.roots})
-	conn, err := grpc.Dial(s.addr, append([]grpc.DialOption{grpc.WithTransportCredentials(tlsCreds)}, opts...)...)
+	conn, err := grpc.NewClient(s.addr, append([]grpc.DialOption{grpc.WithTransportCredentials(tlsCreds)}, opts...)...)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -5,10 +5,11 @@
 //
 // Build [Credentials] over a *transport.RoundTripper (one identity) or a
 // *transport.MultiRoundTripper (the identity from each call's context,
-// transport.WithIdentity), and dial with [Credentials.DialOptions]:
+// transport.WithIdentity), and make the client with
+// [Credentials.DialOptions]:
 //
 //	creds, err := grpcauth.New(rt)
-//	conn, err := grpc.Dial(target,
+//	conn, err := grpc.NewClient(target,
 //		append(creds.DialOptions(), grpc.WithTransportCredentials(tlsCreds))...)
 //
 // Tokens travel only over connections with transport security (checked
@@ -49,7 +50,7 @@ func (f optionFunc) apply(c *Credentials) { f(c) }
 
 // AllowInsecure lets tokens travel over connections without transport
 // security. Without it a call on such a connection fails with
-// codes.Unauthenticated and sends nothing, and dialling with
+// codes.Unauthenticated and sends nothing, and grpc.NewClient with
 // [Credentials.DialOptions] but without transport credentials fails. Use
 // it only where something else protects the traffic: a Unix socket, or a
 // service mesh whose sidecar terminates TLS.

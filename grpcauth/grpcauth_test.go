@@ -162,7 +162,7 @@ func dial(t *testing.T, a *authServer, opts ...grpc.DialOption) healthpb.HealthC
 	} else {
 		opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	}
-	conn, err := grpc.Dial(a.addr, opts...)
+	conn, err := grpc.NewClient(a.addr, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -365,10 +365,10 @@ func TestCredentials_insecureRefusedByDefault(t *testing.T) {
 	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get})
 	creds, _ := grpcauth.New(rt)
 
-	// Installed at dial time, gRPC refuses the connection outright.
-	_, err := grpc.Dial(a.addr, append(creds.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
+	// Installed on the client, gRPC refuses to make it.
+	_, err := grpc.NewClient(a.addr, append(creds.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 	if err == nil || !strings.Contains(err.Error(), "transport") {
-		t.Errorf("Dial without TLS: err %v; want it refused for lacking transport security", err)
+		t.Errorf("NewClient without TLS: err %v; want it refused for lacking transport security", err)
 	}
 	// The interceptor alone refuses each call, without recovery.
 	c := dial(t, a, grpc.WithUnaryInterceptor(creds.UnaryClientInterceptor()))
