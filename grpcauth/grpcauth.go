@@ -89,12 +89,16 @@ func New(m Manager, opts ...Option) (*Credentials, error) {
 }
 
 // DialOptions returns the options that install c: as per-RPC credentials
-// and as unary and stream interceptors.
+// and as unary and stream interceptors. The interceptors are added to the
+// client's chains (grpc.WithChainUnaryInterceptor,
+// grpc.WithChainStreamInterceptor), so interceptors of the caller's own,
+// given before or after these options, run as well; recovery wraps those
+// chained after it, which then run once per attempt.
 func (c *Credentials) DialOptions() []grpc.DialOption {
 	return []grpc.DialOption{
 		grpc.WithPerRPCCredentials(c),
-		grpc.WithUnaryInterceptor(c.UnaryClientInterceptor()),
-		grpc.WithStreamInterceptor(c.StreamClientInterceptor()),
+		grpc.WithChainUnaryInterceptor(c.UnaryClientInterceptor()),
+		grpc.WithChainStreamInterceptor(c.StreamClientInterceptor()),
 	}
 }
 

@@ -505,3 +505,88 @@ func TestTokenSource_underGRPCOAuth(t *testing.T) {
 		t.Errorf("provider calls = %d; want 1 (served from the cache)", got)
 	}
 }
+
+func TestDialOptions_keepsUserInterceptors(t *testing.T) {
+	// Interceptors of the caller's own, given before or after
+	// DialOptions, with or without chaining: each runs, and a revoked
+	// token is still recovered (unary) or dropped (stream).
+	type userOpts func(grpc.UnaryClientInterceptor, grpc.StreamClientInterceptor) []grpc.DialOption
+	single := func(u grpc.UnaryClientInterceptor, s grpc.StreamClientInterceptor) []grpc.DialOption {
+		return []grpc.DialOption{grpc.WithUnaryInterceptor(u), grpc.WithStreamInterceptor(s)}
+	}
+	chained := func(u grpc.UnaryClientInterceptor, s grpc.StreamClientInterceptor) []grpc.DialOption {
+		return []grpc.DialOption{grpc.WithChainUnaryInterceptor(u), grpc.WithChainStreamInterceptor(s)}
+	}
+	for _, tt := range []struct {
+		name   string
+		user   userOpts
+		before bool
+	}{
+		{"WithInterceptor before", single, true},
+		{"WithInterceptor after", single, false},
+		{"WithChainInterceptor before", chained, true},
+		{"WithChainInterceptor after", chained, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			a := newAuthServer(t, true)
+			p := &issuer{a: a, expiresIn: 3600}
+			rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get})
+			creds, err := grpcauth.New(rt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var unaryRan, streamRan atomic.Int64
+			user := tt.user(
+				func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+					unaryRan.Add(1)
+					return invoker(ctx, method, req, reply, cc, opts...)
+				},
+				func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+					streamRan.Add(1)
+					return streamer(ctx, desc, cc, method, opts...)
+				})
+			var opts []grpc.DialOption
+			if tt.before {
+				opts = append(user, creds.DialOptions()...)
+			} else {
+				opts = append(creds.DialOptions(), user...)
+			}
+			c := dial(t, a, opts...)
+
+			if err := check(context.Background(), c); err != nil {
+				t.Fatal(err)
+			}
+			a.revokeAll()
+			if err := check(context.Background(), c); err != nil {
+				t.Errorf("unary call after a revocation: %v; want it recovered", err)
+			}
+			if unaryRan.Load() == 0 {
+				t.Error("the caller's unary interceptor never ran")
+			}
+
+			a.revokeAll()
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			s, err := c.Watch(ctx, &healthpb.HealthCheckRequest{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Recv(); status.Code(err) != codes.Unauthenticated {
+				t.Fatalf("stream with a revoked token: %v; want Unauthenticated", err)
+			}
+			s, err = c.Watch(ctx, &healthpb.HealthCheckRequest{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Recv(); err != nil {
+				t.Errorf("next stream: %v; want a fresh token", err)
+			}
+			if streamRan.Load() != 2 {
+				t.Errorf("the caller's stream interceptor ran %d times; want 2", streamRan.Load())
+			}
+			if got := p.calls.Load(); got != 3 {
+				t.Errorf("provider calls = %d; want 3 (the first token and one per revocation)", got)
+			}
+		})
+	}
+}
