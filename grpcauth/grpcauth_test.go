@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,6 +21,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials/local"
 	"google.golang.org/grpc/credentials/oauth"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -586,6 +588,90 @@ func TestDialOptions_keepsUserInterceptors(t *testing.T) {
 			}
 			if got := p.calls.Load(); got != 3 {
 				t.Errorf("provider calls = %d; want 3 (the first token and one per revocation)", got)
+			}
+		})
+	}
+}
+
+func TestInterceptors_eachSetupSendsOneTokenAndRecovers(t *testing.T) {
+	// However the credentials and interceptors are installed, a call
+	// carries exactly one authorization value (the server refuses two)
+	// and a revoked token is recovered.
+	for _, tt := range []struct {
+		name string
+		opts func(*grpcauth.Credentials) []grpc.DialOption
+	}{
+		{"DialOptions", (*grpcauth.Credentials).DialOptions},
+		{"interceptor alone", func(c *grpcauth.Credentials) []grpc.DialOption {
+			return []grpc.DialOption{grpc.WithUnaryInterceptor(c.UnaryClientInterceptor())}
+		}},
+		{"interceptor and credentials", func(c *grpcauth.Credentials) []grpc.DialOption {
+			return []grpc.DialOption{grpc.WithPerRPCCredentials(c), grpc.WithUnaryInterceptor(c.UnaryClientInterceptor())}
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			a := newAuthServer(t, true)
+			p := &issuer{a: a, expiresIn: 3600}
+			rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get})
+			creds, _ := grpcauth.New(rt)
+			c := dial(t, a, tt.opts(creds)...)
+			if err := check(context.Background(), c); err != nil {
+				t.Fatal(err)
+			}
+			a.revokeAll()
+			if err := check(context.Background(), c); err != nil {
+				t.Errorf("call after a revocation: %v; want it recovered", err)
+			}
+			a.mu.Lock()
+			defer a.mu.Unlock()
+			want := []string{"Bearer tok-1", "Bearer tok-1", "Bearer tok-2"}
+			if !slices.Equal(a.seen, want) {
+				t.Errorf("server saw %q; want %q", a.seen, want)
+			}
+		})
+	}
+}
+
+func TestInterceptors_refuseConnectionWithoutSecurity(t *testing.T) {
+	// A connection whose transport credentials give no security (local
+	// credentials over TCP), which gRPC accepts when the client is made:
+	// with the credentials installed, gRPC refuses to connect
+	// (Unavailable); the interceptor alone refuses each call itself
+	// (Unauthenticated naming AllowInsecure). Nothing is sent, and there
+	// is no recovery.
+	for _, tt := range []struct {
+		name string
+		opts func(*grpcauth.Credentials) []grpc.DialOption
+		code codes.Code
+		says string
+	}{
+		{"DialOptions", (*grpcauth.Credentials).DialOptions, codes.Unavailable, "insecure connection"},
+		{"interceptor alone", func(c *grpcauth.Credentials) []grpc.DialOption {
+			return []grpc.DialOption{grpc.WithUnaryInterceptor(c.UnaryClientInterceptor())}
+		}, codes.Unauthenticated, "AllowInsecure"},
+		{"interceptor and credentials", func(c *grpcauth.Credentials) []grpc.DialOption {
+			return []grpc.DialOption{grpc.WithPerRPCCredentials(c), grpc.WithUnaryInterceptor(c.UnaryClientInterceptor())}
+		}, codes.Unavailable, "insecure connection"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			a := newAuthServer(t, false)
+			p := &issuer{a: a, expiresIn: 3600}
+			rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get})
+			creds, _ := grpcauth.New(rt)
+			conn, err := grpc.NewClient(a.addr, append(tt.opts(creds), grpc.WithTransportCredentials(local.NewCredentials()))...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			err = check(context.Background(), healthpb.NewHealthClient(conn))
+			if status.Code(err) != tt.code || !strings.Contains(err.Error(), tt.says) {
+				t.Errorf("err %v; want %v saying %q", err, tt.code, tt.says)
+			}
+			if n := a.refused.Load() + a.checked.Load(); n != 0 {
+				t.Errorf("server saw %d calls; want none", n)
+			}
+			if got := p.calls.Load(); got != 1 {
+				t.Errorf("provider calls = %d; want 1 (no recovery for a refusal of ours)", got)
 			}
 		})
 	}
