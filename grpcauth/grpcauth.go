@@ -31,12 +31,14 @@ import (
 	"github.com/go-tokenmanager/tokenmanager"
 	"github.com/go-tokenmanager/tokenmanager/internal/core"
 	"github.com/go-tokenmanager/tokenmanager/internal/link"
+	"github.com/go-tokenmanager/tokenmanager/transport"
 )
 
-// Manager is a token manager of package transport: a
-// *transport.RoundTripper or a *transport.MultiRoundTripper.
+// Manager is the constraint of [New]'s token manager: a
+// *transport.RoundTripper or a *transport.MultiRoundTripper. Anything else
+// fails to compile.
 type Manager interface {
-	Close() error
+	*transport.RoundTripper | *transport.MultiRoundTripper
 }
 
 // Option configures [New].
@@ -71,10 +73,14 @@ type Credentials struct {
 	intercepting atomic.Bool
 }
 
-// New returns credentials over m, which must come from transport.New,
+// New returns credentials over m, which comes from transport.New,
 // transport.NewFromActor, transport.NewMulti or transport.NewMultiFromActor.
-// Closing m ends them: calls then fail with codes.Unavailable.
-func New(m Manager, opts ...Option) (*Credentials, error) {
+// A nil m (a constructor's result on error) is an error. Closing m ends
+// the credentials: calls then fail with codes.Unavailable.
+func New[M Manager](m M, opts ...Option) (*Credentials, error) {
+	if m == nil {
+		return nil, fmt.Errorf("grpcauth: the token manager is a nil %T; check the error its constructor returned", m)
+	}
 	f, ok := core.FacadeOf(m)
 	if !ok {
 		return nil, fmt.Errorf("grpcauth: %T is not a token manager of package transport", m)

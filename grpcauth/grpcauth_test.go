@@ -481,15 +481,31 @@ func TestCredentials_identityFromContext(t *testing.T) {
 	}
 }
 
-func TestNew_refusesOtherManagers(t *testing.T) {
-	if _, err := grpcauth.New(fakeManager{}); err == nil {
-		t.Error("New(fakeManager) succeeded; want an error")
+func TestNew_nilManager(t *testing.T) {
+	// A constructor's result on error is a typed nil; New says so rather
+	// than panic. (An untyped nil, or anything but the two managers, does
+	// not compile.)
+	rt, rtErr := transport.New(tokenmanager.Settings{})
+	m, mErr := transport.NewMulti(tokenmanager.OwnerSettings{})
+	if rt != nil || rtErr == nil || m != nil || mErr == nil {
+		t.Fatalf("constructors on bad settings: %v, %v, %v, %v; want nil managers and errors", rt, rtErr, m, mErr)
+	}
+	for _, tt := range []struct {
+		name string
+		new  func() (*grpcauth.Credentials, error)
+		want string
+	}{
+		{"RoundTripper", func() (*grpcauth.Credentials, error) { return grpcauth.New(rt) }, "nil *transport.RoundTripper"},
+		{"MultiRoundTripper", func() (*grpcauth.Credentials, error) { return grpcauth.New(m) }, "nil *transport.MultiRoundTripper"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			creds, err := tt.new()
+			if creds != nil || err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("New = %v, %v; want an error naming a %s", creds, err, tt.want)
+			}
+		})
 	}
 }
-
-type fakeManager struct{}
-
-func (fakeManager) Close() error { return nil }
 
 func TestTokenSource_underGRPCOAuth(t *testing.T) {
 	// grpc-go's own oauth credentials over our TokenSource adapter.
