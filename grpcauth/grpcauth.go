@@ -120,12 +120,17 @@ func (c *Credentials) RequireTransportSecurity() bool { return !c.insecure }
 // GetRequestMetadata implements credentials.PerRPCCredentials: it returns
 // the token's header (by default "authorization: Bearer ...") for the
 // call, in a map shared by the calls that carry the same token: do not
-// modify it. A cached token costs no wait; otherwise it waits for the token,
-// at most until the call's context ends, while other calls go on. Its
-// errors carry the status codes gRPC allows from credentials:
-// Unauthenticated for a connection without transport security or a
-// permanent fetch failure, Unavailable for a temporary one or a closed
-// manager, and Canceled or DeadlineExceeded when the call's context ends.
+// modify it. A cached token costs no wait; otherwise it waits for the
+// fetch under way, at most until the call's context ends, while other
+// calls go on. It does not wait through a failed fetch: once a fetch has
+// failed, and until one succeeds, it fails at once with that fetch's
+// error, while the manager retries with backoff. Its errors carry the
+// status codes gRPC allows from credentials: Unauthenticated for a
+// connection without transport security or a permanent fetch failure,
+// Unavailable for a temporary one (so that a retry policy on UNAVAILABLE
+// retries the call) or a closed manager, and Canceled or DeadlineExceeded
+// when the call's context ends first. The cause stays reachable with
+// errors.As (*tokenmanager.FetchError) and errors.Is.
 func (c *Credentials) GetRequestMetadata(ctx context.Context, _ ...string) (map[string]string, error) {
 	if c.intercepting.Load() {
 		if st := c.stateOf(ctx); st != nil {
@@ -177,9 +182,9 @@ func (c *Credentials) checkSecurity(ctx context.Context) error {
 }
 
 // token returns b's token and its header value, waiting if none is
-// cached.
+// cached for the fetch under way, not through a failed one.
 func (c *Credentials) token(ctx context.Context, b *core.Binding) (access, value string, err error) {
-	return c.f.Core.Attach(ctx, b)
+	return c.f.Core.AttachOrFailure(ctx, b)
 }
 
 // metadataKey is b's header name as gRPC metadata wants it.
@@ -307,6 +312,11 @@ func (c *Credentials) unaryInterceptor(viaCall bool) grpc.UnaryClientInterceptor
 		}
 		used, value, err := c.token(ctx, &b)
 		if err != nil {
+			if !viaCall {
+				// c, installed at dial time, fails the call's attempt
+				// the same way: inside gRPC, where retry policies apply.
+				return invoker(ctx, method, req, reply, cc, opts...)
+			}
 			return toStatus(err)
 		}
 		st, aopts := c.attempt(ctx, b, value, viaCall, opts)
@@ -383,6 +393,9 @@ func (c *Credentials) streamInterceptor(viaCall bool) grpc.StreamClientIntercept
 		}
 		used, value, err := c.token(ctx, &b)
 		if err != nil {
+			if !viaCall {
+				return streamer(ctx, desc, cc, method, opts...) // as for unary calls
+			}
 			return nil, toStatus(err)
 		}
 		st, aopts := c.attempt(ctx, b, value, viaCall, opts)

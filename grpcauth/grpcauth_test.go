@@ -692,3 +692,99 @@ func TestInterceptors_refuseConnectionWithoutSecurity(t *testing.T) {
 		})
 	}
 }
+
+// attemptCounter is per-RPC credentials that count the attempts gRPC
+// makes (it asks every per-RPC credentials once per attempt) and add
+// nothing.
+type attemptCounter struct{ n atomic.Int64 }
+
+func (a *attemptCounter) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	a.n.Add(1)
+	return nil, nil
+}
+
+func (*attemptCounter) RequireTransportSecurity() bool { return false }
+
+func TestCredentials_temporaryFailureIsUnavailableAndRetried(t *testing.T) {
+	// The token endpoint fails once (temporarily): a call fails at once
+	// with Unavailable carrying the cause, so a service-config retry
+	// policy on UNAVAILABLE retries it (each attempt fails at once while
+	// the manager backs off); once the backoff is over, the manager's
+	// retry succeeds and calls go through.
+	const serviceConfig = `{"methodConfig": [{
+		"name": [{"service": "grpc.health.v1.Health"}],
+		"retryPolicy": {
+			"maxAttempts": 3,
+			"initialBackoff": "0.001s",
+			"maxBackoff": "0.001s",
+			"backoffMultiplier": 1,
+			"retryableStatusCodes": ["UNAVAILABLE"]
+		}
+	}]}`
+	for _, tt := range []struct {
+		name string
+		opts func(*grpcauth.Credentials) []grpc.DialOption
+	}{
+		{"DialOptions", (*grpcauth.Credentials).DialOptions},
+		{"credentials", func(c *grpcauth.Credentials) []grpc.DialOption {
+			return []grpc.DialOption{grpc.WithPerRPCCredentials(c)}
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			a := newAuthServer(t, true)
+			p := &issuer{a: a, expiresIn: 3600}
+			var fetches atomic.Int64
+			provider := func(ctx context.Context) (tokenmanager.Token, error) {
+				if fetches.Add(1) == 1 {
+					return tokenmanager.Token{}, errors.New("token endpoint: 503 Service Unavailable")
+				}
+				return p.get(ctx)
+			}
+			mock := clock.NewMock()
+			rt := newRT(t, tokenmanager.Settings{GetCredentials: provider, Clock: mock, RetryBaseDelay: time.Second})
+			refreshed := make(chan struct{}, 1)
+			defer rt.Subscribe(func(ev messages.Event) {
+				if _, ok := ev.(messages.TokenRefreshed); ok {
+					select {
+					case refreshed <- struct{}{}:
+					default:
+					}
+				}
+			})()
+			creds, _ := grpcauth.New(rt)
+			attempts := &attemptCounter{}
+			opts := append([]grpc.DialOption{grpc.WithPerRPCCredentials(attempts), grpc.WithDefaultServiceConfig(serviceConfig)}, tt.opts(creds)...)
+			c := dial(t, a, opts...)
+
+			ctx, cancel := context.WithTimeout(context.Background(), patience)
+			defer cancel()
+			err := check(ctx, c)
+			var fe *tokenmanager.FetchError
+			if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "503 Service Unavailable") || !errors.As(err, &fe) {
+				t.Fatalf("call while the token endpoint fails: %v; want Unavailable carrying the *FetchError", err)
+			}
+			if got := attempts.n.Load(); got != 3 {
+				t.Errorf("attempts = %d; want 3 (the retry policy retried Unavailable)", got)
+			}
+			if got := fetches.Load(); got != 1 {
+				t.Errorf("fetches = %d during the backoff; want 1", got)
+			}
+			if n := a.refused.Load() + a.checked.Load(); n != 0 {
+				t.Errorf("server saw %d calls; want none", n)
+			}
+
+			mock.Add(2 * time.Second) // past the backoff: the manager retries
+			select {
+			case <-refreshed:
+			case <-time.After(patience):
+				t.Fatal("no token after the backoff")
+			}
+			if err := check(ctx, c); err != nil {
+				t.Errorf("call after the manager's retry: %v", err)
+			}
+			if got := fetches.Load(); got != 2 {
+				t.Errorf("fetches = %d; want 2", got)
+			}
+		})
+	}
+}
