@@ -54,7 +54,7 @@ func ExampleNew() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	conn, err := grpc.Dial(lis.Addr().String(),
+	conn, err := grpc.NewClient(lis.Addr().String(),
 		append(creds.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 	if err != nil {
 		log.Fatal(err)

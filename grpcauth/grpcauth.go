@@ -5,10 +5,11 @@
 //
 // Build [Credentials] over a *transport.RoundTripper (one identity) or a
 // *transport.MultiRoundTripper (the identity from each call's context,
-// transport.WithIdentity), and dial with [Credentials.DialOptions]:
+// transport.WithIdentity), and make the client with
+// [Credentials.DialOptions]:
 //
 //	creds, err := grpcauth.New(rt)
-//	conn, err := grpc.Dial(target,
+//	conn, err := grpc.NewClient(target,
 //		append(creds.DialOptions(), grpc.WithTransportCredentials(tlsCreds))...)
 //
 // Tokens travel only over connections with transport security (checked
@@ -30,12 +31,14 @@ import (
 	"github.com/go-tokenmanager/tokenmanager"
 	"github.com/go-tokenmanager/tokenmanager/internal/core"
 	"github.com/go-tokenmanager/tokenmanager/internal/link"
+	"github.com/go-tokenmanager/tokenmanager/transport"
 )
 
-// Manager is a token manager of package transport: a
-// *transport.RoundTripper or a *transport.MultiRoundTripper.
+// Manager is the constraint of [New]'s token manager: a
+// *transport.RoundTripper or a *transport.MultiRoundTripper. Anything else
+// fails to compile.
 type Manager interface {
-	Close() error
+	*transport.RoundTripper | *transport.MultiRoundTripper
 }
 
 // Option configures [New].
@@ -49,7 +52,7 @@ func (f optionFunc) apply(c *Credentials) { f(c) }
 
 // AllowInsecure lets tokens travel over connections without transport
 // security. Without it a call on such a connection fails with
-// codes.Unauthenticated and sends nothing, and dialling with
+// codes.Unauthenticated and sends nothing, and grpc.NewClient with
 // [Credentials.DialOptions] but without transport credentials fails. Use
 // it only where something else protects the traffic: a Unix socket, or a
 // service mesh whose sidecar terminates TLS.
@@ -70,10 +73,14 @@ type Credentials struct {
 	intercepting atomic.Bool
 }
 
-// New returns credentials over m, which must come from transport.New,
+// New returns credentials over m, which comes from transport.New,
 // transport.NewFromActor, transport.NewMulti or transport.NewMultiFromActor.
-// Closing m ends them: calls then fail with codes.Unavailable.
-func New(m Manager, opts ...Option) (*Credentials, error) {
+// A nil m (a constructor's result on error) is an error. Closing m ends
+// the credentials: calls then fail with codes.Unavailable.
+func New[M Manager](m M, opts ...Option) (*Credentials, error) {
+	if m == nil {
+		return nil, fmt.Errorf("grpcauth: the token manager is a nil %T; check the error its constructor returned", m)
+	}
 	f, ok := core.FacadeOf(m)
 	if !ok {
 		return nil, fmt.Errorf("grpcauth: %T is not a token manager of package transport", m)
@@ -88,12 +95,21 @@ func New(m Manager, opts ...Option) (*Credentials, error) {
 }
 
 // DialOptions returns the options that install c: as per-RPC credentials
-// and as unary and stream interceptors.
+// and as unary and stream interceptors. The interceptors are added to the
+// client's chains (grpc.WithChainUnaryInterceptor,
+// grpc.WithChainStreamInterceptor), so interceptors of the caller's own,
+// given before or after these options, run as well; recovery wraps those
+// chained after it, which then run once per attempt.
+//
+// These interceptors hand the token they chose to c installed as per-RPC
+// credentials by the same options, rather than attach credentials to each
+// call as [Credentials.UnaryClientInterceptor] does: a call costs no more
+// allocations than with c as per-RPC credentials alone.
 func (c *Credentials) DialOptions() []grpc.DialOption {
 	return []grpc.DialOption{
 		grpc.WithPerRPCCredentials(c),
-		grpc.WithUnaryInterceptor(c.UnaryClientInterceptor()),
-		grpc.WithStreamInterceptor(c.StreamClientInterceptor()),
+		grpc.WithChainUnaryInterceptor(c.unaryInterceptor(false)),
+		grpc.WithChainStreamInterceptor(c.streamInterceptor(false)),
 	}
 }
 
@@ -104,17 +120,27 @@ func (c *Credentials) RequireTransportSecurity() bool { return !c.insecure }
 // GetRequestMetadata implements credentials.PerRPCCredentials: it returns
 // the token's header (by default "authorization: Bearer ...") for the
 // call, in a map shared by the calls that carry the same token: do not
-// modify it. A cached token costs no wait; otherwise it waits for the token,
-// at most until the call's context ends, while other calls go on. Its
-// errors carry the status codes gRPC allows from credentials:
-// Unauthenticated for a connection without transport security or a
-// permanent fetch failure, Unavailable for a temporary one or a closed
-// manager, and Canceled or DeadlineExceeded when the call's context ends.
+// modify it. A cached token costs no wait; otherwise it waits for the
+// fetch under way, at most until the call's context ends, while other
+// calls go on. It does not wait through a failed fetch: once a fetch has
+// failed, and until one succeeds, it fails at once with that fetch's
+// error, while the manager retries with backoff. Its errors carry the
+// status codes gRPC allows from credentials: Unauthenticated for a
+// connection without transport security or a permanent fetch failure,
+// Unavailable for a temporary one (so that a retry policy on UNAVAILABLE
+// retries the call) or a closed manager, and Canceled or DeadlineExceeded
+// when the call's context ends first. The cause stays reachable with
+// errors.As (*tokenmanager.FetchError) and errors.Is.
 func (c *Credentials) GetRequestMetadata(ctx context.Context, _ ...string) (map[string]string, error) {
-	if c.intercepting.Load() && stateOf(ctx) != nil {
-		// An interceptor attaches this call's token (callCreds): one
-		// header, not two.
-		return nil, nil
+	if c.intercepting.Load() {
+		if st := c.stateOf(ctx); st != nil {
+			if st.viaCall {
+				// The interceptor attaches this call's token
+				// (callCreds): one header, not two.
+				return nil, nil
+			}
+			return st.metadata(ctx)
+		}
 	}
 	if err := c.checkSecurity(ctx); err != nil {
 		return nil, err
@@ -156,9 +182,9 @@ func (c *Credentials) checkSecurity(ctx context.Context) error {
 }
 
 // token returns b's token and its header value, waiting if none is
-// cached.
+// cached for the fetch under way, not through a failed one.
 func (c *Credentials) token(ctx context.Context, b *core.Binding) (access, value string, err error) {
-	return c.f.Core.Attach(ctx, b)
+	return c.f.Core.AttachOrFailure(ctx, b)
 }
 
 // metadataKey is b's header name as gRPC metadata wants it.
@@ -197,42 +223,66 @@ func (e *statusError) Error() string              { return e.s.Err().Error() }
 func (e *statusError) GRPCStatus() *status.Status { return e.s }
 func (e *statusError) Unwrap() error              { return e.cause }
 
-// callState travels in an intercepted call's context to the credentials:
-// the token the interceptor chose, and whether the credentials refused the
-// call (so that their Unauthenticated is not taken for the server's).
+// callState is an intercepted call's context: it carries, for its
+// Credentials, the token metadata the interceptor chose, how it reaches
+// the call, and whether the credentials refused the call (so that their
+// Unauthenticated is not taken for the server's). It is the context value
+// of key c, so that its lookup allocates nothing, and one allocation per
+// attempt.
 type callState struct {
-	key, value string
-	failed     bool
+	context.Context
+	c       *Credentials
+	md      map[string]string
+	viaCall bool // attached as call credentials (callCreds), not by c at dial time
+	failed  bool
 }
 
-type stateKey struct{}
+// Value returns st for its Credentials' key, else the parent's value.
+func (st *callState) Value(key any) any {
+	if k, ok := key.(*Credentials); ok && k == st.c {
+		return st
+	}
+	return st.Context.Value(key)
+}
 
-func stateOf(ctx context.Context) *callState {
-	st, _ := ctx.Value(stateKey{}).(*callState)
+// stateOf returns the state of a call intercepted by c, or nil.
+func (c *Credentials) stateOf(ctx context.Context) *callState {
+	st, _ := ctx.Value(c).(*callState)
 	return st
 }
 
-// attempt returns ctx carrying the token an interceptor chose, and the
-// call options that attach it.
-func (c *Credentials) attempt(ctx context.Context, key, value string, opts []grpc.CallOption) (context.Context, *callState, []grpc.CallOption) {
-	st := &callState{key: key, value: value}
-	ctx = context.WithValue(ctx, stateKey{}, st)
-	return ctx, st, append(opts[:len(opts):len(opts)], grpc.PerRPCCredentials(callCreds{c}))
-}
-
-// callCreds are the credentials an interceptor attaches to one call. They
-// check transport security themselves (gRPC's own check for call
-// credentials answers Unauthenticated, which the interceptor would take
-// for the server rejecting the token).
-type callCreds struct{ c *Credentials }
-
-func (cc callCreds) GetRequestMetadata(ctx context.Context, _ ...string) (map[string]string, error) {
-	st := stateOf(ctx)
-	if err := cc.c.checkSecurity(ctx); err != nil {
+// metadata returns the call's token metadata once the connection passes
+// c's security check; otherwise it marks the call as refused by the
+// credentials.
+func (st *callState) metadata(ctx context.Context) (map[string]string, error) {
+	if err := st.c.checkSecurity(ctx); err != nil {
 		st.failed = true
 		return nil, err
 	}
-	return map[string]string{st.key: st.value}, nil
+	return st.md, nil
+}
+
+// attempt returns the context of one attempt of an intercepted call
+// carrying value, b's header value, and its call options: with viaCall,
+// the token goes as call credentials; otherwise c, installed at dial
+// time, sends it.
+func (c *Credentials) attempt(ctx context.Context, b core.Binding, value string, viaCall bool, opts []grpc.CallOption) (*callState, []grpc.CallOption) {
+	st := &callState{Context: ctx, c: c, md: metadataFor(b, value), viaCall: viaCall}
+	if viaCall {
+		opts = append(opts[:len(opts):len(opts)], grpc.PerRPCCredentials(callCreds{c}))
+	}
+	return st, opts
+}
+
+// callCreds are the credentials an interceptor attaches to one call when
+// c may not be installed at dial time. They check transport security
+// themselves (gRPC's own check for call credentials answers
+// Unauthenticated, which the interceptor would take for the server
+// rejecting the token).
+type callCreds struct{ c *Credentials }
+
+func (cc callCreds) GetRequestMetadata(ctx context.Context, _ ...string) (map[string]string, error) {
+	return cc.c.stateOf(ctx).metadata(ctx)
 }
 
 func (callCreds) RequireTransportSecurity() bool { return false }
@@ -247,6 +297,13 @@ func (callCreds) RequireTransportSecurity() bool { return false }
 // rejected. It attaches the token itself, so it works with or without the
 // credentials installed at dial time.
 func (c *Credentials) UnaryClientInterceptor() grpc.UnaryClientInterceptor {
+	return c.unaryInterceptor(true)
+}
+
+// unaryInterceptor is UnaryClientInterceptor; viaCall says whether it
+// attaches the token as call credentials, or leaves it to c installed at
+// dial time (DialOptions).
+func (c *Credentials) unaryInterceptor(viaCall bool) grpc.UnaryClientInterceptor {
 	c.intercepting.Store(true)
 	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 		b, err := c.f.Bind(ctx)
@@ -255,18 +312,22 @@ func (c *Credentials) UnaryClientInterceptor() grpc.UnaryClientInterceptor {
 		}
 		used, value, err := c.token(ctx, &b)
 		if err != nil {
+			if !viaCall {
+				// c, installed at dial time, fails the call's attempt
+				// the same way: inside gRPC, where retry policies apply.
+				return invoker(ctx, method, req, reply, cc, opts...)
+			}
 			return toStatus(err)
 		}
-		key := metadataKey(b)
-		actx, st, aopts := c.attempt(ctx, key, value, opts)
-		err = invoker(actx, method, req, reply, cc, aopts...)
+		st, aopts := c.attempt(ctx, b, value, viaCall, opts)
+		err = invoker(st, method, req, reply, cc, aopts...)
 		if status.Code(err) != codes.Unauthenticated || st.failed {
 			if err == nil {
 				c.f.Core.Served(b)
 			}
 			return err
 		}
-		call := &unaryCall{c: c, ctx: ctx, method: method, req: req, reply: reply, cc: cc, invoker: invoker, opts: opts, key: key, last: err}
+		call := &unaryCall{c: c, ctx: ctx, method: method, req: req, reply: reply, cc: cc, invoker: invoker, opts: opts, b: b, viaCall: viaCall, last: err}
 		if err := c.f.Core.Recover(ctx, b, call, used, int(codes.Unauthenticated)); err != nil {
 			return err
 		}
@@ -285,7 +346,8 @@ type unaryCall struct {
 	cc      *grpc.ClientConn
 	invoker grpc.UnaryInvoker
 	opts    []grpc.CallOption
-	key     string
+	b       core.Binding
+	viaCall bool
 	last    error
 }
 
@@ -295,8 +357,8 @@ func (u *unaryCall) Prepare() error       { return nil }
 func (u *unaryCall) Discard()             {}
 
 func (u *unaryCall) Resend(_, value string) (int, bool, error) {
-	ctx, st, opts := u.c.attempt(u.ctx, u.key, value, u.opts)
-	u.last = u.invoker(ctx, u.method, u.req, u.reply, u.cc, opts...)
+	st, opts := u.c.attempt(u.ctx, u.b, value, u.viaCall, u.opts)
+	u.last = u.invoker(st, u.method, u.req, u.reply, u.cc, opts...)
 	switch code := status.Code(u.last); {
 	case code == codes.Unauthenticated && !st.failed:
 		return int(code), true, nil // rejected again
@@ -317,6 +379,12 @@ func (u *unaryCall) Resend(_, value string) (int, bool, error) {
 // after messages may have been sent and received, and replaying them is
 // the application's decision. Open the stream again.
 func (c *Credentials) StreamClientInterceptor() grpc.StreamClientInterceptor {
+	return c.streamInterceptor(true)
+}
+
+// streamInterceptor is StreamClientInterceptor; viaCall as for
+// unaryInterceptor.
+func (c *Credentials) streamInterceptor(viaCall bool) grpc.StreamClientInterceptor {
 	c.intercepting.Store(true)
 	return func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
 		b, err := c.f.Bind(ctx)
@@ -325,11 +393,14 @@ func (c *Credentials) StreamClientInterceptor() grpc.StreamClientInterceptor {
 		}
 		used, value, err := c.token(ctx, &b)
 		if err != nil {
+			if !viaCall {
+				return streamer(ctx, desc, cc, method, opts...) // as for unary calls
+			}
 			return nil, toStatus(err)
 		}
-		actx, st, aopts := c.attempt(ctx, metadataKey(b), value, opts)
+		st, aopts := c.attempt(ctx, b, value, viaCall, opts)
 		s := &stream{c: c, b: b, used: used, method: method, st: st}
-		cs, err := streamer(actx, desc, cc, method, aopts...)
+		cs, err := streamer(st, desc, cc, method, aopts...)
 		if err != nil {
 			s.check(err)
 			return nil, err

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,6 +21,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials/local"
 	"google.golang.org/grpc/credentials/oauth"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -162,7 +164,7 @@ func dial(t *testing.T, a *authServer, opts ...grpc.DialOption) healthpb.HealthC
 	} else {
 		opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	}
-	conn, err := grpc.Dial(a.addr, opts...)
+	conn, err := grpc.NewClient(a.addr, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -365,10 +367,10 @@ func TestCredentials_insecureRefusedByDefault(t *testing.T) {
 	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get})
 	creds, _ := grpcauth.New(rt)
 
-	// Installed at dial time, gRPC refuses the connection outright.
-	_, err := grpc.Dial(a.addr, append(creds.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
+	// Installed on the client, gRPC refuses to make it.
+	_, err := grpc.NewClient(a.addr, append(creds.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 	if err == nil || !strings.Contains(err.Error(), "transport") {
-		t.Errorf("Dial without TLS: err %v; want it refused for lacking transport security", err)
+		t.Errorf("NewClient without TLS: err %v; want it refused for lacking transport security", err)
 	}
 	// The interceptor alone refuses each call, without recovery.
 	c := dial(t, a, grpc.WithUnaryInterceptor(creds.UnaryClientInterceptor()))
@@ -479,15 +481,31 @@ func TestCredentials_identityFromContext(t *testing.T) {
 	}
 }
 
-func TestNew_refusesOtherManagers(t *testing.T) {
-	if _, err := grpcauth.New(fakeManager{}); err == nil {
-		t.Error("New(fakeManager) succeeded; want an error")
+func TestNew_nilManager(t *testing.T) {
+	// A constructor's result on error is a typed nil; New says so rather
+	// than panic. (An untyped nil, or anything but the two managers, does
+	// not compile.)
+	rt, rtErr := transport.New(tokenmanager.Settings{})
+	m, mErr := transport.NewMulti(tokenmanager.OwnerSettings{})
+	if rt != nil || rtErr == nil || m != nil || mErr == nil {
+		t.Fatalf("constructors on bad settings: %v, %v, %v, %v; want nil managers and errors", rt, rtErr, m, mErr)
+	}
+	for _, tt := range []struct {
+		name string
+		new  func() (*grpcauth.Credentials, error)
+		want string
+	}{
+		{"RoundTripper", func() (*grpcauth.Credentials, error) { return grpcauth.New(rt) }, "nil *transport.RoundTripper"},
+		{"MultiRoundTripper", func() (*grpcauth.Credentials, error) { return grpcauth.New(m) }, "nil *transport.MultiRoundTripper"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			creds, err := tt.new()
+			if creds != nil || err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("New = %v, %v; want an error naming a %s", creds, err, tt.want)
+			}
+		})
 	}
 }
-
-type fakeManager struct{}
-
-func (fakeManager) Close() error { return nil }
 
 func TestTokenSource_underGRPCOAuth(t *testing.T) {
 	// grpc-go's own oauth credentials over our TokenSource adapter.
@@ -503,5 +521,270 @@ func TestTokenSource_underGRPCOAuth(t *testing.T) {
 	}
 	if got := p.calls.Load(); got != 1 {
 		t.Errorf("provider calls = %d; want 1 (served from the cache)", got)
+	}
+}
+
+func TestDialOptions_keepsUserInterceptors(t *testing.T) {
+	// Interceptors of the caller's own, given before or after
+	// DialOptions, with or without chaining: each runs, and a revoked
+	// token is still recovered (unary) or dropped (stream).
+	type userOpts func(grpc.UnaryClientInterceptor, grpc.StreamClientInterceptor) []grpc.DialOption
+	single := func(u grpc.UnaryClientInterceptor, s grpc.StreamClientInterceptor) []grpc.DialOption {
+		return []grpc.DialOption{grpc.WithUnaryInterceptor(u), grpc.WithStreamInterceptor(s)}
+	}
+	chained := func(u grpc.UnaryClientInterceptor, s grpc.StreamClientInterceptor) []grpc.DialOption {
+		return []grpc.DialOption{grpc.WithChainUnaryInterceptor(u), grpc.WithChainStreamInterceptor(s)}
+	}
+	for _, tt := range []struct {
+		name   string
+		user   userOpts
+		before bool
+	}{
+		{"WithInterceptor before", single, true},
+		{"WithInterceptor after", single, false},
+		{"WithChainInterceptor before", chained, true},
+		{"WithChainInterceptor after", chained, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			a := newAuthServer(t, true)
+			p := &issuer{a: a, expiresIn: 3600}
+			rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get})
+			creds, err := grpcauth.New(rt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var unaryRan, streamRan atomic.Int64
+			user := tt.user(
+				func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+					unaryRan.Add(1)
+					return invoker(ctx, method, req, reply, cc, opts...)
+				},
+				func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+					streamRan.Add(1)
+					return streamer(ctx, desc, cc, method, opts...)
+				})
+			var opts []grpc.DialOption
+			if tt.before {
+				opts = append(user, creds.DialOptions()...)
+			} else {
+				opts = append(creds.DialOptions(), user...)
+			}
+			c := dial(t, a, opts...)
+
+			if err := check(context.Background(), c); err != nil {
+				t.Fatal(err)
+			}
+			a.revokeAll()
+			if err := check(context.Background(), c); err != nil {
+				t.Errorf("unary call after a revocation: %v; want it recovered", err)
+			}
+			if unaryRan.Load() == 0 {
+				t.Error("the caller's unary interceptor never ran")
+			}
+
+			a.revokeAll()
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			s, err := c.Watch(ctx, &healthpb.HealthCheckRequest{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Recv(); status.Code(err) != codes.Unauthenticated {
+				t.Fatalf("stream with a revoked token: %v; want Unauthenticated", err)
+			}
+			s, err = c.Watch(ctx, &healthpb.HealthCheckRequest{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Recv(); err != nil {
+				t.Errorf("next stream: %v; want a fresh token", err)
+			}
+			if streamRan.Load() != 2 {
+				t.Errorf("the caller's stream interceptor ran %d times; want 2", streamRan.Load())
+			}
+			if got := p.calls.Load(); got != 3 {
+				t.Errorf("provider calls = %d; want 3 (the first token and one per revocation)", got)
+			}
+		})
+	}
+}
+
+func TestInterceptors_eachSetupSendsOneTokenAndRecovers(t *testing.T) {
+	// However the credentials and interceptors are installed, a call
+	// carries exactly one authorization value (the server refuses two)
+	// and a revoked token is recovered.
+	for _, tt := range []struct {
+		name string
+		opts func(*grpcauth.Credentials) []grpc.DialOption
+	}{
+		{"DialOptions", (*grpcauth.Credentials).DialOptions},
+		{"interceptor alone", func(c *grpcauth.Credentials) []grpc.DialOption {
+			return []grpc.DialOption{grpc.WithUnaryInterceptor(c.UnaryClientInterceptor())}
+		}},
+		{"interceptor and credentials", func(c *grpcauth.Credentials) []grpc.DialOption {
+			return []grpc.DialOption{grpc.WithPerRPCCredentials(c), grpc.WithUnaryInterceptor(c.UnaryClientInterceptor())}
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			a := newAuthServer(t, true)
+			p := &issuer{a: a, expiresIn: 3600}
+			rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get})
+			creds, _ := grpcauth.New(rt)
+			c := dial(t, a, tt.opts(creds)...)
+			if err := check(context.Background(), c); err != nil {
+				t.Fatal(err)
+			}
+			a.revokeAll()
+			if err := check(context.Background(), c); err != nil {
+				t.Errorf("call after a revocation: %v; want it recovered", err)
+			}
+			a.mu.Lock()
+			defer a.mu.Unlock()
+			want := []string{"Bearer tok-1", "Bearer tok-1", "Bearer tok-2"}
+			if !slices.Equal(a.seen, want) {
+				t.Errorf("server saw %q; want %q", a.seen, want)
+			}
+		})
+	}
+}
+
+func TestInterceptors_refuseConnectionWithoutSecurity(t *testing.T) {
+	// A connection whose transport credentials give no security (local
+	// credentials over TCP), which gRPC accepts when the client is made:
+	// with the credentials installed, gRPC refuses to connect
+	// (Unavailable); the interceptor alone refuses each call itself
+	// (Unauthenticated naming AllowInsecure). Nothing is sent, and there
+	// is no recovery.
+	for _, tt := range []struct {
+		name string
+		opts func(*grpcauth.Credentials) []grpc.DialOption
+		code codes.Code
+		says string
+	}{
+		{"DialOptions", (*grpcauth.Credentials).DialOptions, codes.Unavailable, "insecure connection"},
+		{"interceptor alone", func(c *grpcauth.Credentials) []grpc.DialOption {
+			return []grpc.DialOption{grpc.WithUnaryInterceptor(c.UnaryClientInterceptor())}
+		}, codes.Unauthenticated, "AllowInsecure"},
+		{"interceptor and credentials", func(c *grpcauth.Credentials) []grpc.DialOption {
+			return []grpc.DialOption{grpc.WithPerRPCCredentials(c), grpc.WithUnaryInterceptor(c.UnaryClientInterceptor())}
+		}, codes.Unavailable, "insecure connection"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			a := newAuthServer(t, false)
+			p := &issuer{a: a, expiresIn: 3600}
+			rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get})
+			creds, _ := grpcauth.New(rt)
+			conn, err := grpc.NewClient(a.addr, append(tt.opts(creds), grpc.WithTransportCredentials(local.NewCredentials()))...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			err = check(context.Background(), healthpb.NewHealthClient(conn))
+			if status.Code(err) != tt.code || !strings.Contains(err.Error(), tt.says) {
+				t.Errorf("err %v; want %v saying %q", err, tt.code, tt.says)
+			}
+			if n := a.refused.Load() + a.checked.Load(); n != 0 {
+				t.Errorf("server saw %d calls; want none", n)
+			}
+			if got := p.calls.Load(); got != 1 {
+				t.Errorf("provider calls = %d; want 1 (no recovery for a refusal of ours)", got)
+			}
+		})
+	}
+}
+
+// attemptCounter is per-RPC credentials that count the attempts gRPC
+// makes (it asks every per-RPC credentials once per attempt) and add
+// nothing.
+type attemptCounter struct{ n atomic.Int64 }
+
+func (a *attemptCounter) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	a.n.Add(1)
+	return nil, nil
+}
+
+func (*attemptCounter) RequireTransportSecurity() bool { return false }
+
+func TestCredentials_temporaryFailureIsUnavailableAndRetried(t *testing.T) {
+	// The token endpoint fails once (temporarily): a call fails at once
+	// with Unavailable carrying the cause, so a service-config retry
+	// policy on UNAVAILABLE retries it (each attempt fails at once while
+	// the manager backs off); once the backoff is over, the manager's
+	// retry succeeds and calls go through.
+	const serviceConfig = `{"methodConfig": [{
+		"name": [{"service": "grpc.health.v1.Health"}],
+		"retryPolicy": {
+			"maxAttempts": 3,
+			"initialBackoff": "0.001s",
+			"maxBackoff": "0.001s",
+			"backoffMultiplier": 1,
+			"retryableStatusCodes": ["UNAVAILABLE"]
+		}
+	}]}`
+	for _, tt := range []struct {
+		name string
+		opts func(*grpcauth.Credentials) []grpc.DialOption
+	}{
+		{"DialOptions", (*grpcauth.Credentials).DialOptions},
+		{"credentials", func(c *grpcauth.Credentials) []grpc.DialOption {
+			return []grpc.DialOption{grpc.WithPerRPCCredentials(c)}
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			a := newAuthServer(t, true)
+			p := &issuer{a: a, expiresIn: 3600}
+			var fetches atomic.Int64
+			provider := func(ctx context.Context) (tokenmanager.Token, error) {
+				if fetches.Add(1) == 1 {
+					return tokenmanager.Token{}, errors.New("token endpoint: 503 Service Unavailable")
+				}
+				return p.get(ctx)
+			}
+			mock := clock.NewMock()
+			rt := newRT(t, tokenmanager.Settings{GetCredentials: provider, Clock: mock, RetryBaseDelay: time.Second})
+			refreshed := make(chan struct{}, 1)
+			defer rt.Subscribe(func(ev messages.Event) {
+				if _, ok := ev.(messages.TokenRefreshed); ok {
+					select {
+					case refreshed <- struct{}{}:
+					default:
+					}
+				}
+			})()
+			creds, _ := grpcauth.New(rt)
+			attempts := &attemptCounter{}
+			opts := append([]grpc.DialOption{grpc.WithPerRPCCredentials(attempts), grpc.WithDefaultServiceConfig(serviceConfig)}, tt.opts(creds)...)
+			c := dial(t, a, opts...)
+
+			ctx, cancel := context.WithTimeout(context.Background(), patience)
+			defer cancel()
+			err := check(ctx, c)
+			var fe *tokenmanager.FetchError
+			if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "503 Service Unavailable") || !errors.As(err, &fe) {
+				t.Fatalf("call while the token endpoint fails: %v; want Unavailable carrying the *FetchError", err)
+			}
+			if got := attempts.n.Load(); got != 3 {
+				t.Errorf("attempts = %d; want 3 (the retry policy retried Unavailable)", got)
+			}
+			if got := fetches.Load(); got != 1 {
+				t.Errorf("fetches = %d during the backoff; want 1", got)
+			}
+			if n := a.refused.Load() + a.checked.Load(); n != 0 {
+				t.Errorf("server saw %d calls; want none", n)
+			}
+
+			mock.Add(2 * time.Second) // past the backoff: the manager retries
+			select {
+			case <-refreshed:
+			case <-time.After(patience):
+				t.Fatal("no token after the backoff")
+			}
+			if err := check(ctx, c); err != nil {
+				t.Errorf("call after the manager's retry: %v", err)
+			}
+			if got := fetches.Load(); got != 2 {
+				t.Errorf("fetches = %d; want 2", got)
+			}
+		})
 	}
 }

@@ -175,19 +175,19 @@ func run() int {
 	}
 
 	// Tokens travel only with transport security: the same credentials
-	// without TLS are refused at dial time. (grpcauth.AllowInsecure()
+	// without TLS are refused when the client is made. (grpcauth.AllowInsecure()
 	// lifts this, for a Unix socket or a mesh sidecar that terminates TLS.)
-	plain, err := grpc.Dial(addr, append(creds.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
+	plain, err := grpc.NewClient(addr, append(creds.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 	if err == nil {
 		plain.Close()
-		logf("dial without TLS: unexpectedly accepted")
+		logf("client without TLS: unexpectedly accepted")
 		return 1
 	}
-	logf("dial without TLS refused: %v", err)
+	logf("client without TLS refused: %v", err)
 
-	conn, err := grpc.Dial(addr, append(creds.DialOptions(), grpc.WithTransportCredentials(clientTLS))...)
+	conn, err := grpc.NewClient(addr, append(creds.DialOptions(), grpc.WithTransportCredentials(clientTLS))...)
 	if err != nil {
-		return fatal("dial", err)
+		return fatal("grpc.NewClient", err)
 	}
 	defer conn.Close()
 	client := healthpb.NewHealthClient(conn)

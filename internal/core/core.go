@@ -45,6 +45,9 @@ type Core struct {
 	actorBus *eventbus.Bus // the actor's (or owner's) events
 	unsubs   []func()
 	ended    atomic.Bool // messages.Closed was published
+	// failed is closed, and replaced, when a fetch fails (any identity
+	// of c): it wakes the waiters of TokenOrFailure.
+	failed atomic.Pointer[chan struct{}]
 }
 
 // Binding is what the core needs of one identity: its token actor's
@@ -72,10 +75,16 @@ var ErrPassivated = link.ErrPassivated
 func (c *Core) Init(system *proto.ActorSystem, pid *proto.PID, actorBus *eventbus.Bus, buffer int, owned bool, callbacks func(messages.Event)) {
 	c.Root, c.Bus, c.done = system.Root, eventbus.New(buffer), make(chan struct{})
 	c.system, c.pid, c.owned, c.actorBus = system, pid, owned, actorBus
+	ch := make(chan struct{})
+	c.failed.Store(&ch)
 	c.unsubs = append(c.unsubs, actorBus.Subscribe(func(ev messages.Event) {
-		if _, ok := ev.(messages.Closed); ok {
+		switch ev.(type) {
+		case messages.Closed:
 			c.publishClosed() // once, whether the actor or Close says it first
 			return
+		case messages.TokenRequestFailed:
+			next := make(chan struct{})
+			close(*c.failed.Swap(&next))
 		}
 		c.Bus.Publish(ev)
 	}))
@@ -201,12 +210,16 @@ func (c *Core) Cached(b Binding) (access, value string, ok bool) {
 // the cached one (the fast path), else the actor's answer, waiting at most
 // until ctx ends. b is resolved again if its actor was passivated.
 func (c *Core) Attach(ctx context.Context, b *Binding) (access, value string, err error) {
+	return c.attach(ctx, b, false)
+}
+
+func (c *Core) attach(ctx context.Context, b *Binding, failFast bool) (access, value string, err error) {
 	if c.Closed() {
 		return "", "", tokenmanager.ErrClosed
 	}
 	access, value, ok := c.Cached(*b)
 	if !ok {
-		iss, err := c.Token(ctx, b, "")
+		iss, err := c.token(ctx, b, "", failFast)
 		if err != nil {
 			return "", "", err
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/go-tokenmanager/tokenmanager"
 	"github.com/go-tokenmanager/tokenmanager/internal/link"
@@ -15,6 +16,27 @@ import (
 // (or b's WaitTimeout when ctx has no deadline). When b's actor was
 // passivated meanwhile, b is resolved again.
 func (c *Core) Token(ctx context.Context, b *Binding, rejected string) (Issued, error) {
+	return c.token(ctx, b, rejected, false)
+}
+
+// TokenOrFailure is Token, except that it does not wait through failed
+// fetches: once a fetch has failed (and until one succeeds) it returns
+// that fetch's *tokenmanager.FetchError at once, also when the fetch it
+// waits for fails. Its wait is kept for b's WaitTimeout all the same, so
+// the actor keeps retrying with backoff while such calls come.
+//
+// A failed fetch wakes it through the actor's events: were the
+// TokenRequestFailed event dropped, it would wait as Token does.
+func (c *Core) TokenOrFailure(ctx context.Context, b *Binding) (Issued, error) {
+	return c.token(ctx, b, "", true)
+}
+
+// AttachOrFailure is Attach over TokenOrFailure.
+func (c *Core) AttachOrFailure(ctx context.Context, b *Binding) (access, value string, err error) {
+	return c.attach(ctx, b, true)
+}
+
+func (c *Core) token(ctx context.Context, b *Binding, rejected string, failFast bool) (Issued, error) {
 	if snap := b.H.Snapshot(); snap != nil && snap.Token.AccessToken != rejected && c.Fresh(*b, snap) {
 		return Issued{snap.Token, snap.ExpiresAt}, nil
 	}
@@ -28,11 +50,17 @@ func (c *Core) Token(ctx context.Context, b *Binding, rejected string) (Issued, 
 	}
 	for {
 		f := c.join(*b)
-		select {
-		case <-f.Done:
-		case <-ctx.Done():
-			c.leave(*b, f)
-			return Issued{}, waitErr(ctx, b.H)
+		if failFast {
+			if err := c.awaitOrFailure(ctx, *b, f); err != nil {
+				return Issued{}, err
+			}
+		} else {
+			select {
+			case <-f.Done:
+			case <-ctx.Done():
+				c.leave(*b, f)
+				return Issued{}, waitErr(ctx, b.H)
+			}
 		}
 		var res *messages.TokenResult
 		var err error
@@ -64,6 +92,28 @@ func (c *Core) Token(ctx context.Context, b *Binding, rejected string) (Issued, 
 			return Issued{}, err
 		}
 		return Issued{res.Token, res.ExpiresAt}, nil
+	}
+}
+
+// awaitOrFailure waits for f, which the caller joined, until it is done
+// (nil), ctx ends, or b's last fetch has failed: then it hands its place
+// in f to a timer of b's WaitTimeout, so the actor keeps retrying, and
+// returns the failure.
+func (c *Core) awaitOrFailure(ctx context.Context, b Binding, f *link.Flight) error {
+	for {
+		failed := *c.failed.Load() // before LastError: no failure is missed
+		if last := b.H.LastError(); last != nil {
+			time.AfterFunc(b.Req.Wait, func() { c.leave(b, f) })
+			return fmt.Errorf("tokenmanager: the last fetch failed and is being retried with backoff: %w", last)
+		}
+		select {
+		case <-f.Done:
+			return nil
+		case <-failed:
+		case <-ctx.Done():
+			c.leave(b, f)
+			return waitErr(ctx, b.H)
+		}
 	}
 }
 
