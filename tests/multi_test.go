@@ -711,3 +711,24 @@ func TestMulti_ownerGetsWithFailingSettingsDoNotHotLoop(t *testing.T) {
 		t.Errorf("SettingsFor(bad) called %d times for 20 Gets within its backoff; want 1", got)
 	}
 }
+
+// A mock clock starts at the Unix epoch: a use at that very instant is a
+// use like any other, and keeps the identity alive for IdleTimeout.
+func TestMulti_useAtClockStartKeepsIdentity(t *testing.T) {
+	mock := clock.NewMock()
+	ts := newTenants(mock, 3*3600)
+	m := newMulti(t, ts, &backend{}, tokenmanager.OwnerSettings{IdleTimeout: 2 * time.Hour})
+	rec := &recorder{}
+	defer m.Subscribe(rec.add)()
+	mustOKAs(t, m, "a")
+	mock.Add(61 * time.Minute) // past the first idle sweep (IdleTimeout/2)
+	stays(t, "identity a live", func() bool {
+		return m.Live() == 1 && len(eventsOf[messages.IdentityPassivated](rec)) == 0
+	})
+	if r := mustOKAs(t, m, "a"); r.auth != "Bearer a-1" {
+		t.Errorf("request 61 minutes after the first carried %q; want the cached a-1", r.auth)
+	}
+	if got := ts.settingsCalls("a"); got != 1 {
+		t.Errorf("SettingsFor(a) called %d times; want 1", got)
+	}
+}
