@@ -255,5 +255,12 @@ func (m *MultiRoundTripper) DroppedEvents() uint64 { return m.c.Dropped() }
 // owner with every identity's token actor (cancelling their fetches) and
 // the actor system. Requests waiting get tokenmanager.ErrClosed, as does
 // every later call. Events already queued are delivered for up to a
-// second. Close is idempotent: later calls return nil.
-func (m *MultiRoundTripper) Close() error { return m.c.Close("owner") }
+// second. Close is idempotent: later calls return nil. Close on a nil
+// *MultiRoundTripper returns nil, so it may be deferred before NewMulti's
+// error is checked.
+func (m *MultiRoundTripper) Close() error {
+	if m == nil {
+		return nil
+	}
+	return m.c.Close("owner")
+}
