@@ -563,35 +563,29 @@ func (a *tokenActor) cache(now, start time.Time, tok tokenmanager.Token, expires
 	})
 }
 
-// refreshAt returns when the current token is refreshed early: at
-// expiry - RefreshBuffer. A token whose lifetime (counted from start) is
-// not longer than the buffer is refreshed at half its lifetime instead,
-// and no token is refreshed sooner than min(half its lifetime, 1s) after
-// start, nor sooner than half of what is left of it (when its fetch took
-// long), so no token makes the actor fetch in a loop. ok is false for a
-// token without expiry.
+// refreshAt returns when the current token, fetched from start on, is
+// refreshed early: at expiry - RefreshBuffer, but never sooner than half
+// its lifetime after start, so a buffer as long as the token's life (or
+// longer) cannot make the actor fetch far more often than the token
+// needs:
+//
+//	at = start + max(lifetime - RefreshBuffer, lifetime/2)
+//
+// When that time has already passed (its fetch took more than half the
+// lifetime), the token is refreshed at half of what is left of it. ok is
+// false for a token without expiry.
 func (a *tokenActor) refreshAt(now, start time.Time) (at time.Time, ok bool) {
 	exp := a.cur.ExpiresAt
 	if exp.IsZero() {
 		return time.Time{}, false
 	}
 	life := exp.Sub(start)
-	at = exp.Add(-a.s.RefreshBuffer)
-	if earliest := start.Add(min(life/2, minRefreshInterval)); life <= a.s.RefreshBuffer || at.Before(earliest) {
-		at = start.Add(life / 2)
-		if life > a.s.RefreshBuffer {
-			at = earliest
-		}
-	}
+	at = start.Add(max(life-a.s.RefreshBuffer, life/2))
 	if !at.After(now) {
 		at = now.Add(exp.Sub(now) / 2)
 	}
 	return at, true
 }
-
-// minRefreshInterval is the least time between a fetch and the early
-// refresh of its token, unless the token lives shorter than twice that.
-const minRefreshInterval = time.Second
 
 func (a *tokenActor) refreshTick(m refreshTick) {
 	if m.gen != a.gen {
