@@ -29,7 +29,9 @@ const minIdleTimeout = time.Second
 // identity's requests with an error naming the identity; the function is
 // not called again for it until a backoff has passed (0.5s, doubling up
 // to 30s), so a broken entry does not make the owner call it in a loop.
-// A panic is contained and reported the same way.
+// A panic is contained and reported the same way. Each failure is
+// published as a messages.SettingsFailed event and logged to
+// [OwnerSettings.Logger].
 type SettingsFunc func(identity string) (Settings, error)
 
 // OwnerSettings configures an owner of many identities: one token actor
@@ -61,8 +63,11 @@ type OwnerSettings struct {
 	// EventBuffer is the queue length of each event subscriber. Optional;
 	// zero means 1024; at most [MaxEventBuffer].
 	EventBuffer int
-	// Logger receives the actor runtime's logs. Optional; nil means
-	// nothing is logged.
+	// Logger receives the owner's logs (each failed SettingsFor call)
+	// and, for transport.NewMulti, the actor runtime's, identities' token
+	// actors included. Optional; nil means nothing is logged, except that
+	// an owner spawned from actor.NewOwnerProps in your own actor system
+	// logs to that system's logger.
 	Logger *slog.Logger
 }
 

@@ -227,8 +227,11 @@ type Settings struct {
 	// included); events beyond it are dropped and counted. Optional; zero
 	// means 1024; at most [MaxEventBuffer].
 	EventBuffer int
-	// Logger receives the actor runtime's logs. Optional; nil means
-	// nothing is logged.
+	// Logger receives the token actor's logs (a provider's panic, with
+	// its stack trace) and, for transport.New, the actor runtime's.
+	// Optional; nil means nothing is logged, except that a token actor
+	// spawned in your own actor system (actor.NewProps, or an owner's
+	// identity) logs to that system's logger.
 	Logger *slog.Logger
 
 	// The callbacks below are called one at a time, in event order, on a
