@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/benbjohnson/clock"
 )
@@ -105,4 +107,38 @@ func (o OwnerSettings) Validate() error {
 		bad("OwnerSettings.EventBuffer is %d; it must be between 0 and %d", o.EventBuffer, MaxEventBuffer)
 	}
 	return errors.Join(errs...)
+}
+
+// MaxIdentityLength is the longest identity, in bytes, an owner of many
+// identities accepts. It leaves room for an identity built from every
+// parameter of a token request (tenant, client, audience, a long list of
+// scopes) while keeping identities fit for events, logs, metrics and actor
+// names.
+const MaxIdentityLength = 4096
+
+// ErrInvalidIdentity is returned, wrapped with the reason, for an
+// identity an owner of many identities cannot take (see
+// [CheckIdentity]). Nothing is fetched and SettingsFor is not called.
+var ErrInvalidIdentity = errors.New("tokenmanager: invalid identity")
+
+// CheckIdentity reports why identity cannot name one of an owner's
+// identities, or nil. An identity must be non-empty, at most
+// [MaxIdentityLength] bytes of valid UTF-8, and hold no control
+// character (NUL, CR, LF, tab, DEL, ...). The error wraps
+// [ErrInvalidIdentity] and does not quote the identity.
+func CheckIdentity(identity string) error {
+	switch {
+	case identity == "":
+		return fmt.Errorf("%w: it is empty", ErrInvalidIdentity)
+	case len(identity) > MaxIdentityLength:
+		return fmt.Errorf("%w: %d bytes, more than the %d allowed", ErrInvalidIdentity, len(identity), MaxIdentityLength)
+	case !utf8.ValidString(identity):
+		return fmt.Errorf("%w: not valid UTF-8", ErrInvalidIdentity)
+	}
+	for i, r := range identity {
+		if unicode.IsControl(r) {
+			return fmt.Errorf("%w: control character %U at byte %d", ErrInvalidIdentity, r, i)
+		}
+	}
+	return nil
 }

@@ -35,6 +35,11 @@ import (
 // are published on the actor system's EventStream from one goroutine per
 // owner. Stopping the owner stops every identity.
 //
+// An identity that fails tokenmanager.CheckIdentity (empty, too long,
+// not UTF-8, holding a control character) is refused: a Get for it is
+// answered with an error wrapping tokenmanager.ErrInvalidIdentity, an
+// Invalidate or Refreshed for it is dropped, and nothing is started.
+//
 // A Get for an identity whose settings cannot be had (settings.SettingsFor
 // failed) is answered with that error, naming the identity; each failed
 // SettingsFor call is published as [messages.SettingsFailed] and logged
@@ -295,6 +300,10 @@ func (w *owner) route(c proto.Context, identity string, start bool) {
 		return
 	}
 	env := envelope{msg: c.Message(), sender: c.Sender()}
+	if err := tokenmanager.CheckIdentity(identity); err != nil {
+		w.reply(env, err)
+		return
+	}
 	if err := w.failedNow(identity); err != nil {
 		w.reply(env, err)
 		return
@@ -310,6 +319,10 @@ func (w *owner) resolve(m *link.Resolve) {
 	}
 	if ch := w.children[m.Identity]; ch != nil {
 		m.Reply <- link.Resolved{H: ch.h}
+		return
+	}
+	if err := tokenmanager.CheckIdentity(m.Identity); err != nil {
+		m.Reply <- link.Resolved{Err: err}
 		return
 	}
 	if err := w.failedNow(m.Identity); err != nil {
