@@ -10,7 +10,10 @@ import (
 var ErrClosed = errors.New("tokenmanager: closed")
 
 // ErrInvalidToken is wrapped by a [FetchError] when the provider returned
-// a token the manager cannot use (an empty access token, say).
+// a token the manager cannot use: an empty access token, or one holding a
+// CR, LF or NUL. Such a failure is permanent ([IsPermanent]): a provider
+// that answers so once will answer so again, so everyone waiting for a
+// token fails at once rather than wait out its deadline.
 var ErrInvalidToken = errors.New("tokenmanager: invalid token from provider")
 
 // ErrExpiredOnArrival is wrapped by the error of a fetch whose token had
@@ -23,6 +26,42 @@ var ErrExpiredOnArrival = errors.New("tokenmanager: token expired before it arri
 // secret would travel over plain http to a host that is not loopback.
 // Nothing is sent. See [Settings.AllowInsecureHTTP].
 var ErrInsecureTransport = errors.New("tokenmanager: refusing to send a credential over plain http")
+
+// PanicError is the error of a fetch whose provider panicked, wrapped by
+// a [FetchError]. It is permanent ([IsPermanent]): a panic is a bug, and
+// retrying at once will not mend it, so everyone waiting for a token
+// fails at once with it; the next fetch waits for a request after the
+// backoff. Find it with errors.As.
+type PanicError struct {
+	// Value is what the provider panicked with.
+	Value any
+	// Stack is the provider goroutine's stack trace at the panic
+	// (runtime/debug.Stack). It holds function names, files and lines,
+	// not the values of strings.
+	Stack []byte
+}
+
+// maxPanicText bounds how much of a panic value Error prints: the value
+// is user data, and an error message should stay one short line.
+const maxPanicText = 200
+
+// Error reports the panic value, cut to 200 bytes, without the stack.
+func (e *PanicError) Error() string {
+	v := fmt.Sprint(e.Value)
+	if len(v) > maxPanicText {
+		v = v[:maxPanicText] + "..."
+	}
+	return "tokenmanager: provider panicked: " + v
+}
+
+// Unwrap returns Value when it is an error (panic(err)), else nil.
+func (e *PanicError) Unwrap() error {
+	err, _ := e.Value.(error)
+	return err
+}
+
+// Permanent reports true: see [IsPermanent].
+func (e *PanicError) Permanent() bool { return true }
 
 // FetchError is the error a failed token fetch produces. It never holds
 // the access token. errors.Is and errors.As see through it to the

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/benbjohnson/clock"
 )
@@ -29,7 +31,9 @@ const minIdleTimeout = time.Second
 // identity's requests with an error naming the identity; the function is
 // not called again for it until a backoff has passed (0.5s, doubling up
 // to 30s), so a broken entry does not make the owner call it in a loop.
-// A panic is contained and reported the same way.
+// A panic is contained and reported the same way. Each failure is
+// published as a messages.SettingsFailed event and logged to
+// [OwnerSettings.Logger].
 type SettingsFunc func(identity string) (Settings, error)
 
 // OwnerSettings configures an owner of many identities: one token actor
@@ -61,8 +65,11 @@ type OwnerSettings struct {
 	// EventBuffer is the queue length of each event subscriber. Optional;
 	// zero means 1024; at most [MaxEventBuffer].
 	EventBuffer int
-	// Logger receives the actor runtime's logs. Optional; nil means
-	// nothing is logged.
+	// Logger receives the owner's logs (each failed SettingsFor call)
+	// and, for transport.NewMulti, the actor runtime's, identities' token
+	// actors included. Optional; nil means nothing is logged, except that
+	// an owner spawned from actor.NewOwnerProps in your own actor system
+	// logs to that system's logger.
 	Logger *slog.Logger
 }
 
@@ -100,4 +107,38 @@ func (o OwnerSettings) Validate() error {
 		bad("OwnerSettings.EventBuffer is %d; it must be between 0 and %d", o.EventBuffer, MaxEventBuffer)
 	}
 	return errors.Join(errs...)
+}
+
+// MaxIdentityLength is the longest identity, in bytes, an owner of many
+// identities accepts. It leaves room for an identity built from every
+// parameter of a token request (tenant, client, audience, a long list of
+// scopes) while keeping identities fit for events, logs, metrics and actor
+// names.
+const MaxIdentityLength = 4096
+
+// ErrInvalidIdentity is returned, wrapped with the reason, for an
+// identity an owner of many identities cannot take (see
+// [CheckIdentity]). Nothing is fetched and SettingsFor is not called.
+var ErrInvalidIdentity = errors.New("tokenmanager: invalid identity")
+
+// CheckIdentity reports why identity cannot name one of an owner's
+// identities, or nil. An identity must be non-empty, at most
+// [MaxIdentityLength] bytes of valid UTF-8, and hold no control
+// character (NUL, CR, LF, tab, DEL, ...). The error wraps
+// [ErrInvalidIdentity] and does not quote the identity.
+func CheckIdentity(identity string) error {
+	switch {
+	case identity == "":
+		return fmt.Errorf("%w: it is empty", ErrInvalidIdentity)
+	case len(identity) > MaxIdentityLength:
+		return fmt.Errorf("%w: %d bytes, more than the %d allowed", ErrInvalidIdentity, len(identity), MaxIdentityLength)
+	case !utf8.ValidString(identity):
+		return fmt.Errorf("%w: not valid UTF-8", ErrInvalidIdentity)
+	}
+	for i, r := range identity {
+		if unicode.IsControl(r) {
+			return fmt.Errorf("%w: control character %U at byte %d", ErrInvalidIdentity, r, i)
+		}
+	}
+	return nil
 }

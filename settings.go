@@ -146,7 +146,9 @@ func (t Token) Lifetime() (time.Duration, bool) {
 // should honour ctx: a call that does not return when ctx ends is
 // abandoned (the fetch fails and is retried with backoff), and while it
 // still runs a second call may start beside it, never a third. A panic is
-// contained and reported as a failed fetch.
+// contained and reported as a permanent failed fetch (a [*PanicError]
+// carrying the stack trace, also logged to [Settings.Logger]): everyone
+// waiting for a token fails at once.
 //
 // When the returned error (or one it wraps) has a method
 // RetryAfter() time.Duration, as for an HTTP 429 or 503 with a
@@ -225,8 +227,11 @@ type Settings struct {
 	// included); events beyond it are dropped and counted. Optional; zero
 	// means 1024; at most [MaxEventBuffer].
 	EventBuffer int
-	// Logger receives the actor runtime's logs. Optional; nil means
-	// nothing is logged.
+	// Logger receives the token actor's logs (a provider's panic, with
+	// its stack trace) and, for transport.New, the actor runtime's.
+	// Optional; nil means nothing is logged, except that a token actor
+	// spawned in your own actor system (actor.NewProps, or an owner's
+	// identity) logs to that system's logger.
 	Logger *slog.Logger
 
 	// The callbacks below are called one at a time, in event order, on a
@@ -373,13 +378,14 @@ func Fingerprint(accessToken string) string {
 	return hex.EncodeToString(sum[:8])
 }
 
-// CheckToken reports why t cannot be used, or nil.
+// CheckToken reports why t cannot be used, or nil. The error wraps
+// [ErrInvalidToken] and is permanent ([IsPermanent]).
 func CheckToken(t Token) error {
 	if t.AccessToken == "" {
-		return fmt.Errorf("%w: access_token is empty", ErrInvalidToken)
+		return Permanent(fmt.Errorf("%w: access_token is empty", ErrInvalidToken))
 	}
 	if strings.ContainsAny(t.AccessToken, "\r\n\x00") {
-		return fmt.Errorf("%w: access_token holds a control character", ErrInvalidToken)
+		return Permanent(fmt.Errorf("%w: access_token holds a control character", ErrInvalidToken))
 	}
 	return nil
 }

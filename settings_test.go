@@ -175,8 +175,9 @@ func TestToken_Lifetime(t *testing.T) {
 
 func TestCheckToken(t *testing.T) {
 	for _, bad := range []string{"", "a\r\nX-Evil: 1", "a\x00"} {
-		if err := tokenmanager.CheckToken(tokenmanager.Token{AccessToken: bad}); !errors.Is(err, tokenmanager.ErrInvalidToken) {
-			t.Errorf("CheckToken(%q) = %v; want ErrInvalidToken", bad, err)
+		err := tokenmanager.CheckToken(tokenmanager.Token{AccessToken: bad})
+		if !errors.Is(err, tokenmanager.ErrInvalidToken) || !tokenmanager.IsPermanent(err) {
+			t.Errorf("CheckToken(%q) = %v; want a permanent ErrInvalidToken", bad, err)
 		}
 	}
 	if err := tokenmanager.CheckToken(tokenmanager.Token{AccessToken: "ok"}); err != nil {
@@ -192,6 +193,24 @@ func TestFetchError(t *testing.T) {
 	}
 	if got := err.Error(); !strings.Contains(got, "attempt 3") || !strings.Contains(got, "boom") {
 		t.Errorf("Error() = %q", got)
+	}
+}
+
+func TestPanicError(t *testing.T) {
+	cause := errors.New("nil map")
+	err := error(&tokenmanager.PanicError{Value: cause, Stack: []byte("goroutine 7 [running]:")})
+	if !errors.Is(err, cause) || !tokenmanager.IsPermanent(err) {
+		t.Errorf("PanicError(%v): errors.Is %v, IsPermanent %v; want both", cause, errors.Is(err, cause), tokenmanager.IsPermanent(err))
+	}
+	if got, want := err.Error(), "tokenmanager: provider panicked: nil map"; got != want {
+		t.Errorf("Error() = %q; want %q", got, want)
+	}
+	long := &tokenmanager.PanicError{Value: strings.Repeat("x", 10000)}
+	if got := long.Error(); len(got) > 300 {
+		t.Errorf("Error() of a 10000-byte panic value is %d bytes; want it cut short", len(got))
+	}
+	if (&tokenmanager.PanicError{Value: 42}).Unwrap() != nil {
+		t.Error("Unwrap of a non-error panic value is not nil")
 	}
 }
 

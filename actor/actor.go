@@ -25,7 +25,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -84,6 +86,7 @@ type tokenActor struct {
 
 	self *proto.PID
 	root *proto.RootContext
+	log  *slog.Logger // Settings.Logger, else the actor system's
 
 	mu      sync.Mutex // guards stopped: goroutines send to self only while false
 	stopped bool
@@ -133,6 +136,7 @@ type fetchSettings struct {
 	FetchTimeout      time.Duration
 	TokenTryThreshold int
 	AddTokenToLogs    bool
+	Logger            *slog.Logger // nil: the actor system's
 }
 
 func newFetchSettings(s tokenmanager.Settings) fetchSettings {
@@ -144,6 +148,7 @@ func newFetchSettings(s tokenmanager.Settings) fetchSettings {
 		FetchTimeout:      s.FetchTimeout,
 		TokenTryThreshold: s.TokenTryThreshold,
 		AddTokenToLogs:    s.AddTokenToLogs,
+		Logger:            s.Logger,
 	}
 }
 
@@ -213,6 +218,10 @@ func (a *tokenActor) Receive(c proto.Context) {
 func (a *tokenActor) started(c proto.Context) {
 	a.self = c.Self()
 	a.root = c.ActorSystem().Root
+	a.log = a.s.Logger
+	if a.log == nil {
+		a.log = c.Logger()
+	}
 	if a.child {
 		return // the owner forwards the shared bus's events
 	}
@@ -462,10 +471,12 @@ func callProvider(ctx context.Context, calls *atomic.Int32, p tokenmanager.Token
 // out may take to return its own error before it is abandoned.
 const providerGrace = 100 * time.Millisecond
 
+// safeCall calls p, turning a panic into a *tokenmanager.PanicError that
+// carries the stack trace.
 func safeCall(ctx context.Context, p tokenmanager.TokenProvider) (tok tokenmanager.Token, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			tok, err = tokenmanager.Token{}, fmt.Errorf("tokenmanager: provider panicked: %v", r)
+			tok, err = tokenmanager.Token{}, &tokenmanager.PanicError{Value: r, Stack: debug.Stack()}
 		}
 	}()
 	return p(ctx)
@@ -501,10 +512,25 @@ func (a *tokenActor) fetchDone(m *fetchDone) {
 		}
 	}
 	if err != nil {
+		a.logPanic(err)
 		a.fail(now, err)
 		return
 	}
 	a.cache(now, a.fetchStart, m.token, expires, a.fetchWhy, m.duration)
+}
+
+// logPanic logs a provider's panic with its stack trace: a bug to fix,
+// which the event's short error message alone would not locate.
+func (a *tokenActor) logPanic(err error) {
+	var pe *tokenmanager.PanicError
+	if a.log == nil || !errors.As(err, &pe) {
+		return
+	}
+	attrs := []slog.Attr{slog.String("panic", pe.Error()), slog.String("stack", string(pe.Stack))}
+	if a.h.Identity != "" {
+		attrs = append(attrs, slog.String("identity", a.h.Identity))
+	}
+	a.log.LogAttrs(context.Background(), slog.LevelError, "tokenmanager: token provider panicked", attrs...)
 }
 
 // cache stores tok, fetched from start on, answers everyone waiting and
@@ -563,35 +589,29 @@ func (a *tokenActor) cache(now, start time.Time, tok tokenmanager.Token, expires
 	})
 }
 
-// refreshAt returns when the current token is refreshed early: at
-// expiry - RefreshBuffer. A token whose lifetime (counted from start) is
-// not longer than the buffer is refreshed at half its lifetime instead,
-// and no token is refreshed sooner than min(half its lifetime, 1s) after
-// start, nor sooner than half of what is left of it (when its fetch took
-// long), so no token makes the actor fetch in a loop. ok is false for a
-// token without expiry.
+// refreshAt returns when the current token, fetched from start on, is
+// refreshed early: at expiry - RefreshBuffer, but never sooner than half
+// its lifetime after start, so a buffer as long as the token's life (or
+// longer) cannot make the actor fetch far more often than the token
+// needs:
+//
+//	at = start + max(lifetime - RefreshBuffer, lifetime/2)
+//
+// When that time has already passed (its fetch took more than half the
+// lifetime), the token is refreshed at half of what is left of it. ok is
+// false for a token without expiry.
 func (a *tokenActor) refreshAt(now, start time.Time) (at time.Time, ok bool) {
 	exp := a.cur.ExpiresAt
 	if exp.IsZero() {
 		return time.Time{}, false
 	}
 	life := exp.Sub(start)
-	at = exp.Add(-a.s.RefreshBuffer)
-	if earliest := start.Add(min(life/2, minRefreshInterval)); life <= a.s.RefreshBuffer || at.Before(earliest) {
-		at = start.Add(life / 2)
-		if life > a.s.RefreshBuffer {
-			at = earliest
-		}
-	}
+	at = start.Add(max(life-a.s.RefreshBuffer, life/2))
 	if !at.After(now) {
 		at = now.Add(exp.Sub(now) / 2)
 	}
 	return at, true
 }
-
-// minRefreshInterval is the least time between a fetch and the early
-// refresh of its token, unless the token lives shorter than twice that.
-const minRefreshInterval = time.Second
 
 func (a *tokenActor) refreshTick(m refreshTick) {
 	if m.gen != a.gen {

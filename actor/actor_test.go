@@ -184,8 +184,8 @@ func TestEarlyRefresh(t *testing.T) {
 		{"at expiry minus buffer", 60, 10 * time.Second, 49 * time.Second, 50 * time.Second},
 		{"at half a lifetime shorter than the buffer", 4, 10 * time.Second, 1900 * time.Millisecond, 2 * time.Second},
 		{"default buffer", 3600, 0, 3589 * time.Second, 3590 * time.Second},
-		{"lifetime a little over the buffer", 12, 10 * time.Second, 1900 * time.Millisecond, 2 * time.Second},
-		{"no sooner than 1s after the fetch", 11, 10500 * time.Millisecond, 900 * time.Millisecond, time.Second},
+		{"lifetime a little over the buffer: half of it", 12, 10 * time.Second, 5900 * time.Millisecond, 6 * time.Second},
+		{"buffer over half the lifetime: half of it", 60, 50 * time.Second, 29900 * time.Millisecond, 30 * time.Second},
 		{"lifetime equal to the buffer", 10, 10 * time.Second, 4900 * time.Millisecond, 5 * time.Second},
 	}
 	for _, tt := range tests {

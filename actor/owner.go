@@ -2,7 +2,9 @@ package actor
 
 import (
 	"cmp"
+	"context"
 	"fmt"
+	"log/slog"
 	"maps"
 	"net/url"
 	"slices"
@@ -33,8 +35,15 @@ import (
 // are published on the actor system's EventStream from one goroutine per
 // owner. Stopping the owner stops every identity.
 //
+// An identity that fails tokenmanager.CheckIdentity (empty, too long,
+// not UTF-8, holding a control character) is refused: a Get for it is
+// answered with an error wrapping tokenmanager.ErrInvalidIdentity, an
+// Invalidate or Refreshed for it is dropped, and nothing is started.
+//
 // A Get for an identity whose settings cannot be had (settings.SettingsFor
-// failed) is answered with that error, naming the identity.
+// failed) is answered with that error, naming the identity; each failed
+// SettingsFor call is published as [messages.SettingsFailed] and logged
+// (to settings.Logger, else the actor system's logger).
 func NewOwnerProps(settings tokenmanager.OwnerSettings) (*proto.Props, error) {
 	if err := settings.Validate(); err != nil {
 		return nil, err
@@ -291,6 +300,10 @@ func (w *owner) route(c proto.Context, identity string, start bool) {
 		return
 	}
 	env := envelope{msg: c.Message(), sender: c.Sender()}
+	if err := tokenmanager.CheckIdentity(identity); err != nil {
+		w.reply(env, err)
+		return
+	}
 	if err := w.failedNow(identity); err != nil {
 		w.reply(env, err)
 		return
@@ -306,6 +319,10 @@ func (w *owner) resolve(m *link.Resolve) {
 	}
 	if ch := w.children[m.Identity]; ch != nil {
 		m.Reply <- link.Resolved{H: ch.h}
+		return
+	}
+	if err := tokenmanager.CheckIdentity(m.Identity); err != nil {
+		m.Reply <- link.Resolved{Err: err}
 		return
 	}
 	if err := w.failedNow(m.Identity); err != nil {
@@ -359,9 +376,11 @@ func (w *owner) settingsDone(c proto.Context, m *settingsDone) {
 		}
 		f.n++
 		f.err = m.err
-		f.notBefore = now.Add(backoff(f.n, settingsRetryBase, settingsRetryMax))
+		retryIn := backoff(f.n, settingsRetryBase, settingsRetryMax)
+		f.notBefore = now.Add(retryIn)
 		w.answer(p, nil, m.err)
 		w.armSweep()
+		w.settingsFailed(c, m.identity, f, retryIn)
 		return
 	}
 	delete(w.failed, m.identity)
@@ -373,6 +392,21 @@ func (w *owner) settingsDone(c proto.Context, m *settingsDone) {
 	w.answer(p, ch, nil)
 	w.armSweep()
 	w.evictOverCap(c, ch)
+}
+
+// settingsFailed reports a failed SettingsFor call: an event, and a log
+// line (to OwnerSettings.Logger, else the actor system's logger).
+func (w *owner) settingsFailed(c proto.Context, identity string, f *failure, retryIn time.Duration) {
+	w.o.Bus.Publish(messages.SettingsFailed{Identity: identity, Err: f.err, ConsecutiveFailures: f.n, RetryIn: retryIn})
+	log := w.s.Logger
+	if log == nil {
+		log = c.Logger()
+	}
+	log.LogAttrs(context.Background(), slog.LevelError, "tokenmanager: SettingsFor failed",
+		slog.String("identity", identity),
+		slog.String("error", f.err.Error()),
+		slog.Int("consecutive_failures", f.n),
+		slog.Duration("retry_in", retryIn))
 }
 
 // spawn starts identity's token actor and publishes its handle.

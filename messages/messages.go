@@ -254,6 +254,26 @@ type IdentityPassivated struct {
 // Name implements [Event].
 func (IdentityPassivated) Name() string { return "identity_passivated" }
 
+// SettingsFailed is published by an owner of many identities when
+// OwnerSettings.SettingsFor fails for an identity: it returned an error,
+// panicked, or gave settings that fail Settings.Validate. The identity's
+// waiting requests and Gets fail with Err; until RetryIn has passed, its
+// new ones fail with Err too, without calling SettingsFor again.
+type SettingsFailed struct {
+	Identity string
+	// Err is why there are no settings; it names the identity.
+	Err error
+	// ConsecutiveFailures counts the failed SettingsFor calls for the
+	// identity since its settings last came, this one included.
+	ConsecutiveFailures int
+	// RetryIn is how long SettingsFor is not called again for the
+	// identity (0.5s, doubling up to 30s, with jitter).
+	RetryIn time.Duration
+}
+
+// Name implements [Event].
+func (SettingsFailed) Name() string { return "settings_failed" }
+
 // IdentityOf returns the identity ev concerns: its Identity field. It is
 // empty for the events of a single-identity manager, for [Closed], and
 // for event types this package does not define.
@@ -274,6 +294,8 @@ func IdentityOf(ev Event) string {
 	case PushRejected:
 		return e.Identity
 	case IdentityPassivated:
+		return e.Identity
+	case SettingsFailed:
 		return e.Identity
 	}
 	return ""

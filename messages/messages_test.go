@@ -44,6 +44,7 @@ func TestEvents_haveStableNames(t *testing.T) {
 		{messages.RecoveryTried{}, "recovery_tried"},
 		{messages.TokenTryThresholdReached{}, "token_try_threshold_reached"},
 		{messages.RecoveryAborted{}, "recovery_aborted"},
+		{messages.SettingsFailed{}, "settings_failed"},
 	}
 	for _, tt := range tests {
 		if got := tt.ev.Name(); got != tt.want {
@@ -76,6 +77,7 @@ func TestIdentityOf(t *testing.T) {
 		{messages.RecoveryAborted{Identity: "f"}, "f"},
 		{messages.PushRejected{Identity: "g"}, "g"},
 		{messages.IdentityPassivated{Identity: "h"}, "h"},
+		{messages.SettingsFailed{Identity: "i"}, "i"},
 		{messages.TokenRefreshed{}, ""},
 		{messages.Closed{}, ""},
 	}

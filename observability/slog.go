@@ -20,11 +20,11 @@ const (
 	KeyHost                = "host"                 // host of the rejected request
 	KeyAttempt             = "attempt"              // recovery try number, from 1
 	KeyAttempts            = "attempts"             // recovery tries used before giving up
-	KeyConsecutiveFailures = "consecutive_failures" // failed fetches since the last success
-	KeyRetryIn             = "retry_in"             // backoff before the next fetch; 0 when none is scheduled
+	KeyConsecutiveFailures = "consecutive_failures" // failed fetches since the last success (for settings_failed, failed SettingsFor calls)
+	KeyRetryIn             = "retry_in"             // backoff before the next fetch (or SettingsFor call); 0 when none is scheduled
 	KeyPermanent           = "permanent"            // whether a failed fetch will not go away by retrying; always present for token_request_failed
 	KeyFailedTries         = "failed_tries"         // consecutive failed fetches at a threshold
-	KeyError               = "error"                // why a fetch failed, or why a pushed token was refused
+	KeyError               = "error"                // why a fetch failed, why a pushed token was refused, or why an identity's settings failed
 	KeyDetail              = "detail"               // the event's Message (holds the token only with AddTokenToLogs)
 	KeyEvicted             = "evicted"              // whether a passivated identity was evicted to stay within the cap (false: it was idle)
 )
@@ -61,13 +61,15 @@ func SlogHandler(logger *slog.Logger) func(messages.Event) {
 // the identity starts afresh on its next request) and a closed manager;
 // Warn for a rejected token, a failed fetch, a resent request (each is
 // recovered from on its own) and a refused pushed token; Error when
-// fetches keep failing (a token try threshold) or a request is given back
-// rejected (recovery aborted). Unknown events are Info.
+// fetches keep failing (a token try threshold), a request is given back
+// rejected (recovery aborted) or an identity's settings cannot be had
+// (settings failed: its requests fail until they can). Unknown events
+// are Info.
 func Level(ev messages.Event) slog.Level {
 	switch ev.(type) {
 	case messages.AuthFailed, messages.TokenRequestFailed, messages.RecoveryTried, messages.PushRejected:
 		return slog.LevelWarn
-	case messages.TokenTryThresholdReached, messages.RecoveryAborted:
+	case messages.TokenTryThresholdReached, messages.RecoveryAborted, messages.SettingsFailed:
 		return slog.LevelError
 	}
 	return slog.LevelInfo
@@ -92,6 +94,8 @@ func logMessage(ev messages.Event) string {
 		return "pushed token rejected"
 	case messages.IdentityPassivated:
 		return "identity passivated"
+	case messages.SettingsFailed:
+		return "identity settings failed"
 	case messages.Closed:
 		return "token manager closed"
 	}
@@ -156,6 +160,13 @@ func Attrs(ev messages.Event) []slog.Attr {
 		}
 	case messages.IdentityPassivated:
 		attrs = append(attrs, slog.Bool(KeyEvicted, e.Evicted))
+	case messages.SettingsFailed:
+		if e.Err != nil {
+			attrs = append(attrs, slog.String(KeyError, e.Err.Error()))
+		}
+		attrs = append(attrs,
+			slog.Int(KeyConsecutiveFailures, e.ConsecutiveFailures),
+			slog.Duration(KeyRetryIn, e.RetryIn))
 	case messages.Closed:
 		// KeyEvent alone.
 	}

@@ -242,6 +242,8 @@ func TestAttrs_newEvents(t *testing.T) {
 		{messages.PushRejected{Err: errors.New("empty")}, "event,error", slog.LevelWarn},
 		{messages.PushRejected{}, "event", slog.LevelWarn},
 		{messages.Closed{}, "event", slog.LevelInfo},
+		{messages.SettingsFailed{Identity: "t1", Err: errors.New("vault down"), ConsecutiveFailures: 2, RetryIn: time.Second},
+			"event,identity,error,consecutive_failures,retry_in", slog.LevelError},
 	}
 	for _, tt := range tests {
 		if got := keys(observability.Attrs(tt.ev)); got != tt.keys {

@@ -167,6 +167,42 @@ func TestContext_idleManagerDoesNotPoll(t *testing.T) {
 	})
 }
 
+// When every request waiting for a fetch has given up, the fetch is not
+// cancelled: it runs on (bounded by FetchTimeout) and its token serves the
+// next request. Cancelling it would leave callers whose deadline is
+// shorter than the token endpoint's latency with a new fetch per request
+// and never a token.
+func TestContext_fetchOutlivesWaitersWhoGaveUp(t *testing.T) {
+	p := &provider{expiresIn: 3600}
+	release := p.hold()
+	defer release()
+	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get, Clock: clock.NewMock()}, &backend{})
+	rec := record(t, rt)
+
+	for i := range 3 {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+		r := send(ctx, rt, "impatient")
+		cancel()
+		if !errors.Is(r.err, context.DeadlineExceeded) {
+			t.Fatalf("impatient request %d: err %v; want its deadline", i, r.err)
+		}
+	}
+	if got := p.calls.Load(); got != 1 {
+		t.Fatalf("provider calls while requests gave up = %d; want the one fetch they all joined", got)
+	}
+	release()
+	waitEvents[messages.TokenRefreshed](t, rec, 1)
+	if r := mustOK(t, rt); r.auth != "Bearer tok-1" {
+		t.Errorf("next request carried %q; want tok-1 from the fetch nobody waited for", r.auth)
+	}
+	if errs, _ := p.gaveUp(); len(errs) != 0 {
+		t.Errorf("the provider saw its context end (%v); want the fetch left to finish", errs)
+	}
+	if got := p.calls.Load(); got != 1 {
+		t.Errorf("provider calls = %d; want 1", got)
+	}
+}
+
 func TestContext_waitTimeoutWithoutDeadline(t *testing.T) {
 	const wait = 200 * time.Millisecond
 	tests := []struct {

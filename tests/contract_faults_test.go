@@ -2,7 +2,9 @@ package tests
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"reflect"
 	"strings"
@@ -46,12 +48,17 @@ func TestFaults_providerPanics(t *testing.T) {
 	}, &backend{})
 	rec := record(t, rt)
 
-	ch := make(chan result, 1)
-	go func() { ch <- send(context.Background(), rt, "") }()
-	var r result
-	advanceUntil(t, mock, 2*time.Second, "the request returns", untilDone(ch, &r))
-	if r.err != nil || r.status != http.StatusOK || r.auth != "Bearer tok-3" {
-		t.Fatalf("status %d, auth %q, err %v; want 200 with tok-3 after two panics", r.status, r.auth, r.err)
+	// Each panic fails the request at once; the next request after the
+	// backoff fetches again.
+	for i := range 2 {
+		var pe *tokenmanager.PanicError
+		if r := send(context.Background(), rt, ""); !errors.As(r.err, &pe) {
+			t.Fatalf("request %d: err %v; want a *tokenmanager.PanicError", i+1, r.err)
+		}
+		mock.Add(2 * time.Second) // past the backoff
+	}
+	if r := mustOK(t, rt); r.auth != "Bearer tok-3" {
+		t.Fatalf("request after two panics carried %q; want tok-3", r.auth)
 	}
 	for _, e := range waitEvents[messages.TokenRequestFailed](t, rec, 2) {
 		if e.Err == nil {
@@ -66,6 +73,126 @@ func TestFaults_providerPanics(t *testing.T) {
 	}
 	if got := p.calls.Load(); got != 3 {
 		t.Errorf("provider calls = %d; want 3", got)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// sendNow sends a request and returns what came back, failing the test if
+// it does not come back promptly in real time (the mock clock stands
+// still, so nothing else can release it).
+func sendNow(t *testing.T, rt http.RoundTripper) result {
+	t.Helper()
+	ch := make(chan result, 1)
+	go func() { ch <- send(context.Background(), rt, "") }()
+	select {
+	case r := <-ch:
+		return r
+	case <-time.After(patience):
+		t.Fatalf("the request still waits after %v; want it failed at once", patience)
+		return result{}
+	}
+}
+
+// A panicking provider is a bug that retrying will not mend: requests
+// fail at once with a *PanicError (not after WaitTimeout), and the stack
+// trace reaches the log and the event.
+func TestFaults_providerPanicFailsRequestsAtOnce(t *testing.T) {
+	mock := clock.NewMock()
+	p := &provider{expiresIn: 3600}
+	p.panicN.Store(1 << 30)
+	var logs syncBuffer
+	rt := newRT(t, tokenmanager.Settings{
+		GetCredentials: p.get,
+		Clock:          mock,
+		WaitTimeout:    time.Hour,
+		Logger:         slog.New(slog.NewTextHandler(&logs, nil)),
+	}, &backend{})
+	rec := record(t, rt)
+
+	began := mock.Now()
+	r := sendNow(t, rt)
+	var pe *tokenmanager.PanicError
+	if !errors.As(r.err, &pe) {
+		t.Fatalf("err %v; want a *tokenmanager.PanicError", r.err)
+	}
+	if !tokenmanager.IsPermanent(r.err) || errors.Is(r.err, context.DeadlineExceeded) {
+		t.Errorf("err %v: permanent %v; want a permanent failure, not a wait that timed out", r.err, tokenmanager.IsPermanent(r.err))
+	}
+	if pe.Value != "token provider exploded" {
+		t.Errorf("PanicError.Value = %v; want the provider's panic value", pe.Value)
+	}
+	const frame = "tests.(*provider).get"
+	if !strings.Contains(string(pe.Stack), frame) {
+		t.Errorf("PanicError.Stack does not show %s:\n%s", frame, pe.Stack)
+	}
+	if strings.Contains(pe.Error(), "goroutine") || len(pe.Error()) > 300 {
+		t.Errorf("PanicError.Error() = %q; want a short message without the stack", pe.Error())
+	}
+	if !mock.Now().Equal(began) {
+		t.Fatalf("mock clock moved")
+	}
+	ev := waitEvents[messages.TokenRequestFailed](t, rec, 1)[0]
+	if !ev.Permanent || !errors.As(ev.Err, &pe) || !strings.Contains(string(pe.Stack), frame) {
+		t.Errorf("TokenRequestFailed = %+v; want a permanent failure carrying the *PanicError with its stack", ev)
+	}
+	eventually(t, "the panic logged", func() bool { return strings.Contains(logs.String(), "token provider panicked") })
+	if out := logs.String(); !strings.Contains(out, frame) {
+		t.Errorf("log does not show the stack (%s):\n%s", frame, out)
+	}
+	// Within the backoff, later requests hear the same failure at once,
+	// without calling the provider.
+	if r := sendNow(t, rt); !errors.As(r.err, &pe) {
+		t.Errorf("second request: err %v; want the *PanicError", r.err)
+	}
+	if got := p.calls.Load(); got != 1 {
+		t.Errorf("provider calls = %d; want 1", got)
+	}
+}
+
+// A token the manager cannot use (empty, or holding CR/LF) fails requests
+// at once with ErrInvalidToken, as a permanent failure.
+func TestFaults_invalidTokenFailsRequestsAtOnce(t *testing.T) {
+	for name, tok := range map[string]string{"empty": "", "CRLF": "t\r\nX-Evil: 1"} {
+		t.Run(name, func(t *testing.T) {
+			mock := clock.NewMock()
+			var calls atomic.Int64
+			rt := newRT(t, tokenmanager.Settings{
+				GetCredentials: func(context.Context) (tokenmanager.Token, error) {
+					calls.Add(1)
+					return tokenmanager.Token{AccessToken: tok, ExpiresIn: 3600}, nil
+				},
+				Clock:       mock,
+				WaitTimeout: time.Hour,
+			}, &backend{})
+			rec := record(t, rt)
+			r := sendNow(t, rt)
+			if !errors.Is(r.err, tokenmanager.ErrInvalidToken) || !tokenmanager.IsPermanent(r.err) {
+				t.Fatalf("err %v; want a permanent failure wrapping ErrInvalidToken", r.err)
+			}
+			if ev := waitEvents[messages.TokenRequestFailed](t, rec, 1)[0]; !ev.Permanent {
+				t.Errorf("TokenRequestFailed.Permanent = false; want true")
+			}
+			if got := calls.Load(); got != 1 {
+				t.Errorf("provider calls = %d; want 1", got)
+			}
+		})
 	}
 }
 

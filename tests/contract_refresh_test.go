@@ -70,6 +70,18 @@ func TestEarlyRefresh_shortLifetimeAtHalf(t *testing.T) {
 	eventually(t, "the refresh at half the lifetime", func() bool { return p.calls.Load() == 2 })
 }
 
+func TestEarlyRefresh_neverSoonerThanHalfTheLifetime(t *testing.T) {
+	mock := clock.NewMock()
+	p := &provider{expiresIn: 60} // a buffer of 50s would say 10s
+	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get, Clock: mock, RefreshBuffer: 50 * time.Second}, &backend{})
+	mustOK(t, rt)
+
+	mock.Add(29 * time.Second)
+	stays(t, "no refresh before half the lifetime", func() bool { return p.calls.Load() == 1 })
+	mock.Add(2 * time.Second) // 31s: past half of 60s
+	eventually(t, "the refresh at half the lifetime", func() bool { return p.calls.Load() == 2 })
+}
+
 func TestEarlyRefresh_noExpiryCachedUntilRejected(t *testing.T) {
 	for _, expiresIn := range []int64{0, -30} {
 		t.Run(fmt.Sprintf("expires_in=%d", expiresIn), func(t *testing.T) {

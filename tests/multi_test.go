@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"runtime"
 	"strings"
@@ -710,4 +711,57 @@ func TestMulti_ownerGetsWithFailingSettingsDoNotHotLoop(t *testing.T) {
 	if got := ts.settingsCalls("bad"); got != 1 {
 		t.Errorf("SettingsFor(bad) called %d times for 20 Gets within its backoff; want 1", got)
 	}
+}
+
+// A mock clock starts at the Unix epoch: a use at that very instant is a
+// use like any other, and keeps the identity alive for IdleTimeout.
+func TestMulti_useAtClockStartKeepsIdentity(t *testing.T) {
+	mock := clock.NewMock()
+	ts := newTenants(mock, 3*3600)
+	m := newMulti(t, ts, &backend{}, tokenmanager.OwnerSettings{IdleTimeout: 2 * time.Hour})
+	rec := &recorder{}
+	defer m.Subscribe(rec.add)()
+	mustOKAs(t, m, "a")
+	mock.Add(61 * time.Minute) // past the first idle sweep (IdleTimeout/2)
+	stays(t, "identity a live", func() bool {
+		return m.Live() == 1 && len(eventsOf[messages.IdentityPassivated](rec)) == 0
+	})
+	if r := mustOKAs(t, m, "a"); r.auth != "Bearer a-1" {
+		t.Errorf("request 61 minutes after the first carried %q; want the cached a-1", r.auth)
+	}
+	if got := ts.settingsCalls("a"); got != 1 {
+		t.Errorf("SettingsFor(a) called %d times; want 1", got)
+	}
+}
+
+// A failing SettingsFor is reported: a SettingsFailed event naming the
+// identity and the owner's log, not only the failed requests.
+func TestMulti_settingsFailurePublishedAndLogged(t *testing.T) {
+	mock := clock.NewMock()
+	ts := newTenants(mock, 3600)
+	errVault := errors.New("vault unreachable")
+	ts.fail["broken"] = errVault
+	var logs syncBuffer
+	m := newMulti(t, ts, &backend{}, tokenmanager.OwnerSettings{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	rec := &recorder{}
+	defer m.Subscribe(rec.add)()
+	for range 2 { // the second within the backoff: no second SettingsFor call
+		if r := sendAs(context.Background(), m, "broken"); !errors.Is(r.err, errVault) {
+			t.Fatalf("err %v; want the SettingsFor error", r.err)
+		}
+	}
+	ev := waitEvents[messages.SettingsFailed](t, rec, 1)[0]
+	if ev.Identity != "broken" || !errors.Is(ev.Err, errVault) || ev.ConsecutiveFailures != 1 || ev.RetryIn <= 0 {
+		t.Errorf("SettingsFailed = %+v; want identity broken, the SettingsFor error, 1 failure, a backoff", ev)
+	}
+	eventually(t, "the failure logged", func() bool { return strings.Contains(logs.String(), "SettingsFor failed") })
+	if out := logs.String(); !strings.Contains(out, "identity=broken") || !strings.Contains(out, errVault.Error()) {
+		t.Errorf("log %q; want the identity and the error", out)
+	}
+	mock.Add(time.Minute) // past the backoff: asked again, failing again
+	sendAs(context.Background(), m, "broken")
+	if ev := waitEvents[messages.SettingsFailed](t, rec, 2)[1]; ev.ConsecutiveFailures != 2 {
+		t.Errorf("second SettingsFailed.ConsecutiveFailures = %d; want 2", ev.ConsecutiveFailures)
+	}
+	stays(t, "two SettingsFailed events", func() bool { return len(eventsOf[messages.SettingsFailed](rec)) == 2 })
 }

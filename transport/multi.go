@@ -24,14 +24,19 @@ const defaultResolveWait = 30 * time.Second
 
 // ErrNoIdentity is returned, wrapped, by a MultiRoundTripper for a request
 // that names no identity: its context has none ([WithIdentity]) and no
-// resolver ([WithResolver]) gave one.
+// resolver ([WithResolver]) gave one, or the identity given is empty
+// (WithIdentity(ctx, ""), a resolver's "", For(""), Token(ctx, "")). An
+// identity that is not empty but fails tokenmanager.CheckIdentity gives
+// an error wrapping tokenmanager.ErrInvalidIdentity instead.
 var ErrNoIdentity = errors.New("tokenmanager: request names no identity")
 
 type identityKey struct{}
 
 // WithIdentity returns a copy of ctx that tells a [MultiRoundTripper]
 // which identity a request made with it uses. It takes precedence over
-// the resolver.
+// the resolver, even when empty: a request whose context carries the
+// empty identity fails with [ErrNoIdentity] rather than fall back to the
+// resolver, which might pick another identity's token.
 func WithIdentity(ctx context.Context, identity string) context.Context {
 	return context.WithValue(ctx, identityKey{}, identity)
 }
@@ -127,8 +132,10 @@ func attachMulti(system *proto.ActorSystem, pid *proto.PID, buffer int, owned bo
 
 // RoundTrip sends req with the token of its identity: the one its context
 // carries ([WithIdentity]), else the resolver's ([WithResolver]). A
-// request that names no identity fails with [ErrNoIdentity], unsent. In
-// every other way it behaves as [RoundTripper.RoundTrip].
+// request that names no identity, or the empty one, fails with
+// [ErrNoIdentity], unsent; one whose identity fails
+// tokenmanager.CheckIdentity fails with tokenmanager.ErrInvalidIdentity,
+// unsent. In every other way it behaves as [RoundTripper.RoundTrip].
 func (m *MultiRoundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	id, ok := IdentityFrom(req.Context())
 	if !ok {
@@ -161,7 +168,8 @@ func (m *MultiRoundTripper) roundTripFor(identity string, req *http.Request) (*h
 // For returns an http.RoundTripper that sends every request with
 // identity's token, whatever its context says: for one client per API.
 // It costs nothing until used, and shares everything with m; closing m
-// closes it.
+// closes it. When identity is empty or invalid, its requests fail as
+// [MultiRoundTripper.RoundTrip]'s do.
 func (m *MultiRoundTripper) For(identity string) http.RoundTripper {
 	return identityRoundTripper{m: m, identity: identity}
 }
@@ -203,12 +211,27 @@ func (m *MultiRoundTripper) Token(ctx context.Context, identity string) (tokenma
 func (m *MultiRoundTripper) Live() int { return int(m.o.Live.Load()) }
 
 // bind returns identity's binding: from the registry when its token actor
-// lives, else from the owner, which starts it.
+// lives, else from the owner, which starts it. Only valid identities
+// reach the registry, so a hit needs no check.
 func (m *MultiRoundTripper) bind(ctx context.Context, identity string) (core.Binding, error) {
-	if h := m.o.Lookup(identity); h != nil {
-		return core.BindingOf(h), nil
+	if len(identity) > 0 && len(identity) <= tokenmanager.MaxIdentityLength {
+		if h := m.o.Lookup(identity); h != nil {
+			return core.BindingOf(h), nil
+		}
+	}
+	if err := checkIdentity(identity); err != nil {
+		return core.Binding{}, err
 	}
 	return m.askOwner(ctx, identity)
+}
+
+// checkIdentity is tokenmanager.CheckIdentity, with [ErrNoIdentity] for
+// the empty identity.
+func checkIdentity(identity string) error {
+	if identity == "" {
+		return fmt.Errorf("%w: the identity is empty", ErrNoIdentity)
+	}
+	return tokenmanager.CheckIdentity(identity)
 }
 
 // askOwner asks the owner for identity's handle and waits for it.
@@ -255,5 +278,12 @@ func (m *MultiRoundTripper) DroppedEvents() uint64 { return m.c.Dropped() }
 // owner with every identity's token actor (cancelling their fetches) and
 // the actor system. Requests waiting get tokenmanager.ErrClosed, as does
 // every later call. Events already queued are delivered for up to a
-// second. Close is idempotent: later calls return nil.
-func (m *MultiRoundTripper) Close() error { return m.c.Close("owner") }
+// second. Close is idempotent: later calls return nil. Close on a nil
+// *MultiRoundTripper returns nil, so it may be deferred before NewMulti's
+// error is checked.
+func (m *MultiRoundTripper) Close() error {
+	if m == nil {
+		return nil
+	}
+	return m.c.Close("owner")
+}

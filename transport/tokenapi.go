@@ -67,9 +67,11 @@ func (t *RoundTripper) TokenSource() oauth2.TokenSource {
 	})
 }
 
-// Invalidate is [RoundTripper.Invalidate] for identity.
+// Invalidate is [RoundTripper.Invalidate] for identity. It is false for
+// an empty or invalid identity (see tokenmanager.CheckIdentity), which
+// has no token to fetch.
 func (m *MultiRoundTripper) Invalidate(identity, token string) bool {
-	if m.c.Closed() || token == "" {
+	if m.c.Closed() || token == "" || checkIdentity(identity) != nil {
 		return false
 	}
 	h := m.o.Lookup(identity)

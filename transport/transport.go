@@ -167,8 +167,15 @@ func (t *RoundTripper) DroppedEvents() uint64 { return t.c.Dropped() }
 // Events already queued are delivered to subscribers for up to a second
 // (callbacks included); then subscribers are stopped after their current
 // call. A RoundTripper from NewFromActor leaves the actor and system
-// running. Close is idempotent: later calls return nil.
-func (t *RoundTripper) Close() error { return t.c.Close("token actor") }
+// running. Close is idempotent: later calls return nil. Close on a nil
+// *RoundTripper returns nil, so it may be deferred before New's error is
+// checked.
+func (t *RoundTripper) Close() error {
+	if t == nil {
+		return nil
+	}
+	return t.c.Close("token actor")
+}
 
 // RoundTrip sends req with the token in Settings.Header. It follows the
 // net/http contract: it does not modify req (it sends a clone), it always

@@ -409,6 +409,33 @@ func TestClose_releasesWaitersAndIsIdempotent(t *testing.T) {
 	}
 }
 
+// A failed constructor returns a nil manager; closing it, as a deferred
+// Close written before the error check does, must not panic.
+func TestClose_nilManager(t *testing.T) {
+	var rt *transport.RoundTripper
+	if err := rt.Close(); err != nil {
+		t.Errorf("(*RoundTripper)(nil).Close() = %v; want nil", err)
+	}
+	var m *transport.MultiRoundTripper
+	if err := m.Close(); err != nil {
+		t.Errorf("(*MultiRoundTripper)(nil).Close() = %v; want nil", err)
+	}
+	rt, err := transport.New(tokenmanager.Settings{})
+	if err == nil || rt != nil {
+		t.Fatalf("New(no provider) = %v, %v; want nil and an error", rt, err)
+	}
+	if err := rt.Close(); err != nil {
+		t.Errorf("Close after a failed New = %v; want nil", err)
+	}
+	m, err = transport.NewMulti(tokenmanager.OwnerSettings{})
+	if err == nil || m != nil {
+		t.Fatalf("NewMulti(no SettingsFor) = %v, %v; want nil and an error", m, err)
+	}
+	if err := m.Close(); err != nil {
+		t.Errorf("Close after a failed NewMulti = %v; want nil", err)
+	}
+}
+
 func TestNew_rejectsBadSettings(t *testing.T) {
 	_, err := transport.New(tokenmanager.Settings{RefreshBuffer: -1, RefreshOnStatus: []int{42}})
 	if err == nil {

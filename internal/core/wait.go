@@ -158,7 +158,13 @@ func (c *Core) join(b Binding) *link.Flight {
 }
 
 // leave is called by a waiter that gives up; the last one out ends the
-// flight, so the actor stops fetching for nobody.
+// flight: its wait's context ends, so the actor forgets the wait, and
+// once the fetch in progress ends it retries a failure only if someone
+// else still needs a token. That fetch itself is not cancelled: it runs
+// on, bounded by FetchTimeout, and a token it brings is cached for the
+// next request. (Cancelling it would give callers whose deadline is
+// shorter than the token endpoint's latency a new fetch per request and
+// never a token.)
 func (c *Core) leave(b Binding, f *link.Flight) {
 	b.St.Mu.Lock()
 	defer b.St.Mu.Unlock()

@@ -63,7 +63,8 @@ var ErrPassivated = errors.New("tokenmanager: identity passivated")
 // identity is usually cold.
 type Handle struct {
 	snapshot atomic.Pointer[Snapshot]
-	lastUse  atomic.Int64 // UnixNano on Clock, coarse (see Touch)
+	lastUse  atomic.Int64 // UnixNano on Clock, coarse (see Touch); valid once used is set
+	used     atomic.Bool  // Touch was called: lastUse holds a time
 	// Clock is the actor's clock, against which snapshots expire.
 	Clock clock.Clock
 	// PID is the actor's; set for an owner's children before the handle
@@ -101,21 +102,24 @@ func NewHandle(buffer int, clk clock.Clock) *Handle {
 // do not fight over its cache line.
 const touchGrain = int64(100 * time.Millisecond)
 
-// Touch records that the identity was used at now.
+// Touch records that the identity was used at now. Any instant is a use,
+// the Unix epoch (where a mock clock starts) included: "never used" is
+// a flag of its own, not a time.
 func (h *Handle) Touch(now time.Time) {
 	n := now.UnixNano()
-	if n-h.lastUse.Load() >= touchGrain {
+	if n-h.lastUse.Load() >= touchGrain || !h.used.Load() {
 		h.lastUse.Store(n)
+		h.used.Store(true)
 	}
 }
 
 // LastUse returns when the identity was last used, to within 100ms;
 // zero if never.
 func (h *Handle) LastUse() time.Time {
-	if n := h.lastUse.Load(); n != 0 {
-		return time.Unix(0, n)
+	if !h.used.Load() {
+		return time.Time{}
 	}
-	return time.Time{}
+	return time.Unix(0, h.lastUse.Load())
 }
 
 // SetPassivated marks the handle's actor as stopping because it was idle:

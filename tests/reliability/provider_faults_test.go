@@ -75,20 +75,27 @@ func (p *faultyProvider) get(ctx context.Context) (tokenmanager.Token, error) {
 
 // TestProviderFaults: a provider that errors, hangs (respecting ctx),
 // panics or returns an empty token. Each failure reaches subscribers as a
-// FetchError wrapping the cause; a request waiting through the failures
-// while the mock clock runs a minute causes only a handful of provider
-// calls (backoff, no hot loop); when the provider recovers, the waiting
-// request succeeds with its token.
+// FetchError wrapping the cause. An error or a hang is temporary: a
+// request waiting through the failures while the mock clock runs a
+// minute causes only a handful of provider calls (backoff, no hot loop),
+// and when the provider recovers, the waiting request succeeds with its
+// token. A panic or an empty token is permanent: the request fails at
+// once, and the first request after the backoff succeeds once the
+// provider recovers.
 func TestProviderFaults(t *testing.T) {
 	tests := []struct {
-		mode  string
-		check func(error) bool
-		want  string
+		mode      string
+		check     func(error) bool
+		want      string
+		permanent bool
 	}{
-		{"error", func(err error) bool { return errors.Is(err, errEndpointDown) }, "errors.Is(err, errEndpointDown)"},
-		{"hang", func(err error) bool { return errors.Is(err, context.DeadlineExceeded) }, "errors.Is(err, context.DeadlineExceeded)"},
-		{"panic", func(err error) bool { return strings.Contains(err.Error(), "provider exploded") }, "the panic value in the message"},
-		{"empty", func(err error) bool { return errors.Is(err, tokenmanager.ErrInvalidToken) }, "errors.Is(err, ErrInvalidToken)"},
+		{"error", func(err error) bool { return errors.Is(err, errEndpointDown) }, "errors.Is(err, errEndpointDown)", false},
+		{"hang", func(err error) bool { return errors.Is(err, context.DeadlineExceeded) }, "errors.Is(err, context.DeadlineExceeded)", false},
+		{"panic", func(err error) bool {
+			var pe *tokenmanager.PanicError
+			return errors.As(err, &pe) && strings.Contains(err.Error(), "provider exploded")
+		}, "a *PanicError with the panic value in the message", true},
+		{"empty", func(err error) bool { return errors.Is(err, tokenmanager.ErrInvalidToken) }, "errors.Is(err, ErrInvalidToken)", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.mode, func(t *testing.T) {
@@ -128,6 +135,24 @@ func TestProviderFaults(t *testing.T) {
 			}
 			if !strings.HasPrefix(err.Error(), "tokenmanager: ") {
 				t.Errorf("error %q does not start with the package name", err)
+			}
+			if tt.permanent {
+				var r result
+				select {
+				case r = <-done:
+				case <-time.After(5 * time.Second):
+					t.Fatal("request still waits after a permanent failure; want it failed at once")
+				}
+				if !tt.check(r.err) || !tokenmanager.IsPermanent(r.err) {
+					t.Fatalf("request err = %v; want a permanent failure, %s", r.err, tt.want)
+				}
+				p.mode.Store("ok")
+				mock.Add(10 * time.Second) // past the backoff
+				status, err := doGet(ctx, rt, "https://api.test/x")
+				if err != nil || status != http.StatusOK || base.last() != "good-1" {
+					t.Fatalf("request after recovery: %d, %v, token %q; want 200 with good-1", status, err, base.last())
+				}
+				return
 			}
 
 			// A minute of mock time in 250ms steps while the request waits.
