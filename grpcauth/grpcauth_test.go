@@ -259,9 +259,15 @@ func TestCredentials_revocationUnderLoad(t *testing.T) {
 		})
 	}
 	const revocations = 3
-	for range revocations {
+	for i := range revocations {
 		time.Sleep(100 * time.Millisecond) // load runs
 		a.revokeAll()
+		// The next revocation must find the token this one made the
+		// calls fetch; on a loaded machine that fetch can take longer
+		// than the pause above.
+		for deadline := time.Now().Add(5 * time.Second); p.calls.Load() < int64(2+i) && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
 	}
 	time.Sleep(100 * time.Millisecond)
 	close(stop)
