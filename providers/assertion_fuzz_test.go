@@ -73,6 +73,9 @@ func FuzzCleanValues(f *testing.F) {
 		{"subject+token/==", "subject_token=subject%2Btoken%2F%3D%3D, raw subject+token/=="},
 		{"actor%token value", "got actor%25token+value and actor%25token%20value"},
 		{"a.b.c", strings.Repeat("y ", 300) + "a.b.c"},
+		{"eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJjIn0.sig", "Invalid value: eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJjIn0.sig."},
+		{"subject+token/==", "Invalid subject_token: subject%2Btoken%2F%3D%3D. Raw: subject+token/==."},
+		{"actor", "unknown actor. actor.x"},
 	} {
 		f.Add(seed[0], seed[1])
 	}

@@ -351,6 +351,12 @@ func TestClientCredentials_redactWholeTokens(t *testing.T) {
 			wantCode: "invalid_client", wantDesc: long + "..."},
 		{name: "secret ending at the length cap", secret: "p4", code: "invalid_client", desc: long + "p4ss and more",
 			wantCode: "invalid_client", wantDesc: long + "[redacted]..."},
+		{name: "short secret ending a sentence", secret: "s3cr", code: "invalid_client", desc: "Invalid value: s3cr. Try again.",
+			wantCode: "invalid_client", wantDesc: "Invalid value: [redacted]. Try again."},
+		{name: "short secret before a full stop inside a value kept", secret: "s3cr", code: "invalid_client", desc: "file s3cr.txt",
+			wantCode: "invalid_client", wantDesc: "file s3cr.txt"},
+		{name: "long secret inside a longer value", secret: "client-secret-0123456789", code: "invalid_client",
+			desc: "token=abcclient-secret-0123456789def", wantCode: "invalid_client", wantDesc: "token=abc[redacted]def"},
 		{name: "control character in the secret", secret: "a\tb", code: "invalid_client", desc: "got a\tb",
 			wantCode: "invalid_client", wantDesc: "got [redacted]"},
 	}
@@ -372,9 +378,14 @@ func TestClientCredentials_redactWholeTokens(t *testing.T) {
 	}
 }
 
-// isWholeToken reports whether s holds v with neither a token character
-// right before it ('=' allowed) nor right after it.
+// isWholeToken reports whether clean must mask v in s: s holds v and v
+// is long (longSecret bytes or more), or s holds v with neither a token
+// character right before it ('=' allowed) nor right after it, full stops
+// that end a sentence aside.
 func isWholeToken(s, v string) bool {
+	if len(v) >= longSecret {
+		return strings.Contains(s, v)
+	}
 	tokenChar := func(r rune) bool {
 		return unicode.IsLetter(r) || unicode.IsDigit(r) || strings.ContainsRune("-._~+/=%", r)
 	}
@@ -385,7 +396,8 @@ func isWholeToken(s, v string) bool {
 		if r, _ := utf8.DecodeLastRuneInString(s[:i]); i > 0 && tokenChar(r) && r != '=' {
 			continue
 		}
-		if r, _ := utf8.DecodeRuneInString(s[i+len(v):]); i+len(v) < len(s) && tokenChar(r) {
+		rest := strings.TrimLeft(s[i+len(v):], ".")
+		if r, _ := utf8.DecodeRuneInString(rest); rest != "" && tokenChar(r) {
 			continue
 		}
 		return true
@@ -409,6 +421,13 @@ func FuzzRedact(f *testing.F) {
 		{".", strings.Repeat("y", 600)},
 		{"é", "café é"},
 		{"\xff", "a\xffb \xff"},
+		{"s", "Invalid value: s."},
+		{"s", "file s.txt and s... then s.."},
+		{"e", "e.g. e."},
+		{"client-secret-0123456789", "Invalid value: client-secret-0123456789."},
+		{"client-secret-0123456789", "xclient-secret-0123456789x and client-secret-0123456789=="},
+		{"p@ss.w0rd/long+secret", "got client_secret=p%40ss.w0rd%2Flong%2Bsecret. auth Basic " +
+			base64.StdEncoding.EncodeToString([]byte("client:"+url.QueryEscape("p@ss.w0rd/long+secret"))) + "."},
 	} {
 		f.Add(seed[0], seed[1])
 	}
