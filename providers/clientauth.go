@@ -195,8 +195,10 @@ type PrivateKeyJWTConfig struct {
 	// KeyPEM is the private key in PEM: PKCS #8 ("PRIVATE KEY"), PKCS #1
 	// ("RSA PRIVATE KEY") or SEC 1 ("EC PRIVATE KEY"), unencrypted. It
 	// may also hold the key's certificate ("CERTIFICATE", as Azure Key
-	// Vault's and most PEM exports do), which is then used as
-	// Certificate. Set Key or KeyPEM.
+	// Vault's and most PEM exports do), alone or in a chain in any order,
+	// which is then used as Certificate unless Certificate is set; a
+	// chain none of whose certificates is the key's is refused. Set Key
+	// or KeyPEM.
 	KeyPEM []byte
 	// KeyID is sent as the kid header, naming the key among those the
 	// server knows for the client (Okta, Keycloak with a JWKS URL).
