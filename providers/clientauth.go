@@ -86,8 +86,10 @@ func (a *clientSecret) secretForms() []string {
 }
 
 // NoClientAuth is a public client, one without credentials: only its
-// client_id is sent, in the body. (JWTBearer and TokenExchange also take
-// a nil Auth, which sends no client_id either.)
+// client_id is sent, in the body. JWTBearer and TokenExchange take it
+// (and also a nil Auth, which sends no client_id either);
+// ClientCredentialsGrant refuses it, the client-credentials grant being
+// only for confidential clients (RFC 6749 §4.4).
 func NoClientAuth(clientID string) ClientAuth { return &noClientAuth{id: clientID} }
 
 type noClientAuth struct{ id string }

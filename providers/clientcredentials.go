@@ -121,7 +121,7 @@ func newClientCredentials(cfg ClientCredentialsConfig) *endpoint {
 }
 
 // GrantConfig describes a client-credentials grant with any client
-// authentication: a client secret, a private key (private_key_jwt), or a
+// authentication but none: a client secret, a private key (private_key_jwt), or a
 // client assertion from elsewhere (a Kubernetes service-account token, a
 // federated credential). See [ClientCredentialsGrant].
 type GrantConfig struct {
@@ -129,9 +129,9 @@ type GrantConfig struct {
 	// Required. Plain http is accepted only to a loopback host, unless
 	// AllowInsecureHTTP is set.
 	TokenURL string
-	// Auth authenticates the client: [ClientSecret], [PrivateKeyJWT],
-	// [ClientAssertion], or [NoClientAuth] for a public client.
-	// Required.
+	// Auth authenticates the client: [ClientSecret], [PrivateKeyJWT] or
+	// [ClientAssertion]. Required. [NoClientAuth] is refused: RFC 6749
+	// §4.4 reserves this grant for confidential clients.
 	Auth ClientAuth
 	// Scopes are sent space-separated in the scope parameter. Optional.
 	Scopes []string
@@ -154,6 +154,10 @@ func (c GrantConfig) Validate() error {
 	var p problems
 	p.tokenURL(c.TokenURL, c.AllowInsecureHTTP, "the client's credentials")
 	p.auth(c.Auth, true)
+	if _, ok := c.Auth.(*noClientAuth); ok {
+		p.add("Auth is NoClientAuth, a public client; the client-credentials grant is only for confidential clients (RFC 6749 §4.4): " +
+			"use ClientSecret, PrivateKeyJWT or ClientAssertion")
+	}
 	p.endpointParams(c.EndpointParams, c.Scopes, "Auth", clientAuthParams...)
 	return p.err()
 }
