@@ -82,8 +82,11 @@ func (e *RetrieveError) Temporary() bool {
 //     permanent, whatever the status (a 2xx answer carrying one too);
 //   - the codes temporarily_unavailable, slow_down and server_error are
 //     not;
-//   - otherwise a 400, 401 or 403 is permanent, and anything else (a 404,
-//     a 2xx answer without an access token or error code, ...) is not.
+//   - otherwise a 400, 401 or 403 is permanent, and so is a 2xx answer
+//     carrying any other error code (GitHub answers 200 with
+//     incorrect_client_credentials): the server refused the request;
+//     anything else (a 404, a 2xx answer without an access token or
+//     error code, ...) is not.
 func (e *RetrieveError) Permanent() bool {
 	if e.Temporary() {
 		return false
@@ -94,8 +97,12 @@ func (e *RetrieveError) Permanent() bool {
 	case "temporarily_unavailable", "slow_down", "server_error":
 		return false
 	}
-	switch e.StatusCode {
-	case http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden:
+	switch {
+	case e.StatusCode == http.StatusBadRequest, e.StatusCode == http.StatusUnauthorized, e.StatusCode == http.StatusForbidden:
+		return true
+	case e.StatusCode >= 200 && e.StatusCode <= 299 && e.ErrorCode != "":
+		// A 2xx carrying an error is the server refusing the request, as
+		// GitHub does with 200 and incorrect_client_credentials.
 		return true
 	}
 	return false
