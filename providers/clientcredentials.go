@@ -103,10 +103,15 @@ func (s AuthStyle) valid() bool { return s >= AuthStyleAutoDetect && s <= AuthSt
 // A non-2xx answer, or a 2xx answer carrying an OAuth error, is returned
 // as a *[RetrieveError], permanent or temporary as
 // [RetrieveError.Permanent] says (invalid_client, invalid_scope, a 401 or
-// 403 are permanent; 429, 5xx, Retry-After are not). A ctx that ends
+// 403, and any error code in a 2xx answer but temporarily_unavailable,
+// slow_down and server_error are permanent; 429, 5xx, Retry-After are
+// not). A 2xx answer over 1 MiB gives a permanent error wrapping
+// [ErrResponseTooLarge], and one whose expires_in does not decode a
+// permanent error too: asking again gets the same answer. A ctx that ends
 // aborts the request with an error wrapping ctx.Err(); that, network
-// errors and undecodable answers are temporary. The provider is safe for
-// concurrent use.
+// errors and answers that are not JSON or form-encoded at all (a proxy's
+// HTML error page) are temporary. The provider is safe for concurrent
+// use.
 func ClientCredentials(cfg ClientCredentialsConfig) tokenmanager.TokenProvider {
 	return newClientCredentials(cfg).fetch
 }

@@ -1,6 +1,7 @@
 package providers
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -8,6 +9,15 @@ import (
 	"strings"
 	"time"
 )
+
+// ErrResponseTooLarge is wrapped by the error a provider returns when a
+// token endpoint answers a 2xx with a body of more than 1 MiB: no token
+// response is that large, so the TokenURL names something else or the
+// server is hostile. That error is permanent (tokenmanager.IsPermanent),
+// so waiting requests fail at once instead of waiting through retries
+// that get the same answer. (A larger error answer, 4xx or 5xx, is a
+// *[RetrieveError] classified by its status.)
+var ErrResponseTooLarge = errors.New("token response too large")
 
 // RetrieveError is a token endpoint's refusal: a non-2xx answer, or a 2xx
 // answer that carries an OAuth error or no access token. It never holds

@@ -321,7 +321,12 @@ func TestNewGrants_responses(t *testing.T) {
 			wantErr: "400 Bad Request: invalid_grant: assertion expired", permanent: true},
 		{name: "Retry-After", status: 503, header: map[string]string{"Retry-After": "30"}, wantErr: "503", retry: 30 * time.Second},
 		{name: "huge body", status: 200, ctype: "application/json", body: `{"access_token":"` + strings.Repeat("x", maxResponseBody) + `"}`,
-			wantErr: "larger than 1048576 bytes"},
+			wantErr: "answered 200 with more than 1048576 bytes: token response too large", wantIs: ErrResponseTooLarge, permanent: true},
+		{name: "huge error body", status: 502, body: strings.Repeat("x", 3*maxResponseBody), wantErr: "502"},
+		{name: "bad expires_in", status: 200, ctype: "application/json", body: `{"access_token":"t","expires_in":"soon"}`,
+			wantErr: "expires_in", permanent: true},
+		{name: "not JSON", status: 200, ctype: "application/json", body: "<html>proxy error</html>",
+			wantErr: "decoding token response"},
 	}
 	for _, g := range newGrantCases(t) {
 		for _, tt := range tests {

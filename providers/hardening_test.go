@@ -93,6 +93,11 @@ func TestClientCredentials_permanent(t *testing.T) {
 		{name: "401 invalid_client with Retry-After", status: 401, code: "invalid_client",
 			header: map[string]string{"Retry-After": "5"}, want: false},
 		{name: "200 garbage", status: 200, body: "<html>login page</html>", want: false},
+		{name: "200 truncated JSON", status: 200, body: `{"access_token":"t","expi`, want: false},
+		{name: "200 bad expires_in", status: 200, body: `{"access_token":"t","expires_in":"soon"}`, want: true},
+		{name: "200 over 1 MiB", status: 200, body: `{"access_token":"` + strings.Repeat("x", maxResponseBody) + `"}`, want: true},
+		{name: "502 over 1 MiB", status: 502, body: strings.Repeat("x", 2*maxResponseBody), want: false},
+		{name: "400 over 1 MiB", status: 400, body: strings.Repeat("x", 2*maxResponseBody), want: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
