@@ -240,22 +240,47 @@ func loadKey(k signingKey, where string, p *problems) (crypto.Signer, *x509.Cert
 		p.add("%s: no key; set Key or KeyPEM", where)
 		return nil, nil
 	}
-	key, cert, err := parsePEM(k.pem)
+	key, certs, err := parsePEM(k.pem)
 	if err != nil {
 		p.add("%s: KeyPEM %v", where, err)
 		return nil, nil
 	}
 	if k.cert != nil {
-		cert = k.cert
+		return key, k.cert
+	}
+	cert, err := keyCertificate(key, certs)
+	if err != nil {
+		p.add("%s: KeyPEM %v", where, err)
+		return nil, nil
 	}
 	return key, cert
 }
 
-// parsePEM reads the one private key in data and its first certificate,
-// if any. Its errors name block types and parser messages, never bytes.
-func parsePEM(data []byte) (crypto.Signer, *x509.Certificate, error) {
+// keyCertificate returns the certificate among certs whose public key is
+// key's, whatever its place in the chain (a CA before the leaf, as some
+// exports order it), or nil when certs is empty.
+func keyCertificate(key crypto.Signer, certs []*x509.Certificate) (*x509.Certificate, error) {
+	if len(certs) == 0 {
+		return nil, nil
+	}
+	for _, c := range certs {
+		if eq, ok := c.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); ok && eq.Equal(key.Public()) {
+			return c, nil
+		}
+	}
+	subjects := make([]string, len(certs))
+	for i, c := range certs {
+		subjects[i] = certText(c)
+	}
+	return nil, fmt.Errorf("holds %d certificates (%s) and none is the private key's: their public keys differ", len(certs), strings.Join(subjects, ", "))
+}
+
+// parsePEM reads the one private key in data and its certificates, if
+// any, in order. Its errors name block types and parser messages, never
+// bytes.
+func parsePEM(data []byte) (crypto.Signer, []*x509.Certificate, error) {
 	var key crypto.Signer
-	var cert *x509.Certificate
+	var certs []*x509.Certificate
 	blocks := 0
 	for rest := data; ; {
 		var b *pem.Block
@@ -279,14 +304,11 @@ func parsePEM(data []byte) (crypto.Signer, *x509.Certificate, error) {
 			}
 			key = k
 		case "CERTIFICATE":
-			if cert != nil {
-				continue // the chain's other certificates
-			}
 			c, err := x509.ParseCertificate(b.Bytes)
 			if err != nil {
 				return nil, nil, fmt.Errorf("has a CERTIFICATE block that does not parse: %w", err)
 			}
-			cert = c
+			certs = append(certs, c)
 		}
 	}
 	if key == nil {
@@ -295,7 +317,7 @@ func parsePEM(data []byte) (crypto.Signer, *x509.Certificate, error) {
 		}
 		return nil, nil, errors.New("holds no private key (want a PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY block)")
 	}
-	return key, cert, nil
+	return key, certs, nil
 }
 
 func parseKeyBlock(b *pem.Block) (crypto.Signer, error) {

@@ -1,6 +1,7 @@
 package providers
 
 import (
+	"crypto"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
@@ -19,6 +20,8 @@ func FuzzParsePEM(f *testing.F) {
 	for _, seed := range [][]byte{
 		rsaPEM, ecPEM, pkcs8, cert,
 		append(append([]byte(nil), cert...), pkcs8...),
+		append(append(pemEncodeCert(selfSigned(f, testRSAKey())), pkcs8...), cert...),
+		append(pemEncodeCert(selfSigned(f, testRSAKey())), pkcs8...),
 		[]byte("-----BEGIN RSA PRIVATE KEY-----\nTUFSS0VS\n-----END RSA PRIVATE KEY-----\n"),
 		[]byte("-----BEGIN PRIVATE KEY-----\nMAA=\n-----END PRIVATE KEY-----\n"),
 		[]byte("-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n"),
@@ -30,10 +33,17 @@ func FuzzParsePEM(f *testing.F) {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		key, cert, err := parsePEM(data)
+		key, certs, err := parsePEM(data)
+		var cert *x509.Certificate
+		if err == nil {
+			cert, err = keyCertificate(key, certs)
+			if err != nil {
+				key, certs = nil, nil
+			}
+		}
 		if err != nil {
-			if key != nil || cert != nil {
-				t.Fatalf("parsePEM returned %T, %v and an error", key, cert != nil)
+			if key != nil || certs != nil || cert != nil {
+				t.Fatalf("parsePEM returned %T, %d certificates and an error", key, len(certs))
 			}
 			text := err.Error()
 			for rest := data; ; {
@@ -60,6 +70,11 @@ func FuzzParsePEM(f *testing.F) {
 			if _, err := x509.ParseCertificate(cert.Raw); err != nil {
 				t.Fatalf("certificate does not reparse: %v", err)
 			}
+			if !cert.PublicKey.(interface{ Equal(crypto.PublicKey) bool }).Equal(key.Public()) {
+				t.Fatal("the certificate picked is not the key's")
+			}
+		} else if len(certs) > 0 {
+			t.Fatalf("%d certificates and none picked, without an error", len(certs))
 		}
 	})
 }
@@ -73,6 +88,9 @@ func FuzzCleanValues(f *testing.F) {
 		{"subject+token/==", "subject_token=subject%2Btoken%2F%3D%3D, raw subject+token/=="},
 		{"actor%token value", "got actor%25token+value and actor%25token%20value"},
 		{"a.b.c", strings.Repeat("y ", 300) + "a.b.c"},
+		{"eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJjIn0.sig", "Invalid value: eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJjIn0.sig."},
+		{"subject+token/==", "Invalid subject_token: subject%2Btoken%2F%3D%3D. Raw: subject+token/==."},
+		{"actor", "unknown actor. actor.x"},
 	} {
 		f.Add(seed[0], seed[1])
 	}

@@ -86,8 +86,10 @@ func (a *clientSecret) secretForms() []string {
 }
 
 // NoClientAuth is a public client, one without credentials: only its
-// client_id is sent, in the body. (JWTBearer and TokenExchange also take
-// a nil Auth, which sends no client_id either.)
+// client_id is sent, in the body. JWTBearer and TokenExchange take it
+// (and also a nil Auth, which sends no client_id either);
+// ClientCredentialsGrant refuses it, the client-credentials grant being
+// only for confidential clients (RFC 6749 §4.4).
 func NoClientAuth(clientID string) ClientAuth { return &noClientAuth{id: clientID} }
 
 type noClientAuth struct{ id string }
@@ -195,8 +197,10 @@ type PrivateKeyJWTConfig struct {
 	// KeyPEM is the private key in PEM: PKCS #8 ("PRIVATE KEY"), PKCS #1
 	// ("RSA PRIVATE KEY") or SEC 1 ("EC PRIVATE KEY"), unencrypted. It
 	// may also hold the key's certificate ("CERTIFICATE", as Azure Key
-	// Vault's and most PEM exports do), which is then used as
-	// Certificate. Set Key or KeyPEM.
+	// Vault's and most PEM exports do), alone or in a chain in any order,
+	// which is then used as Certificate unless Certificate is set; a
+	// chain none of whose certificates is the key's is refused. Set Key
+	// or KeyPEM.
 	KeyPEM []byte
 	// KeyID is sent as the kid header, naming the key among those the
 	// server knows for the client (Okta, Keycloak with a JWKS URL).

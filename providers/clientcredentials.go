@@ -103,10 +103,15 @@ func (s AuthStyle) valid() bool { return s >= AuthStyleAutoDetect && s <= AuthSt
 // A non-2xx answer, or a 2xx answer carrying an OAuth error, is returned
 // as a *[RetrieveError], permanent or temporary as
 // [RetrieveError.Permanent] says (invalid_client, invalid_scope, a 401 or
-// 403 are permanent; 429, 5xx, Retry-After are not). A ctx that ends
+// 403, and any error code in a 2xx answer but temporarily_unavailable,
+// slow_down and server_error are permanent; 429, 5xx, Retry-After are
+// not). A 2xx answer over 1 MiB gives a permanent error wrapping
+// [ErrResponseTooLarge], and one whose expires_in does not decode a
+// permanent error too: asking again gets the same answer. A ctx that ends
 // aborts the request with an error wrapping ctx.Err(); that, network
-// errors and undecodable answers are temporary. The provider is safe for
-// concurrent use.
+// errors and answers that are not JSON or form-encoded at all (a proxy's
+// HTML error page) are temporary. The provider is safe for concurrent
+// use.
 func ClientCredentials(cfg ClientCredentialsConfig) tokenmanager.TokenProvider {
 	return newClientCredentials(cfg).fetch
 }
@@ -121,7 +126,7 @@ func newClientCredentials(cfg ClientCredentialsConfig) *endpoint {
 }
 
 // GrantConfig describes a client-credentials grant with any client
-// authentication: a client secret, a private key (private_key_jwt), or a
+// authentication but none: a client secret, a private key (private_key_jwt), or a
 // client assertion from elsewhere (a Kubernetes service-account token, a
 // federated credential). See [ClientCredentialsGrant].
 type GrantConfig struct {
@@ -129,9 +134,9 @@ type GrantConfig struct {
 	// Required. Plain http is accepted only to a loopback host, unless
 	// AllowInsecureHTTP is set.
 	TokenURL string
-	// Auth authenticates the client: [ClientSecret], [PrivateKeyJWT],
-	// [ClientAssertion], or [NoClientAuth] for a public client.
-	// Required.
+	// Auth authenticates the client: [ClientSecret], [PrivateKeyJWT] or
+	// [ClientAssertion]. Required. [NoClientAuth] is refused: RFC 6749
+	// §4.4 reserves this grant for confidential clients.
 	Auth ClientAuth
 	// Scopes are sent space-separated in the scope parameter. Optional.
 	Scopes []string
@@ -154,6 +159,10 @@ func (c GrantConfig) Validate() error {
 	var p problems
 	p.tokenURL(c.TokenURL, c.AllowInsecureHTTP, "the client's credentials")
 	p.auth(c.Auth, true)
+	if _, ok := c.Auth.(*noClientAuth); ok {
+		p.add("Auth is NoClientAuth, a public client; the client-credentials grant is only for confidential clients (RFC 6749 §4.4): " +
+			"use ClientSecret, PrivateKeyJWT or ClientAssertion")
+	}
 	p.endpointParams(c.EndpointParams, c.Scopes, "Auth", clientAuthParams...)
 	return p.err()
 }

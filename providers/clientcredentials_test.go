@@ -473,7 +473,7 @@ func TestClientCredentials_errors(t *testing.T) {
 			name: "huge body", status: 200,
 			header:   map[string]string{"Content-Type": "application/json"},
 			body:     `{"access_token":"` + strings.Repeat("x", maxResponseBody) + `"}`,
-			wantText: "larger than 1048576 bytes",
+			wantText: "more than 1048576 bytes",
 		},
 		{
 			name: "huge error body", status: 502,

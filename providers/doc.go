@@ -15,7 +15,9 @@
 // ([PrivateKeyJWT], RFC 7523 §2.2, with kid and the x5t/x5t#S256
 // thumbprints Entra ID certificate credentials use), an assertion from a
 // callback ([ClientAssertion]: a Kubernetes projected service-account
-// token, any federated credential) or none ([NoClientAuth]). The grants
+// token, any federated credential) or none ([NoClientAuth], for the
+// grants other than client credentials, which RFC 6749 §4.4 reserves for
+// confidential clients). The grants
 // are [ClientCredentialsGrant], [JWTBearer] (RFC 7523 §2.1, with a
 // self-signed [JWTAssertion] or a callback) and [TokenExchange] (RFC
 // 8693); they share ClientCredentials' answer handling, and redact every

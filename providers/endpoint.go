@@ -162,7 +162,11 @@ func (e *endpoint) retrieve(ctx context.Context, params url.Values, secrets []st
 		return tokenmanager.Token{}, re
 	}
 	if tooLarge {
-		return tokenmanager.Token{}, fmt.Errorf("providers: token response is larger than %d bytes", maxResponseBody)
+		// No server answers a token request with this much; asking again
+		// gets the same answer (a TokenURL naming something else, a
+		// hostile server), so waiting requests fail at once.
+		return tokenmanager.Token{}, tokenmanager.Permanent(fmt.Errorf("providers: token endpoint answered %d with more than %d bytes: %w",
+			resp.StatusCode, maxResponseBody, ErrResponseTooLarge))
 	}
 	f, err := parseFields(resp.Header.Get("Content-Type"), body)
 	if err != nil {
@@ -177,7 +181,9 @@ func (e *endpoint) retrieve(ctx context.Context, params url.Values, secrets []st
 		return tokenmanager.Token{}, re
 	}
 	if f.expiresErr != nil {
-		return tokenmanager.Token{}, f.expiresErr
+		// A token answer that decodes but whose expires_in does not: the
+		// server sends the same again, so waiting requests fail at once.
+		return tokenmanager.Token{}, tokenmanager.Permanent(f.expiresErr)
 	}
 	tok := f.token
 	if tok.ExpiresIn <= 0 {
@@ -300,7 +306,7 @@ func (p *problems) endpointParams(params url.Values, scopes []string, use string
 func (p *problems) auth(a ClientAuth, required bool) {
 	if a == nil {
 		if required {
-			p.add("Auth is nil; use ClientSecret, PrivateKeyJWT, ClientAssertion, or NoClientAuth for a public client")
+			p.add("Auth is nil; use ClientSecret, PrivateKeyJWT or ClientAssertion")
 		}
 		return
 	}

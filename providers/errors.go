@@ -1,6 +1,7 @@
 package providers
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -8,6 +9,15 @@ import (
 	"strings"
 	"time"
 )
+
+// ErrResponseTooLarge is wrapped by the error a provider returns when a
+// token endpoint answers a 2xx with a body of more than 1 MiB: no token
+// response is that large, so the TokenURL names something else or the
+// server is hostile. That error is permanent (tokenmanager.IsPermanent),
+// so waiting requests fail at once instead of waiting through retries
+// that get the same answer. (A larger error answer, 4xx or 5xx, is a
+// *[RetrieveError] classified by its status.)
+var ErrResponseTooLarge = errors.New("token response too large")
 
 // RetrieveError is a token endpoint's refusal: a non-2xx answer, or a 2xx
 // answer that carries an OAuth error or no access token. It never holds
@@ -82,8 +92,11 @@ func (e *RetrieveError) Temporary() bool {
 //     permanent, whatever the status (a 2xx answer carrying one too);
 //   - the codes temporarily_unavailable, slow_down and server_error are
 //     not;
-//   - otherwise a 400, 401 or 403 is permanent, and anything else (a 404,
-//     a 2xx answer without an access token or error code, ...) is not.
+//   - otherwise a 400, 401 or 403 is permanent, and so is a 2xx answer
+//     carrying any other error code (GitHub answers 200 with
+//     incorrect_client_credentials): the server refused the request;
+//     anything else (a 404, a 2xx answer without an access token or
+//     error code, ...) is not.
 func (e *RetrieveError) Permanent() bool {
 	if e.Temporary() {
 		return false
@@ -94,8 +107,12 @@ func (e *RetrieveError) Permanent() bool {
 	case "temporarily_unavailable", "slow_down", "server_error":
 		return false
 	}
-	switch e.StatusCode {
-	case http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden:
+	switch {
+	case e.StatusCode == http.StatusBadRequest, e.StatusCode == http.StatusUnauthorized, e.StatusCode == http.StatusForbidden:
+		return true
+	case e.StatusCode >= 200 && e.StatusCode <= 299 && e.ErrorCode != "":
+		// A 2xx carrying an error is the server refusing the request, as
+		// GitHub does with 200 and incorrect_client_credentials.
 		return true
 	}
 	return false

@@ -139,14 +139,24 @@ func ExampleClientAssertion() {
 func ExampleNoClientAuth() {
 	idp := exampleIdP(func(r *http.Request) {
 		fmt.Printf("token endpoint: client_id=%s, secret sent: %v\n", r.PostForm.Get("client_id"),
-			r.PostForm.Has("client_secret") || r.Header.Get("Authorization") != "")
+			r.PostForm.Has("client_secret") || r.PostForm.Has("client_assertion") || r.Header.Get("Authorization") != "")
 	})
 	defer idp.Close()
-	_, err := providers.ClientCredentialsGrant(providers.GrantConfig{TokenURL: idp.URL, Auth: providers.NoClientAuth("cli-tool")})(context.Background())
+	// A public client exchanging a user's token (RFC 8693).
+	_, err := providers.TokenExchange(providers.TokenExchangeConfig{
+		TokenURL:         idp.URL,
+		Auth:             providers.NoClientAuth("cli-tool"),
+		SubjectToken:     func(context.Context) (string, error) { return "user-token", nil },
+		SubjectTokenType: providers.TokenTypeAccessToken,
+	})(context.Background())
 	fmt.Println(err)
+	// The client-credentials grant is for confidential clients only.
+	err = providers.GrantConfig{TokenURL: idp.URL, Auth: providers.NoClientAuth("cli-tool")}.Validate()
+	fmt.Println(err != nil)
 	// Output:
 	// token endpoint: client_id=cli-tool, secret sent: false
 	// <nil>
+	// true
 }
 
 func ExampleJWTAssertion() {

@@ -190,7 +190,10 @@ func TestNewGrants_Validate(t *testing.T) {
 		provider tokenmanager.TokenProvider
 		want     []string
 	}{
-		{name: "GrantConfig valid", validate: GrantConfig{TokenURL: "https://idp.example/t", Auth: NoClientAuth("c")}.Validate},
+		{name: "GrantConfig valid", validate: GrantConfig{TokenURL: "https://idp.example/t", Auth: ClientSecret("c", "s", AuthStyleInParams)}.Validate},
+		{name: "GrantConfig public client", validate: GrantConfig{TokenURL: "https://idp.example/t", Auth: NoClientAuth("c")}.Validate,
+			provider: ClientCredentialsGrant(GrantConfig{TokenURL: "https://idp.example/t", Auth: NoClientAuth("c")}),
+			want:     []string{"Auth is NoClientAuth", "only for confidential clients (RFC 6749 §4.4)", "use ClientSecret, PrivateKeyJWT or ClientAssertion"}},
 		{name: "GrantConfig empty", validate: GrantConfig{}.Validate, provider: ClientCredentialsGrant(GrantConfig{}),
 			want: []string{"TokenURL is empty", "Auth is nil"}},
 		{name: "GrantConfig bad auth", validate: GrantConfig{TokenURL: "https://idp.example/t", Auth: ClientSecret("", "s", 9)}.Validate,
@@ -199,7 +202,7 @@ func TestNewGrants_Validate(t *testing.T) {
 			want: []string{"ClientAssertion's function is nil"}},
 		{name: "GrantConfig public client without id", validate: GrantConfig{TokenURL: "https://idp.example/t", Auth: NoClientAuth("")}.Validate,
 			want: []string{"NoClientAuth's client ID is empty"}},
-		{name: "GrantConfig params", validate: GrantConfig{TokenURL: "https://idp.example/t", Auth: NoClientAuth("c"), Scopes: []string{"a"},
+		{name: "GrantConfig params", validate: GrantConfig{TokenURL: "https://idp.example/t", Auth: ClientSecret("c", "s", AuthStyleInParams), Scopes: []string{"a"},
 			EndpointParams: url.Values{"client_assertion": {"x"}, "client_secret": {"y"}, "scope": {"b"}}}.Validate,
 			want: []string{`EndpointParams sets "client_secret"; use Auth instead`, `EndpointParams sets "client_assertion"; use Auth instead`,
 				`EndpointParams sets "scope" and Scopes is set too`}},
@@ -318,7 +321,12 @@ func TestNewGrants_responses(t *testing.T) {
 			wantErr: "400 Bad Request: invalid_grant: assertion expired", permanent: true},
 		{name: "Retry-After", status: 503, header: map[string]string{"Retry-After": "30"}, wantErr: "503", retry: 30 * time.Second},
 		{name: "huge body", status: 200, ctype: "application/json", body: `{"access_token":"` + strings.Repeat("x", maxResponseBody) + `"}`,
-			wantErr: "larger than 1048576 bytes"},
+			wantErr: "answered 200 with more than 1048576 bytes: token response too large", wantIs: ErrResponseTooLarge, permanent: true},
+		{name: "huge error body", status: 502, body: strings.Repeat("x", 3*maxResponseBody), wantErr: "502"},
+		{name: "bad expires_in", status: 200, ctype: "application/json", body: `{"access_token":"t","expires_in":"soon"}`,
+			wantErr: "expires_in", permanent: true},
+		{name: "not JSON", status: 200, ctype: "application/json", body: "<html>proxy error</html>",
+			wantErr: "decoding token response"},
 	}
 	for _, g := range newGrantCases(t) {
 		for _, tt := range tests {

@@ -30,6 +30,13 @@ func TestRetrieveError_Permanent(t *testing.T) {
 		{RetrieveError{StatusCode: 404}, false},
 		{RetrieveError{StatusCode: 200, ErrorDescription: "the response has no access_token"}, false},
 		{RetrieveError{StatusCode: 200, ErrorCode: "invalid_client"}, true},
+		{RetrieveError{StatusCode: 200, ErrorCode: "incorrect_client_credentials"}, true},
+		{RetrieveError{StatusCode: 201, ErrorCode: "bad_verification_code"}, true},
+		{RetrieveError{StatusCode: 200, ErrorCode: "temporarily_unavailable"}, false},
+		{RetrieveError{StatusCode: 200, ErrorCode: "slow_down"}, false},
+		{RetrieveError{StatusCode: 200, ErrorCode: "server_error"}, false},
+		{RetrieveError{StatusCode: 200, ErrorCode: "incorrect_client_credentials", retryAfter: time.Second}, false},
+		{RetrieveError{StatusCode: 404, ErrorCode: "incorrect_client_credentials"}, false},
 		{RetrieveError{StatusCode: 404, ErrorCode: "unsupported_grant_type"}, true},
 		{RetrieveError{StatusCode: 400, ErrorCode: "slow_down"}, false},
 		{RetrieveError{StatusCode: 400, ErrorCode: "invalid_request"}, true},
@@ -71,7 +78,13 @@ func TestClientCredentials_permanent(t *testing.T) {
 		{name: "400 slow_down", status: 400, code: "slow_down", want: false},
 		{name: "400 server_error", status: 400, code: "server_error", want: false},
 		{name: "200 temporarily_unavailable", status: 200, code: "temporarily_unavailable", want: false},
-		{name: "200 unknown code", status: 200, code: "incorrect_client_credentials", want: false},
+		{name: "200 unknown code", status: 200, code: "incorrect_client_credentials", want: true},
+		{name: "200 GitHub's refusal", status: 200, body: `{"error":"incorrect_client_credentials",` +
+			`"error_description":"The client_id and/or client_secret passed are incorrect.","error_uri":"https://docs.github.com/"}`, want: true},
+		{name: "200 slow_down", status: 200, code: "slow_down", want: false},
+		{name: "200 server_error", status: 200, code: "server_error", want: false},
+		{name: "200 unknown code with Retry-After", status: 200, code: "incorrect_client_credentials",
+			header: map[string]string{"Retry-After": "5"}, want: false},
 		{name: "200 without access_token", status: 200, body: `{"token_type":"Bearer"}`, want: false},
 		{name: "404 without code", status: 404, want: false},
 		{name: "429 invalid_client", status: 429, code: "invalid_client", want: false},
@@ -80,6 +93,11 @@ func TestClientCredentials_permanent(t *testing.T) {
 		{name: "401 invalid_client with Retry-After", status: 401, code: "invalid_client",
 			header: map[string]string{"Retry-After": "5"}, want: false},
 		{name: "200 garbage", status: 200, body: "<html>login page</html>", want: false},
+		{name: "200 truncated JSON", status: 200, body: `{"access_token":"t","expi`, want: false},
+		{name: "200 bad expires_in", status: 200, body: `{"access_token":"t","expires_in":"soon"}`, want: true},
+		{name: "200 over 1 MiB", status: 200, body: `{"access_token":"` + strings.Repeat("x", maxResponseBody) + `"}`, want: true},
+		{name: "502 over 1 MiB", status: 502, body: strings.Repeat("x", 2*maxResponseBody), want: false},
+		{name: "400 over 1 MiB", status: 400, body: strings.Repeat("x", 2*maxResponseBody), want: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -351,6 +369,12 @@ func TestClientCredentials_redactWholeTokens(t *testing.T) {
 			wantCode: "invalid_client", wantDesc: long + "..."},
 		{name: "secret ending at the length cap", secret: "p4", code: "invalid_client", desc: long + "p4ss and more",
 			wantCode: "invalid_client", wantDesc: long + "[redacted]..."},
+		{name: "short secret ending a sentence", secret: "s3cr", code: "invalid_client", desc: "Invalid value: s3cr. Try again.",
+			wantCode: "invalid_client", wantDesc: "Invalid value: [redacted]. Try again."},
+		{name: "short secret before a full stop inside a value kept", secret: "s3cr", code: "invalid_client", desc: "file s3cr.txt",
+			wantCode: "invalid_client", wantDesc: "file s3cr.txt"},
+		{name: "long secret inside a longer value", secret: "client-secret-0123456789", code: "invalid_client",
+			desc: "token=abcclient-secret-0123456789def", wantCode: "invalid_client", wantDesc: "token=abc[redacted]def"},
 		{name: "control character in the secret", secret: "a\tb", code: "invalid_client", desc: "got a\tb",
 			wantCode: "invalid_client", wantDesc: "got [redacted]"},
 	}
@@ -372,9 +396,14 @@ func TestClientCredentials_redactWholeTokens(t *testing.T) {
 	}
 }
 
-// isWholeToken reports whether s holds v with neither a token character
-// right before it ('=' allowed) nor right after it.
+// isWholeToken reports whether clean must mask v in s: s holds v and v
+// is long (longSecret bytes or more), or s holds v with neither a token
+// character right before it ('=' allowed) nor right after it, full stops
+// that end a sentence aside.
 func isWholeToken(s, v string) bool {
+	if len(v) >= longSecret {
+		return strings.Contains(s, v)
+	}
 	tokenChar := func(r rune) bool {
 		return unicode.IsLetter(r) || unicode.IsDigit(r) || strings.ContainsRune("-._~+/=%", r)
 	}
@@ -385,7 +414,8 @@ func isWholeToken(s, v string) bool {
 		if r, _ := utf8.DecodeLastRuneInString(s[:i]); i > 0 && tokenChar(r) && r != '=' {
 			continue
 		}
-		if r, _ := utf8.DecodeRuneInString(s[i+len(v):]); i+len(v) < len(s) && tokenChar(r) {
+		rest := strings.TrimLeft(s[i+len(v):], ".")
+		if r, _ := utf8.DecodeRuneInString(rest); rest != "" && tokenChar(r) {
 			continue
 		}
 		return true
@@ -409,6 +439,13 @@ func FuzzRedact(f *testing.F) {
 		{".", strings.Repeat("y", 600)},
 		{"é", "café é"},
 		{"\xff", "a\xffb \xff"},
+		{"s", "Invalid value: s."},
+		{"s", "file s.txt and s... then s.."},
+		{"e", "e.g. e."},
+		{"client-secret-0123456789", "Invalid value: client-secret-0123456789."},
+		{"client-secret-0123456789", "xclient-secret-0123456789x and client-secret-0123456789=="},
+		{"p@ss.w0rd/long+secret", "got client_secret=p%40ss.w0rd%2Flong%2Bsecret. auth Basic " +
+			base64.StdEncoding.EncodeToString([]byte("client:"+url.QueryEscape("p@ss.w0rd/long+secret"))) + "."},
 	} {
 		f.Add(seed[0], seed[1])
 	}

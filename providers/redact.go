@@ -60,15 +60,19 @@ func cutBefore(s string, n int, forms []string) int {
 	return n
 }
 
-// redact replaces the whole-token occurrences of each of forms in s with
-// "[redacted]". An occurrence is a whole token when neither the character
-// before it nor the one after it is part of a token value: a letter, a
-// digit, or one of -._~+/% (and =, after it only: base64 padding extends
-// a value, but "name=" ends before one). So an echoed secret is redacted
-// in `client_secret=s&x`, `"s"` or `Basic czpz`, but a short secret is
-// not masked inside a longer word ("s" in "slow_down"), which would make
-// error texts unreadable. A secret that is a whole word of the text is
-// redacted all the same: it cannot be told from an echoed value.
+// redact replaces the occurrences of each of forms in s with
+// "[redacted]": every occurrence of a long form (longSecret bytes or
+// more: assertions, tokens, most client secrets), and the whole-token
+// occurrences of a short one. An occurrence is a whole token when neither
+// the character before it nor the one after it is part of a token value:
+// a letter, a digit, or one of -._~+/% (and =, after it only: base64
+// padding extends a value, but "name=" ends before one). Full stops right
+// after it count as the end of a sentence when nothing of a value follows
+// them. So an echoed secret is redacted in `client_secret=s&x`, `"s"`,
+// `Basic czpz` or `value s.`, but a short secret is not masked inside a
+// longer word ("s" in "slow_down"), which would make error texts
+// unreadable. A short secret that is a whole word of the text is redacted
+// all the same: it cannot be told from an echoed value.
 //
 // Redacting one occurrence can turn a neighbour into a whole token, so
 // passes repeat until nothing changes. Each pass that changes something
@@ -116,12 +120,8 @@ func redactPass(s, v string) (string, bool) {
 			r, _ := utf8.DecodeLastRuneInString(s[:start])
 			before = !valueRune(r) || r == '='
 		}
-		after := end == len(s)
-		if !after {
-			r, _ := utf8.DecodeRuneInString(s[end:])
-			after = !valueRune(r)
-		}
-		if !before || !after {
+		after := wordEnds(s[end:])
+		if len(v) < longSecret && (!before || !after) {
 			i = start + 1
 			continue
 		}
@@ -134,6 +134,24 @@ func redactPass(s, v string) (string, bool) {
 	}
 	b.WriteString(s[copied:])
 	return b.String(), true
+}
+
+// longSecret is the length, in bytes, from which a secret's form is
+// redacted wherever it occurs, even inside a longer value: a string that
+// long is no common word, so masking it never makes a text unreadable.
+const longSecret = 16
+
+// wordEnds reports whether a value ends right before rest: rest is empty,
+// starts with a character that is not part of a value, or starts with
+// full stops that end a sentence (followed by nothing, or by such a
+// character).
+func wordEnds(rest string) bool {
+	rest = strings.TrimLeft(rest, ".")
+	if rest == "" {
+		return true
+	}
+	r, _ := utf8.DecodeRuneInString(rest)
+	return !valueRune(r)
 }
 
 // valueRune reports whether r can be part of a token value: a letter, a

@@ -26,7 +26,8 @@ import (
 // transport.New against a server that echoes the whole request in its
 // error answer, and checks that no assertion, subject or actor token
 // shows in the error Token returns, in any event, or in the slog records
-// observability.SlogHandler writes from them (text and JSON).
+// observability.SlogHandler writes from them (text and JSON), echoed
+// as they are or at the end of a sentence.
 func TestNewGrants_secretsNeverInEventsOrLogs(t *testing.T) {
 	idp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
@@ -35,7 +36,7 @@ func TestNewGrants_secretsNeverInEventsOrLogs(t *testing.T) {
 		w.WriteHeader(http.StatusBadRequest)
 		json.NewEncoder(w).Encode(map[string]string{
 			"error": "invalid_grant",
-			"error_description": fmt.Sprintf("got %s; assertion %s client_assertion %s subject %s actor %s", body,
+			"error_description": fmt.Sprintf("got %s; assertion %s. client_assertion %s. subject %s. actor %s.", body,
 				form.Get("assertion"), form.Get("client_assertion"), form.Get("subject_token"), form.Get("actor_token")),
 		})
 	}))

@@ -12,6 +12,12 @@
 //	CLIENT_ID=... CLIENT_SECRET=... \
 //	go run ./examples/clientcredentials -audience https://api.example.com/ [-api-url https://api.example.com/things]
 //
+// A token URL or API URL that is plain http to a host other than loopback
+// is refused, so the secret and the token never travel in clear text;
+// -allow-insecure-http (off by default) lifts that, for where something
+// else protects the traffic (a service-mesh sidecar terminating TLS, a
+// test rig).
+//
 // It then fetches one token and prints its type, lifetime and fingerprint
 // (never the token itself), and calls -api-url with it if given.
 package main
@@ -40,30 +46,52 @@ import (
 )
 
 func main() {
-	var (
-		tokenURL     = flag.String("token-url", os.Getenv("TOKEN_URL"), "token endpoint (env TOKEN_URL); empty: start a local OAuth 2.0 server")
-		clientID     = flag.String("client-id", os.Getenv("CLIENT_ID"), "client id (env CLIENT_ID)")
-		clientSecret = flag.String("client-secret", os.Getenv("CLIENT_SECRET"), "client secret (env CLIENT_SECRET)")
-		scopes       = flag.String("scopes", os.Getenv("SCOPES"), "space- or comma-separated scopes (env SCOPES)")
-		audience     = flag.String("audience", os.Getenv("AUDIENCE"), "Auth0 audience parameter (env AUDIENCE)")
-		resource     = flag.String("resource", os.Getenv("RESOURCE"), "Entra ID v1 resource parameter (env RESOURCE)")
-		apiURL       = flag.String("api-url", os.Getenv("API_URL"), "API to call with the token (env API_URL)")
-		authStyle    = flag.String("auth-style", "auto", "client authentication: auto, header or params")
-	)
-	flag.Parse()
+	cfg, apiURL, err := parseArgs(flag.NewFlagSet(os.Args[0], flag.ExitOnError), os.Args[1:])
+	if err != nil {
+		fail(err)
+	}
+	if cfg.TokenURL == "" {
+		if err := runLocal(cfg); err != nil {
+			fail(err)
+		}
+		return
+	}
+	if err := runRemote(cfg, apiURL); err != nil {
+		fail(err)
+	}
+}
 
+// parseArgs reads the command line into fs: the provider's config and the
+// API to call.
+func parseArgs(fs *flag.FlagSet, args []string) (providers.ClientCredentialsConfig, string, error) {
+	var (
+		tokenURL     = fs.String("token-url", os.Getenv("TOKEN_URL"), "token endpoint (env TOKEN_URL); empty: start a local OAuth 2.0 server")
+		clientID     = fs.String("client-id", os.Getenv("CLIENT_ID"), "client id (env CLIENT_ID)")
+		clientSecret = fs.String("client-secret", os.Getenv("CLIENT_SECRET"), "client secret (env CLIENT_SECRET)")
+		scopes       = fs.String("scopes", os.Getenv("SCOPES"), "space- or comma-separated scopes (env SCOPES)")
+		audience     = fs.String("audience", os.Getenv("AUDIENCE"), "Auth0 audience parameter (env AUDIENCE)")
+		resource     = fs.String("resource", os.Getenv("RESOURCE"), "Entra ID v1 resource parameter (env RESOURCE)")
+		apiURL       = fs.String("api-url", os.Getenv("API_URL"), "API to call with the token (env API_URL)")
+		authStyle    = fs.String("auth-style", "auto", "client authentication: auto, header or params")
+		insecure     = fs.Bool("allow-insecure-http", false, "allow plain http token and API URLs to hosts other than loopback; "+
+			"only where something else protects the traffic (a service-mesh sidecar terminating TLS)")
+	)
+	if err := fs.Parse(args); err != nil {
+		return providers.ClientCredentialsConfig{}, "", err
+	}
 	style, ok := map[string]providers.AuthStyle{
 		"auto": providers.AuthStyleAutoDetect, "header": providers.AuthStyleInHeader, "params": providers.AuthStyleInParams,
 	}[*authStyle]
 	if !ok {
-		fail(fmt.Errorf("-auth-style %q: want auto, header or params", *authStyle))
+		return providers.ClientCredentialsConfig{}, "", fmt.Errorf("-auth-style %q: want auto, header or params", *authStyle)
 	}
 	cfg := providers.ClientCredentialsConfig{
-		TokenURL:     *tokenURL,
-		ClientID:     *clientID,
-		ClientSecret: *clientSecret,
-		Scopes:       strings.FieldsFunc(*scopes, func(r rune) bool { return r == ' ' || r == ',' }),
-		AuthStyle:    style,
+		TokenURL:          *tokenURL,
+		ClientID:          *clientID,
+		ClientSecret:      *clientSecret,
+		Scopes:            strings.FieldsFunc(*scopes, func(r rune) bool { return r == ' ' || r == ',' }),
+		AuthStyle:         style,
+		AllowInsecureHTTP: *insecure,
 	}
 	params := url.Values{}
 	if *audience != "" {
@@ -73,16 +101,7 @@ func main() {
 		params.Set("resource", *resource)
 	}
 	cfg.EndpointParams = params
-
-	if cfg.TokenURL == "" {
-		if err := runLocal(cfg); err != nil {
-			fail(err)
-		}
-		return
-	}
-	if err := runRemote(cfg, *apiURL); err != nil {
-		fail(err)
-	}
+	return cfg, *apiURL, nil
 }
 
 func fail(err error) {
@@ -95,7 +114,10 @@ func runRemote(cfg providers.ClientCredentialsConfig, apiURL string) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	rt, err := transport.New(tokenmanager.Settings{GetCredentials: providers.ClientCredentials(cfg)})
+	rt, err := transport.New(tokenmanager.Settings{
+		GetCredentials:    providers.ClientCredentials(cfg),
+		AllowInsecureHTTP: cfg.AllowInsecureHTTP,
+	})
 	if err != nil {
 		return err
 	}
