@@ -97,13 +97,13 @@ func (c *Core) token(ctx context.Context, b *Binding, rejected string, failFast 
 
 // awaitOrFailure waits for f, which the caller joined, until it is done
 // (nil), ctx ends, or b's last fetch has failed: then it hands its place
-// in f to a timer of b's WaitTimeout, so the actor keeps retrying, and
-// returns the failure.
+// in f to a timer (see keep), so the actor keeps retrying, and returns
+// the failure.
 func (c *Core) awaitOrFailure(ctx context.Context, b Binding, f *link.Flight) error {
 	for {
 		failed := *c.failed.Load() // before LastError: no failure is missed
 		if last := b.H.LastError(); last != nil {
-			time.AfterFunc(b.Req.Wait, func() { c.leave(b, f) })
+			c.keep(b, f)
 			return fmt.Errorf("tokenmanager: the last fetch failed and is being retried with backoff: %w", last)
 		}
 		select {
@@ -115,6 +115,25 @@ func (c *Core) awaitOrFailure(ctx context.Context, b Binding, f *link.Flight) er
 			return waitErr(ctx, b.H)
 		}
 	}
+}
+
+// keep hands the caller's place in f to a timer of b's WaitTimeout, so
+// that the actor keeps retrying a failed fetch while fail-fast callers come
+// and go. The first caller's place is kept; the others leave at once: one
+// timer per flight, however many calls fail meanwhile. When it fires the
+// flight ends, and the next caller starts a new one with a timer of its
+// own, so retries go on while calls come and stop at most WaitTimeout
+// after the last one.
+func (c *Core) keep(b Binding, f *link.Flight) {
+	b.St.Mu.Lock()
+	first := !f.Kept
+	f.Kept = true
+	b.St.Mu.Unlock()
+	if first {
+		time.AfterFunc(b.Req.Wait, func() { c.leave(b, f) })
+		return
+	}
+	c.leave(b, f)
 }
 
 // rebind resolves b's identity again after its actor was passivated.

@@ -107,4 +107,9 @@ type Flight struct {
 	Res     *messages.TokenResult
 	Cancel  context.CancelFunc
 	Waiters int // guarded by RequestState.Mu
+	// Kept is set once a timer holds one waiter's place in the flight
+	// after a failed fetch, so that the actor keeps retrying while
+	// fail-fast callers come and go; one timer per flight, not per
+	// caller. Guarded by RequestState.Mu.
+	Kept bool
 }
