@@ -9,40 +9,6 @@ import (
 	"github.com/go-tokenmanager/tokenmanager/messages"
 )
 
-type identified interface {
-	messages.Event
-	GetIdentity() string
-}
-
-func TestEvents_getIdentity(t *testing.T) {
-	tests := []struct {
-		ev   messages.Event
-		want string
-	}{
-		{messages.TokenRefreshed{Identity: "a"}, "a"},
-		{messages.AuthFailed{Identity: "b"}, "b"},
-		{messages.TokenRequestFailed{Identity: "c"}, "c"},
-		{messages.RecoveryTried{Identity: "d"}, "d"},
-		{messages.TokenTryThresholdReached{Identity: "e"}, "e"},
-		{messages.RecoveryAborted{Identity: "f"}, "f"},
-		{messages.PushRejected{Identity: "g"}, "g"},
-		{messages.IdentityPassivated{Identity: "h"}, "h"},
-		{messages.SettingsFailed{Identity: "i"}, "i"},
-		{messages.Closed{}, ""},
-	}
-	for _, tt := range tests {
-		t.Run(tt.ev.Name(), func(t *testing.T) {
-			e, ok := tt.ev.(identified)
-			if !ok {
-				t.Fatalf("%T has no GetIdentity method", tt.ev)
-			}
-			if got := e.GetIdentity(); got != tt.want {
-				t.Errorf("%T.GetIdentity() = %q; want %q", tt.ev, got, tt.want)
-			}
-		})
-	}
-}
-
 // An event type added to the package gets GetIdentity along with Name, so
 // that IdentityOf and its users need no change.
 func TestEvents_everyEventHasGetIdentity(t *testing.T) {
