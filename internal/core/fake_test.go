@@ -126,25 +126,13 @@ func newFixture(t *testing.T, s tokenmanager.Settings, manual bool) *fixture {
 	t.Helper()
 	clk := clock.NewMock()
 	system := testutil.QuietSystem() // the core owns it: Close shuts it down
-	h := link.NewHandle(64, clk)
-	h.Identity = "tenant"
-	a := &fakeActor{h: h, clk: clk, manual: manual, waits: make(chan *link.Wait, 64)}
-	pid := system.Root.Spawn(proto.PropsFromProducer(func() proto.Actor { return a }))
-	h.PID = pid
 	if s.WaitTimeout == 0 {
 		s.WaitTimeout = time.Minute
 	}
-	c := &core.Core{}
-	c.Init(system, pid, h.Bus, 1024, true, nil)
-	ev := &testutil.Recorder{}
-	c.Subscribe(ev.Add)
-	f := &fixture{
-		c:   c,
-		b:   core.Binding{H: h, PID: pid, Req: link.NewRequest(s, link.RequestSide), St: &link.RequestState{}},
-		a:   a,
-		clk: clk,
-		ev:  ev,
-	}
+	f := &fixture{c: &core.Core{}, clk: clk, ev: &testutil.Recorder{}}
+	f.b, f.a = f.spawn(system, s, manual)
+	f.c.Init(system, f.b.PID, f.b.H.Bus, 1024, true, nil)
+	f.c.Subscribe(f.ev.Add)
 	t.Cleanup(f.close)
 	return f
 }
@@ -156,6 +144,16 @@ type ping struct{}
 // sync waits until the fake has handled every message sent to it so far.
 func (f *fixture) sync() {
 	f.c.Root.RequestFuture(f.b.PID, ping{}, testutil.Patience).Wait()
+}
+
+// spawn starts a fake actor for identity "tenant" in system and returns
+// its binding.
+func (f *fixture) spawn(system *proto.ActorSystem, s tokenmanager.Settings, manual bool) (core.Binding, *fakeActor) {
+	h := link.NewHandle(64, f.clk)
+	h.Identity = "tenant"
+	a := &fakeActor{h: h, clk: f.clk, manual: manual, waits: make(chan *link.Wait, 64)}
+	h.PID = system.Root.Spawn(proto.PropsFromProducer(func() proto.Actor { return a }))
+	return core.Binding{H: h, PID: h.PID, Req: link.NewRequest(s, link.RequestSide), St: &link.RequestState{}}, a
 }
 
 // close closes the core, which stops the fake and its system and delivers
