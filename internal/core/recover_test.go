@@ -276,3 +276,68 @@ func boolInt(b bool) int {
 	}
 	return 0
 }
+
+// Invalidate, for a rejection outside any call the core runs, withdraws
+// the token and tells the actor, unless the actor holds.
+func TestInvalidate(t *testing.T) {
+	tests := []struct {
+		name         string
+		hold         bool
+		token        string // the rejected token
+		where        string
+		want         bool
+		wantRejected []string
+		wantCached   string
+		wantEvents   int // AuthFailed
+	}{
+		{name: "the cached token", token: "tok-0", where: "/svc/Method", want: true, wantRejected: []string{"tok-0"}, wantEvents: 1},
+		{name: "an older token", token: "old", want: true, wantRejected: []string{"old"}, wantCached: "tok-0"},
+		{name: "while the actor holds", hold: true, token: "tok-0", where: "/svc/Method", wantCached: "tok-0", wantEvents: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, tokenmanager.Settings{}, false)
+			f.cache("tok-0")
+			if tt.hold {
+				f.b.H.SetHoldUntil(f.clk.Now().Add(time.Minute))
+			}
+			if got := f.c.Invalidate(f.b, tt.token, tt.where, 16); got != tt.want {
+				t.Errorf("Invalidate = %v; want %v", got, tt.want)
+			}
+			if got := f.cached(); got != tt.wantCached {
+				t.Errorf("cached token right after Invalidate = %q; want %q", got, tt.wantCached)
+			}
+			f.sync()
+			f.close()
+			if _, _, rejected, _ := f.a.record(); !equal(rejected, tt.wantRejected) {
+				t.Errorf("Rejected sent for %q; want %q", rejected, tt.wantRejected)
+			}
+			if got := len(testutil.EventsOf[messages.AuthFailed](f.ev)); got != tt.wantEvents {
+				t.Errorf("%d AuthFailed events; want %d", got, tt.wantEvents)
+			}
+		})
+	}
+}
+
+// HeaderValue formats a token once and contains a panicking Formatter.
+func TestHeaderValue(t *testing.T) {
+	calls := 0
+	f := newFixture(t, tokenmanager.Settings{Formatter: func(tok string) string {
+		calls++
+		if tok == "boom" {
+			panic("formatter " + tok)
+		}
+		return "Key " + tok
+	}}, false)
+	for range 3 {
+		if v, err := f.c.HeaderValue(f.b, "tok-1"); v != "Key tok-1" || err != nil {
+			t.Fatalf("HeaderValue = %q, %v; want Key tok-1", v, err)
+		}
+	}
+	if calls != 1 {
+		t.Errorf("Formatter called %d times for one token; want 1", calls)
+	}
+	if v, err := f.c.HeaderValue(f.b, "boom"); err == nil || strings.Contains(err.Error(), "boom") {
+		t.Errorf("HeaderValue with a panicking Formatter = %q, %v; want an error without the token", v, err)
+	}
+}
