@@ -12,8 +12,10 @@ import (
 // Backend is an in-memory base RoundTripper standing in for an API; it
 // dials nothing. It reads the token from the Authorization header (after
 // the scheme), answers 401 (or Reject) to a missing or revoked token, or
-// Status to every request when set, and records every request and every
-// response body it hands out. It is safe for concurrent use once built.
+// Status to every request when set, with the body "status 401" (followed
+// by ` for "id"` when the request has an X-Request-Id), and records every
+// request and every response body it hands out. It is safe for
+// concurrent use once built.
 type Backend struct {
 	Status int // when non-zero, every response has it (see SetStatus)
 	Reject int // the status for a missing or revoked token; 0 means 401
@@ -57,7 +59,11 @@ func (b *Backend) RoundTrip(req *http.Request) (*http.Response, error) {
 			status = b.Reject
 		}
 	}
-	rb := &TrackedBody{r: strings.NewReader(fmt.Sprintf("status %d for %q", status, id))}
+	text := fmt.Sprintf("status %d", status)
+	if id != "" {
+		text += fmt.Sprintf(" for %q", id)
+	}
+	rb := &TrackedBody{r: strings.NewReader(text)}
 	b.bodies = append(b.bodies, rb)
 	return &http.Response{
 		StatusCode: status,
