@@ -27,6 +27,9 @@ type Provider struct {
 	PanicN atomic.Int64 // the next PanicN calls panic
 	Always atomic.Bool  // every call fails with ErrEndpointDown
 	Hang   atomic.Bool  // calls block until their ctx ends
+	// Delay, when set, is the latency of each call in real time (a
+	// call whose ctx ends first fails with ctx.Err()).
+	Delay time.Duration
 	// OnIssue, when set, is called with each token before it is handed
 	// out (a backend that accepts only issued tokens learns it so).
 	OnIssue func(token string)
@@ -44,6 +47,12 @@ func (p *Provider) Get(ctx context.Context) (tokenmanager.Token, error) {
 	g := p.gate
 	p.mu.Unlock()
 	began := time.Now()
+	if p.Delay > 0 {
+		select {
+		case <-time.After(p.Delay):
+		case <-ctx.Done():
+		}
+	}
 	if p.Hang.Load() {
 		g = nil
 		<-ctx.Done()
