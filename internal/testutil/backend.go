@@ -63,7 +63,7 @@ func (b *Backend) RoundTrip(req *http.Request) (*http.Response, error) {
 	if id != "" {
 		text += fmt.Sprintf(" for %q", id)
 	}
-	rb := &TrackedBody{r: strings.NewReader(text)}
+	rb := NewTrackedBody(text)
 	b.bodies = append(b.bodies, rb)
 	return &http.Response{
 		StatusCode: status,
@@ -122,6 +122,11 @@ type TrackedBody struct {
 	r      *strings.Reader
 	eof    atomic.Bool
 	closes atomic.Int32
+}
+
+// NewTrackedBody returns a TrackedBody that reads text.
+func NewTrackedBody(text string) *TrackedBody {
+	return &TrackedBody{r: strings.NewReader(text)}
 }
 
 // Read implements io.Reader.

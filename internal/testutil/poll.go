@@ -44,24 +44,26 @@ func Stays(t testing.TB, what string, cond func() bool) {
 }
 
 // AdvanceUntil advances mock by step, again and again, until cond holds,
-// giving the code under test about 20ms of real time after each step to
-// react. It fails the test after maxSteps steps, or when maxSteps is 0
-// once Patience has passed. cond is not called again once it holds.
+// giving the code under test up to 20ms of real time after each step to
+// react. cond is checked once before the first step. It fails the test
+// after maxSteps steps, or when maxSteps is 0 once Patience has passed.
+// cond is not called again once it holds.
 func AdvanceUntil(t testing.TB, mock *clock.Mock, step time.Duration, maxSteps int, what string, cond func() bool) {
 	t.Helper()
+	if cond() {
+		return
+	}
 	deadline := time.Now().Add(Patience)
-	for i := 0; maxSteps == 0 || i <= maxSteps; i++ {
-		if i > 0 {
-			mock.Add(step)
+	for i := 1; maxSteps == 0 || i <= maxSteps; i++ {
+		if maxSteps == 0 && time.Now().After(deadline) {
+			t.Fatalf("timed out advancing the clock by %v until %s", step, what)
 		}
-		for range 20 {
+		mock.Add(step)
+		for wait := time.Now().Add(20 * time.Millisecond); time.Now().Before(wait); {
 			if cond() {
 				return
 			}
 			time.Sleep(time.Millisecond)
-		}
-		if maxSteps == 0 && time.Now().After(deadline) {
-			t.Fatalf("timed out advancing the clock by %v until %s", step, what)
 		}
 	}
 	t.Fatalf("%s: not reached after advancing the clock %d x %v", what, maxSteps, step)
