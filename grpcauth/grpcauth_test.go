@@ -266,13 +266,7 @@ func TestCredentials_rejectedEveryTimeGivesUp(t *testing.T) {
 	if got := calls.Load(); got != 3 {
 		t.Errorf("provider calls = %d; want 3 (the first token and 2 recoveries)", got)
 	}
-	deadline := time.Now().Add(testutil.Patience)
-	for aborted.Load() != 1 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
-	if aborted.Load() != 1 {
-		t.Errorf("RecoveryAborted events = %d; want 1", aborted.Load())
-	}
+	testutil.Eventually(t, "one RecoveryAborted event", func() bool { return aborted.Load() == 1 })
 }
 
 func TestCredentials_contextCancelledWhileWaiting(t *testing.T) {
@@ -400,10 +394,7 @@ func TestCredentials_streamInvalidatesRejectedToken(t *testing.T) {
 	if got := p.Calls.Load(); got != 2 {
 		t.Errorf("provider calls = %d; want 2", got)
 	}
-	deadline := time.Now().Add(testutil.Patience)
-	for failed.Load() == nil && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
+	testutil.Eventually(t, "an AuthFailed event", func() bool { return failed.Load() != nil })
 	if ev, _ := failed.Load().(messages.AuthFailed); ev.Host != "/grpc.health.v1.Health/Watch" || ev.Status != int(codes.Unauthenticated) {
 		t.Errorf("AuthFailed = %+v; want the stream's method and status 16", ev)
 	}

@@ -217,9 +217,7 @@ func TestRoundTrip_singleFetchForConcurrentRequests(t *testing.T) {
 			}
 		})
 	}
-	for p.Calls.Load() == 0 {
-		time.Sleep(time.Millisecond) // wait for the one fetch to start, not for a timer
-	}
+	testutil.Eventually(t, "the fetch to start", func() bool { return p.Calls.Load() > 0 })
 	release()
 	wg.Wait()
 	if got := p.Calls.Load(); got != 1 {
@@ -241,9 +239,7 @@ func TestRoundTrip_contextEndsWhileWaiting(t *testing.T) {
 		_, err := rt.RoundTrip(req)
 		errc <- err
 	}()
-	for p.Calls.Load() == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	testutil.Eventually(t, "the fetch to start", func() bool { return p.Calls.Load() > 0 })
 	cancel()
 	select {
 	case err := <-errc:
@@ -306,9 +302,7 @@ func TestClose_releasesWaitersAndIsIdempotent(t *testing.T) {
 		_, err := rt.Token(context.Background())
 		errc <- err
 	}()
-	for p.Calls.Load() == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	testutil.Eventually(t, "the fetch to start", func() bool { return p.Calls.Load() > 0 })
 	if err := rt.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
