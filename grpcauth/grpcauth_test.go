@@ -143,7 +143,7 @@ func check(ctx context.Context, c healthpb.HealthClient) error {
 func TestCredentials_coldStartSingleFlight(t *testing.T) {
 	a := newAuthServer(t, true)
 	p := &testutil.Provider{ExpiresIn: 3600, Delay: 50 * time.Millisecond, OnIssue: a.issue}
-	rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: p.Get, Clock: clock.NewMock()}, nil)
+	rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: p.Get}, nil)
 	creds, err := grpcauth.New(rt)
 	if err != nil {
 		t.Fatal(err)
@@ -172,7 +172,7 @@ func TestCredentials_perRPCOnlyAttachesToken(t *testing.T) {
 	// oauth credentials are used.
 	a := newAuthServer(t, true)
 	p := &testutil.Provider{ExpiresIn: 3600, OnIssue: a.issue}
-	rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: p.Get, Clock: clock.NewMock()}, nil)
+	rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: p.Get}, nil)
 	creds, _ := grpcauth.New(rt)
 	c := dial(t, a, grpc.WithPerRPCCredentials(creds))
 	if err := check(context.Background(), c); err != nil {
@@ -188,7 +188,7 @@ func TestCredentials_perRPCOnlyAttachesToken(t *testing.T) {
 func TestCredentials_revocationUnderLoad(t *testing.T) {
 	a := newAuthServer(t, true)
 	p := &testutil.Provider{ExpiresIn: 3600, OnIssue: a.issue}
-	rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: p.Get, Clock: clock.NewMock()}, nil)
+	rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: p.Get}, nil)
 	var tried atomic.Int64
 	var lastTried atomic.Value
 	defer rt.Subscribe(func(ev messages.Event) {
@@ -251,7 +251,7 @@ func TestCredentials_rejectedEveryTimeGivesUp(t *testing.T) {
 	provider := func(context.Context) (tokenmanager.Token, error) {
 		return tokenmanager.Token{AccessToken: fmt.Sprintf("never-%d", calls.Add(1)), ExpiresIn: 3600}, nil
 	}
-	rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: provider, MaxRecoveryTries: 2, Clock: clock.NewMock()}, nil)
+	rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: provider, MaxRecoveryTries: 2}, nil)
 	var aborted atomic.Int64
 	defer rt.Subscribe(func(ev messages.Event) {
 		if _, ok := ev.(messages.RecoveryAborted); ok {
@@ -275,7 +275,7 @@ func TestCredentials_contextCancelledWhileWaiting(t *testing.T) {
 		<-ctx.Done()
 		return tokenmanager.Token{}, ctx.Err()
 	}
-	rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: hang, Clock: clock.NewMock()}, nil)
+	rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: hang}, nil)
 	creds, _ := grpcauth.New(rt)
 	for _, tt := range []struct {
 		name string
@@ -305,7 +305,7 @@ func TestCredentials_permanentFailureIsUnauthenticated(t *testing.T) {
 	bad := func(context.Context) (tokenmanager.Token, error) {
 		return tokenmanager.Token{}, tokenmanager.Permanent(errors.New("invalid_client"))
 	}
-	rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: bad, Clock: clock.NewMock()}, nil)
+	rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: bad}, nil)
 	creds, _ := grpcauth.New(rt)
 	c := dial(t, a, creds.DialOptions()...)
 	err := check(context.Background(), c)
@@ -321,7 +321,7 @@ func TestCredentials_permanentFailureIsUnauthenticated(t *testing.T) {
 func TestCredentials_insecureRefusedByDefault(t *testing.T) {
 	a := newAuthServer(t, false)
 	p := &testutil.Provider{ExpiresIn: 3600, OnIssue: a.issue}
-	rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: p.Get, Clock: clock.NewMock()}, nil)
+	rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: p.Get}, nil)
 	creds, _ := grpcauth.New(rt)
 
 	// Installed on the client, gRPC refuses to make it.
@@ -346,7 +346,7 @@ func TestCredentials_insecureRefusedByDefault(t *testing.T) {
 func TestCredentials_allowInsecure(t *testing.T) {
 	a := newAuthServer(t, false)
 	p := &testutil.Provider{ExpiresIn: 3600, OnIssue: a.issue}
-	rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: p.Get, Clock: clock.NewMock()}, nil)
+	rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: p.Get}, nil)
 	creds, _ := grpcauth.New(rt, grpcauth.AllowInsecure())
 	c := dial(t, a, creds.DialOptions()...)
 	if err := check(context.Background(), c); err != nil {
@@ -361,7 +361,7 @@ func TestCredentials_allowInsecure(t *testing.T) {
 func TestCredentials_streamInvalidatesRejectedToken(t *testing.T) {
 	a := newAuthServer(t, true)
 	p := &testutil.Provider{ExpiresIn: 3600, OnIssue: a.issue}
-	rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: p.Get, Clock: clock.NewMock()}, nil)
+	rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: p.Get}, nil)
 	var failed atomic.Value
 	defer rt.Subscribe(func(ev messages.Event) {
 		if e, ok := ev.(messages.AuthFailed); ok {
@@ -502,7 +502,7 @@ func TestDialOptions_keepsUserInterceptors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			a := newAuthServer(t, true)
 			p := &testutil.Provider{ExpiresIn: 3600, OnIssue: a.issue}
-			rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: p.Get, Clock: clock.NewMock()}, nil)
+			rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: p.Get}, nil)
 			creds, err := grpcauth.New(rt)
 			if err != nil {
 				t.Fatal(err)
@@ -582,7 +582,7 @@ func TestInterceptors_eachSetupSendsOneTokenAndRecovers(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			a := newAuthServer(t, true)
 			p := &testutil.Provider{ExpiresIn: 3600, OnIssue: a.issue}
-			rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: p.Get, Clock: clock.NewMock()}, nil)
+			rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: p.Get}, nil)
 			creds, _ := grpcauth.New(rt)
 			c := dial(t, a, tt.opts(creds)...)
 			if err := check(context.Background(), c); err != nil {
@@ -626,7 +626,7 @@ func TestInterceptors_refuseConnectionWithoutSecurity(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			a := newAuthServer(t, false)
 			p := &testutil.Provider{ExpiresIn: 3600, OnIssue: a.issue}
-			rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: p.Get, Clock: clock.NewMock()}, nil)
+			rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: p.Get}, nil)
 			creds, _ := grpcauth.New(rt)
 			conn, err := grpc.NewClient(a.addr, append(tt.opts(creds), grpc.WithTransportCredentials(local.NewCredentials()))...)
 			if err != nil {

@@ -18,7 +18,7 @@ func TestContext_cancelWhileWaiting(t *testing.T) {
 	p := &testutil.Provider{ExpiresIn: 3600}
 	release := p.Hold()
 	defer release()
-	rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: p.Get, Clock: clock.NewMock()}, &testutil.Backend{})
+	rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: p.Get}, &testutil.Backend{})
 
 	patient := burst(rt, 10)
 	testutil.Eventually(t, "the fetch to start", func() bool { return p.Calls.Load() == 1 })
@@ -177,7 +177,7 @@ func TestContext_fetchOutlivesWaitersWhoGaveUp(t *testing.T) {
 	p := &testutil.Provider{ExpiresIn: 3600}
 	release := p.Hold()
 	defer release()
-	rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: p.Get, Clock: clock.NewMock()}, &testutil.Backend{})
+	rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: p.Get}, &testutil.Backend{})
 	rec := testutil.Record(t, rt)
 
 	for i := range 3 {
@@ -217,7 +217,7 @@ func TestContext_waitTimeoutWithoutDeadline(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			p := &testutil.Provider{ExpiresIn: 3600}
 			tt.fault(p)
-			rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: p.Get, Clock: clock.NewMock(), WaitTimeout: wait}, &testutil.Backend{})
+			rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: p.Get, WaitTimeout: wait}, &testutil.Backend{})
 			for name, call := range map[string]func() error{
 				"RoundTrip": func() error { return send(context.Background(), rt, "").err },
 				"Token": func() error {
@@ -320,7 +320,7 @@ func TestContext_ownDeadlineOverridesWaitTimeout(t *testing.T) {
 	const wait, deadline = 50 * time.Millisecond, 400 * time.Millisecond
 	p := &testutil.Provider{}
 	p.Always.Store(true)
-	rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: p.Get, Clock: clock.NewMock(), WaitTimeout: wait}, &testutil.Backend{})
+	rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: p.Get, WaitTimeout: wait}, &testutil.Backend{})
 	ctx, cancel := context.WithTimeout(context.Background(), deadline)
 	defer cancel()
 	began := time.Now()

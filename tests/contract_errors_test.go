@@ -120,7 +120,7 @@ func TestPermanentError_pushedTokenRecovers(t *testing.T) {
 func TestWaitError_wrapsProviderErrorAndContext(t *testing.T) {
 	p := &testutil.Provider{}
 	p.Always.Store(true) // temporary: requests wait through retries
-	rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: p.Get, Clock: clock.NewMock()}, &testutil.Backend{})
+	rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: p.Get}, &testutil.Backend{})
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	r := send(ctx, rt, "")
@@ -147,7 +147,7 @@ func TestFetchTimeout_providerOwnErrorKept(t *testing.T) {
 				<-ctx.Done()
 				return tokenmanager.Token{}, fmt.Errorf("%w: %w", errGaveUp, ctx.Err())
 			}
-			rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: provider, Clock: clock.NewMock(), FetchTimeout: 20 * time.Millisecond}, &testutil.Backend{})
+			rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: provider, FetchTimeout: 20 * time.Millisecond}, &testutil.Backend{})
 			rec := testutil.Record(t, rt)
 			ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 			defer cancel()
@@ -167,7 +167,7 @@ func TestFetchTimeout_didNotReturnOnlyWhenItDidNot(t *testing.T) {
 		<-release // ignores its context
 		return tokenmanager.Token{}, errors.New("late")
 	}
-	rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: provider, Clock: clock.NewMock(), FetchTimeout: 20 * time.Millisecond}, &testutil.Backend{})
+	rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: provider, FetchTimeout: 20 * time.Millisecond}, &testutil.Backend{})
 	rec := testutil.Record(t, rt)
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
@@ -250,7 +250,7 @@ func TestInsecureTransport_tokenOnlyOverTLSOrLoopback(t *testing.T) {
 		t.Run(fmt.Sprintf("%s allow=%v", tt.url, tt.allow), func(t *testing.T) {
 			base := &countingBase{}
 			p := &testutil.Provider{ExpiresIn: 3600}
-			rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: p.Get, Clock: clock.NewMock(), AllowInsecureHTTP: tt.allow}, base)
+			rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: p.Get, AllowInsecureHTTP: tt.allow}, base)
 			body := testutil.NewTrackedBody("payload")
 			req, _ := http.NewRequest(http.MethodPost, tt.url, body)
 			resp, err := rt.RoundTrip(req)
@@ -303,7 +303,7 @@ func TestHold_workingTokensEndTheStreak(t *testing.T) {
 	// streak, the rejected odd tokens added up to a hold within a few
 	// dozen requests, and every request during it failed.
 	p := &testutil.Provider{ExpiresIn: 60}
-	rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: p.Get, Clock: clock.NewMock()}, &flakyAPI{uses: map[string]int{}})
+	rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: p.Get}, &flakyAPI{uses: map[string]int{}})
 	var ok, failed int
 	for range 400 {
 		if r := send(context.Background(), rt, ""); r.err == nil && r.status == http.StatusOK {

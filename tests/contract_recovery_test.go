@@ -27,7 +27,7 @@ func TestRecovery_capPerRequestUnderConcurrency(t *testing.T) {
 	)
 	p := &testutil.Provider{ExpiresIn: 3600}
 	b := &testutil.Backend{Status: http.StatusUnauthorized}
-	rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: p.Get, MaxRecoveryTries: maxTries, Clock: clock.NewMock()}, b)
+	rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: p.Get, MaxRecoveryTries: maxTries}, b)
 	rec := testutil.Record(t, rt)
 
 	results := concurrently(requests, func(i int) result {
@@ -79,7 +79,7 @@ func TestRecovery_abortInvalidatesCarriedToken(t *testing.T) {
 		t.Run(fmt.Sprint("MaxRecoveryTries=", tt.maxTries), func(t *testing.T) {
 			p := &testutil.Provider{ExpiresIn: 3600}
 			b := &testutil.Backend{Status: http.StatusUnauthorized}
-			rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: p.Get, MaxRecoveryTries: tt.maxTries, Clock: clock.NewMock()}, b)
+			rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: p.Get, MaxRecoveryTries: tt.maxTries}, b)
 			rec := testutil.Record(t, rt)
 
 			r := send(context.Background(), rt, "doomed")
@@ -148,7 +148,7 @@ func TestRecovery_onlyStatusesInRefreshOnStatus(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			p := &testutil.Provider{ExpiresIn: 3600}
 			b := &testutil.Backend{Reject: tt.reject}
-			rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: p.Get, RefreshOnStatus: tt.onStatus, Clock: clock.NewMock()}, b)
+			rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: p.Get, RefreshOnStatus: tt.onStatus}, b)
 			mustOK(t, rt)
 			b.Revoke("tok-1")
 			r := send(context.Background(), rt, "x")
@@ -173,7 +173,7 @@ func TestBodyReplay_fullBodyResent(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			p := &testutil.Provider{ExpiresIn: 3600}
 			b := &testutil.Backend{}
-			rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: p.Get, Clock: clock.NewMock()}, b)
+			rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: p.Get}, b)
 			mustOK(t, rt)
 			b.Revoke("tok-1")
 
@@ -223,7 +223,7 @@ func TestBodyReplay_unreplayableNeverResentEmpty(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			p := &testutil.Provider{ExpiresIn: 3600}
 			b := &testutil.Backend{}
-			rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: p.Get, Clock: clock.NewMock()}, b)
+			rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: p.Get}, b)
 			rec := testutil.Record(t, rt)
 			mustOK(t, rt)
 			b.Revoke("tok-1")
@@ -290,7 +290,7 @@ func TestRoundTrip_leavesCallerRequestAlone(t *testing.T) {
 		t.Run(fmt.Sprint("recovery=", revoked), func(t *testing.T) {
 			p := &testutil.Provider{ExpiresIn: 3600}
 			b := &testutil.Backend{}
-			rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: p.Get, Clock: clock.NewMock()}, b)
+			rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: p.Get}, b)
 			mustOK(t, rt)
 			if revoked {
 				b.Revoke("tok-1")
@@ -320,7 +320,7 @@ func TestRoundTrip_leavesCallerRequestAlone(t *testing.T) {
 func TestRoundTrip_requestWithNilHeader(t *testing.T) {
 	p := &testutil.Provider{ExpiresIn: 3600}
 	b := &testutil.Backend{}
-	rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: p.Get, Clock: clock.NewMock()}, b)
+	rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: p.Get}, b)
 	u, _ := url.Parse(apiURL)
 	req := (&http.Request{Method: http.MethodGet, URL: u}).WithContext(context.Background())
 

@@ -82,7 +82,7 @@ func TestSingleFlight_coldStart(t *testing.T) {
 	p := &testutil.Provider{ExpiresIn: 3600}
 	release := p.Hold()
 	defer release()
-	rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: p.Get, Clock: clock.NewMock()}, &testutil.Backend{})
+	rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: p.Get}, &testutil.Backend{})
 	stormWhileFetching(t, p, rt, release, 1, "Bearer tok-1")
 }
 
@@ -103,7 +103,7 @@ func TestSingleFlight_atExpiry(t *testing.T) {
 func TestSingleFlight_afterRevocation(t *testing.T) {
 	p := &testutil.Provider{ExpiresIn: 3600}
 	b := &testutil.Backend{}
-	rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: p.Get, Clock: clock.NewMock()}, b)
+	rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: p.Get}, b)
 	mustOK(t, rt)
 
 	release := p.Hold()

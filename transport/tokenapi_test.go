@@ -38,7 +38,7 @@ func TestToken_expiresInCountsFromNow(t *testing.T) {
 
 func TestInvalidate_dropsOnlyTheCurrentToken(t *testing.T) {
 	p := &testutil.Provider{ExpiresIn: 3600}
-	rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: p.Get, Clock: clock.NewMock()}, &testutil.Backend{})
+	rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: p.Get}, &testutil.Backend{})
 	tok, _ := rt.Token(context.Background())
 	if !rt.Invalidate("an-older-token") {
 		t.Error("Invalidate(older) = false; want true (nothing holds)")
@@ -59,7 +59,7 @@ func TestInvalidate_holdsWhenEveryNewTokenIsRejected(t *testing.T) {
 	// token right after fetching it soon makes Invalidate answer false,
 	// sparing the token endpoint.
 	p := &testutil.Provider{ExpiresIn: 3600}
-	rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: p.Get, Clock: clock.NewMock()}, &testutil.Backend{})
+	rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: p.Get}, &testutil.Backend{})
 	gaveUp := -1
 	for i := range 100 {
 		tok, err := rt.Token(context.Background())

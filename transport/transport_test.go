@@ -65,7 +65,7 @@ func collect[E messages.Event](t *testing.T, rt *transport.RoundTripper) func(n 
 func TestRoundTrip_attachesBearerToken(t *testing.T) {
 	p := &testutil.Provider{ExpiresIn: 3600}
 	b := &testutil.Backend{}
-	rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: p.Get, Clock: clock.NewMock()}, b)
+	rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: p.Get}, b)
 	for range 3 {
 		resp := get(t, rt)
 		resp.Body.Close()
