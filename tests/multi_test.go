@@ -88,16 +88,7 @@ func newMulti(t *testing.T, ts *tenants, base http.RoundTripper, s tokenmanager.
 	if s.Clock == nil {
 		s.Clock = ts.clock
 	}
-	m, err := transport.NewMulti(s, append([]transport.Option{transport.WithBase(base)}, opts...)...)
-	if err != nil {
-		t.Fatalf("transport.NewMulti: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := m.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
-	return m
+	return testutil.NewMulti(t, s, base, opts...)
 }
 
 // sendAs sends a GET as identity and returns what came back.

@@ -47,12 +47,33 @@ func NewRT(t testing.TB, s tokenmanager.Settings, base http.RoundTripper, opts .
 	if err != nil {
 		t.Fatalf("transport.New: %v", err)
 	}
+	closeAtEnd(t, rt)
+	return rt
+}
+
+// NewMulti builds a MultiRoundTripper with transport.NewMulti over base
+// (nil: the default) and closes it when the test ends, failing the test
+// if Close fails.
+func NewMulti(t testing.TB, s tokenmanager.OwnerSettings, base http.RoundTripper, opts ...transport.Option) *transport.MultiRoundTripper {
+	t.Helper()
+	if base != nil {
+		opts = append([]transport.Option{transport.WithBase(base)}, opts...)
+	}
+	m, err := transport.NewMulti(s, opts...)
+	if err != nil {
+		t.Fatalf("transport.NewMulti: %v", err)
+	}
+	closeAtEnd(t, m)
+	return m
+}
+
+// closeAtEnd closes c when the test ends, failing the test if Close fails.
+func closeAtEnd(t testing.TB, c interface{ Close() error }) {
 	t.Cleanup(func() {
-		if err := rt.Close(); err != nil {
+		if err := c.Close(); err != nil {
 			t.Errorf("Close: %v", err)
 		}
 	})
-	return rt
 }
 
 // NewMockRT is NewRT on a new mock clock, which it returns; s.Clock must
