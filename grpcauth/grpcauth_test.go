@@ -31,14 +31,12 @@ import (
 	"github.com/go-tokenmanager/tokenmanager"
 	"github.com/go-tokenmanager/tokenmanager/grpcauth"
 	"github.com/go-tokenmanager/tokenmanager/internal/loopcert"
+	"github.com/go-tokenmanager/tokenmanager/internal/testutil"
 	"github.com/go-tokenmanager/tokenmanager/messages"
 	"github.com/go-tokenmanager/tokenmanager/transport"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// patience bounds every wait for something that should happen promptly.
-const patience = 5 * time.Second
 
 // authServer is a real grpc-go server on 127.0.0.1 running the standard
 // health service behind interceptors that accept only tokens issued by
@@ -121,41 +119,6 @@ func newAuthServer(t *testing.T, secure bool) *authServer {
 	return a
 }
 
-// issuer is a provider whose tokens the server accepts; it counts calls.
-type issuer struct {
-	a         *authServer
-	expiresIn int64
-	delay     time.Duration
-	calls     atomic.Int64
-}
-
-func (p *issuer) get(ctx context.Context) (tokenmanager.Token, error) {
-	n := p.calls.Add(1)
-	if p.delay > 0 {
-		select {
-		case <-time.After(p.delay):
-		case <-ctx.Done():
-			return tokenmanager.Token{}, ctx.Err()
-		}
-	}
-	tok := fmt.Sprintf("tok-%d", n)
-	p.a.issue(tok)
-	return tokenmanager.Token{AccessToken: tok, ExpiresIn: p.expiresIn}, nil
-}
-
-func newRT(t *testing.T, s tokenmanager.Settings) *transport.RoundTripper {
-	t.Helper()
-	if s.Clock == nil {
-		s.Clock = clock.NewMock()
-	}
-	rt, err := transport.New(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rt.Close() })
-	return rt
-}
-
 // dial connects to a with opts, over TLS when a has a certificate.
 func dial(t *testing.T, a *authServer, opts ...grpc.DialOption) healthpb.HealthClient {
 	t.Helper()
@@ -179,8 +142,8 @@ func check(ctx context.Context, c healthpb.HealthClient) error {
 
 func TestCredentials_coldStartSingleFlight(t *testing.T) {
 	a := newAuthServer(t, true)
-	p := &issuer{a: a, expiresIn: 3600, delay: 50 * time.Millisecond}
-	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get})
+	p := &testutil.Provider{ExpiresIn: 3600, Delay: 50 * time.Millisecond, OnIssue: a.issue}
+	rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: p.Get}, nil)
 	creds, err := grpcauth.New(rt)
 	if err != nil {
 		t.Fatal(err)
@@ -199,7 +162,7 @@ func TestCredentials_coldStartSingleFlight(t *testing.T) {
 	if n := failed.Load(); n != 0 {
 		t.Errorf("%d of 1000 calls failed", n)
 	}
-	if got := p.calls.Load(); got != 1 {
+	if got := p.Calls.Load(); got != 1 {
 		t.Errorf("provider calls = %d for 1000 concurrent cold calls; want 1", got)
 	}
 }
@@ -208,8 +171,8 @@ func TestCredentials_perRPCOnlyAttachesToken(t *testing.T) {
 	// The credentials alone, without the interceptors, as grpc-go's own
 	// oauth credentials are used.
 	a := newAuthServer(t, true)
-	p := &issuer{a: a, expiresIn: 3600}
-	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get})
+	p := &testutil.Provider{ExpiresIn: 3600, OnIssue: a.issue}
+	rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: p.Get}, nil)
 	creds, _ := grpcauth.New(rt)
 	c := dial(t, a, grpc.WithPerRPCCredentials(creds))
 	if err := check(context.Background(), c); err != nil {
@@ -224,8 +187,8 @@ func TestCredentials_perRPCOnlyAttachesToken(t *testing.T) {
 
 func TestCredentials_revocationUnderLoad(t *testing.T) {
 	a := newAuthServer(t, true)
-	p := &issuer{a: a, expiresIn: 3600}
-	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get})
+	p := &testutil.Provider{ExpiresIn: 3600, OnIssue: a.issue}
+	rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: p.Get}, nil)
 	var tried atomic.Int64
 	var lastTried atomic.Value
 	defer rt.Subscribe(func(ev messages.Event) {
@@ -275,7 +238,7 @@ func TestCredentials_revocationUnderLoad(t *testing.T) {
 	if n := failed.Load(); n != 0 {
 		t.Errorf("%d of %d calls failed across %d revocations", n, calls.Load(), revocations)
 	}
-	if got := p.calls.Load(); got != 1+revocations {
+	if got := p.Calls.Load(); got != 1+revocations {
 		t.Errorf("provider calls = %d; want %d (one per revocation)", got, 1+revocations)
 	}
 	if tried.Load() == 0 {
@@ -294,7 +257,7 @@ func TestCredentials_rejectedEveryTimeGivesUp(t *testing.T) {
 	provider := func(context.Context) (tokenmanager.Token, error) {
 		return tokenmanager.Token{AccessToken: fmt.Sprintf("never-%d", calls.Add(1)), ExpiresIn: 3600}, nil
 	}
-	rt := newRT(t, tokenmanager.Settings{GetCredentials: provider, MaxRecoveryTries: 2})
+	rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: provider, MaxRecoveryTries: 2}, nil)
 	var aborted atomic.Int64
 	defer rt.Subscribe(func(ev messages.Event) {
 		if _, ok := ev.(messages.RecoveryAborted); ok {
@@ -309,13 +272,7 @@ func TestCredentials_rejectedEveryTimeGivesUp(t *testing.T) {
 	if got := calls.Load(); got != 3 {
 		t.Errorf("provider calls = %d; want 3 (the first token and 2 recoveries)", got)
 	}
-	deadline := time.Now().Add(patience)
-	for aborted.Load() != 1 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
-	if aborted.Load() != 1 {
-		t.Errorf("RecoveryAborted events = %d; want 1", aborted.Load())
-	}
+	testutil.Eventually(t, "one RecoveryAborted event", func() bool { return aborted.Load() == 1 })
 }
 
 func TestCredentials_contextCancelledWhileWaiting(t *testing.T) {
@@ -324,7 +281,7 @@ func TestCredentials_contextCancelledWhileWaiting(t *testing.T) {
 		<-ctx.Done()
 		return tokenmanager.Token{}, ctx.Err()
 	}
-	rt := newRT(t, tokenmanager.Settings{GetCredentials: hang})
+	rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: hang}, nil)
 	creds, _ := grpcauth.New(rt)
 	for _, tt := range []struct {
 		name string
@@ -342,7 +299,7 @@ func TestCredentials_contextCancelledWhileWaiting(t *testing.T) {
 			if code := status.Code(err); code != codes.DeadlineExceeded {
 				t.Errorf("err %v; want DeadlineExceeded", err)
 			}
-			if took := time.Since(began); took > patience {
+			if took := time.Since(began); took > testutil.Patience {
 				t.Errorf("call took %v; want it to end with its context", took)
 			}
 		})
@@ -354,7 +311,7 @@ func TestCredentials_permanentFailureIsUnauthenticated(t *testing.T) {
 	bad := func(context.Context) (tokenmanager.Token, error) {
 		return tokenmanager.Token{}, tokenmanager.Permanent(errors.New("invalid_client"))
 	}
-	rt := newRT(t, tokenmanager.Settings{GetCredentials: bad})
+	rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: bad}, nil)
 	creds, _ := grpcauth.New(rt)
 	c := dial(t, a, creds.DialOptions()...)
 	err := check(context.Background(), c)
@@ -369,8 +326,8 @@ func TestCredentials_permanentFailureIsUnauthenticated(t *testing.T) {
 
 func TestCredentials_insecureRefusedByDefault(t *testing.T) {
 	a := newAuthServer(t, false)
-	p := &issuer{a: a, expiresIn: 3600}
-	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get})
+	p := &testutil.Provider{ExpiresIn: 3600, OnIssue: a.issue}
+	rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: p.Get}, nil)
 	creds, _ := grpcauth.New(rt)
 
 	// Installed on the client, gRPC refuses to make it.
@@ -387,15 +344,15 @@ func TestCredentials_insecureRefusedByDefault(t *testing.T) {
 	if n := a.refused.Load() + a.checked.Load(); n != 0 {
 		t.Errorf("server saw %d calls; want none", n)
 	}
-	if got := p.calls.Load(); got > 1 {
+	if got := p.Calls.Load(); got > 1 {
 		t.Errorf("provider calls = %d; want at most 1 (no recovery for a refusal of ours)", got)
 	}
 }
 
 func TestCredentials_allowInsecure(t *testing.T) {
 	a := newAuthServer(t, false)
-	p := &issuer{a: a, expiresIn: 3600}
-	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get})
+	p := &testutil.Provider{ExpiresIn: 3600, OnIssue: a.issue}
+	rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: p.Get}, nil)
 	creds, _ := grpcauth.New(rt, grpcauth.AllowInsecure())
 	c := dial(t, a, creds.DialOptions()...)
 	if err := check(context.Background(), c); err != nil {
@@ -409,8 +366,8 @@ func TestCredentials_allowInsecure(t *testing.T) {
 
 func TestCredentials_streamInvalidatesRejectedToken(t *testing.T) {
 	a := newAuthServer(t, true)
-	p := &issuer{a: a, expiresIn: 3600}
-	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get})
+	p := &testutil.Provider{ExpiresIn: 3600, OnIssue: a.issue}
+	rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: p.Get}, nil)
 	var failed atomic.Value
 	defer rt.Subscribe(func(ev messages.Event) {
 		if e, ok := ev.(messages.AuthFailed); ok {
@@ -440,13 +397,10 @@ func TestCredentials_streamInvalidatesRejectedToken(t *testing.T) {
 	if _, err := s2.Recv(); err != nil {
 		t.Fatalf("second stream: %v", err)
 	}
-	if got := p.calls.Load(); got != 2 {
+	if got := p.Calls.Load(); got != 2 {
 		t.Errorf("provider calls = %d; want 2", got)
 	}
-	deadline := time.Now().Add(patience)
-	for failed.Load() == nil && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
+	testutil.Eventually(t, "an AuthFailed event", func() bool { return failed.Load() != nil })
 	if ev, _ := failed.Load().(messages.AuthFailed); ev.Host != "/grpc.health.v1.Health/Watch" || ev.Status != int(codes.Unauthenticated) {
 		t.Errorf("AuthFailed = %+v; want the stream's method and status 16", ev)
 	}
@@ -516,8 +470,8 @@ func TestNew_nilManager(t *testing.T) {
 func TestTokenSource_underGRPCOAuth(t *testing.T) {
 	// grpc-go's own oauth credentials over our TokenSource adapter.
 	a := newAuthServer(t, true)
-	p := &issuer{a: a, expiresIn: 3600}
-	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get, Clock: clock.New()})
+	p := &testutil.Provider{ExpiresIn: 3600, OnIssue: a.issue}
+	rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: p.Get, Clock: clock.New()}, nil)
 	ts := oauth.TokenSource{TokenSource: oauth2.ReuseTokenSource(nil, rt.TokenSource())}
 	c := dial(t, a, grpc.WithPerRPCCredentials(ts))
 	for range 10 {
@@ -525,7 +479,7 @@ func TestTokenSource_underGRPCOAuth(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if got := p.calls.Load(); got != 1 {
+	if got := p.Calls.Load(); got != 1 {
 		t.Errorf("provider calls = %d; want 1 (served from the cache)", got)
 	}
 }
@@ -553,8 +507,8 @@ func TestDialOptions_keepsUserInterceptors(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			a := newAuthServer(t, true)
-			p := &issuer{a: a, expiresIn: 3600}
-			rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get})
+			p := &testutil.Provider{ExpiresIn: 3600, OnIssue: a.issue}
+			rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: p.Get}, nil)
 			creds, err := grpcauth.New(rt)
 			if err != nil {
 				t.Fatal(err)
@@ -608,7 +562,7 @@ func TestDialOptions_keepsUserInterceptors(t *testing.T) {
 			if streamRan.Load() != 2 {
 				t.Errorf("the caller's stream interceptor ran %d times; want 2", streamRan.Load())
 			}
-			if got := p.calls.Load(); got != 3 {
+			if got := p.Calls.Load(); got != 3 {
 				t.Errorf("provider calls = %d; want 3 (the first token and one per revocation)", got)
 			}
 		})
@@ -633,8 +587,8 @@ func TestInterceptors_eachSetupSendsOneTokenAndRecovers(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			a := newAuthServer(t, true)
-			p := &issuer{a: a, expiresIn: 3600}
-			rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get})
+			p := &testutil.Provider{ExpiresIn: 3600, OnIssue: a.issue}
+			rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: p.Get}, nil)
 			creds, _ := grpcauth.New(rt)
 			c := dial(t, a, tt.opts(creds)...)
 			if err := check(context.Background(), c); err != nil {
@@ -677,8 +631,8 @@ func TestInterceptors_refuseConnectionWithoutSecurity(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			a := newAuthServer(t, false)
-			p := &issuer{a: a, expiresIn: 3600}
-			rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get})
+			p := &testutil.Provider{ExpiresIn: 3600, OnIssue: a.issue}
+			rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: p.Get}, nil)
 			creds, _ := grpcauth.New(rt)
 			conn, err := grpc.NewClient(a.addr, append(tt.opts(creds), grpc.WithTransportCredentials(local.NewCredentials()))...)
 			if err != nil {
@@ -692,7 +646,7 @@ func TestInterceptors_refuseConnectionWithoutSecurity(t *testing.T) {
 			if n := a.refused.Load() + a.checked.Load(); n != 0 {
 				t.Errorf("server saw %d calls; want none", n)
 			}
-			if got := p.calls.Load(); got != 1 {
+			if got := p.Calls.Load(); got != 1 {
 				t.Errorf("provider calls = %d; want 1 (no recovery for a refusal of ours)", got)
 			}
 		})
@@ -738,16 +692,16 @@ func TestCredentials_temporaryFailureIsUnavailableAndRetried(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			a := newAuthServer(t, true)
-			p := &issuer{a: a, expiresIn: 3600}
+			p := &testutil.Provider{ExpiresIn: 3600, OnIssue: a.issue}
 			var fetches atomic.Int64
 			provider := func(ctx context.Context) (tokenmanager.Token, error) {
 				if fetches.Add(1) == 1 {
 					return tokenmanager.Token{}, errors.New("token endpoint: 503 Service Unavailable")
 				}
-				return p.get(ctx)
+				return p.Get(ctx)
 			}
 			mock := clock.NewMock()
-			rt := newRT(t, tokenmanager.Settings{GetCredentials: provider, Clock: mock, RetryBaseDelay: time.Second})
+			rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: provider, Clock: mock, RetryBaseDelay: time.Second}, nil)
 			refreshed := make(chan struct{}, 1)
 			defer rt.Subscribe(func(ev messages.Event) {
 				if _, ok := ev.(messages.TokenRefreshed); ok {
@@ -762,7 +716,7 @@ func TestCredentials_temporaryFailureIsUnavailableAndRetried(t *testing.T) {
 			opts := append([]grpc.DialOption{grpc.WithPerRPCCredentials(attempts), grpc.WithDefaultServiceConfig(serviceConfig)}, tt.opts(creds)...)
 			c := dial(t, a, opts...)
 
-			ctx, cancel := context.WithTimeout(context.Background(), patience)
+			ctx, cancel := context.WithTimeout(context.Background(), testutil.Patience)
 			defer cancel()
 			err := check(ctx, c)
 			var fe *tokenmanager.FetchError
@@ -782,7 +736,7 @@ func TestCredentials_temporaryFailureIsUnavailableAndRetried(t *testing.T) {
 			mock.Add(2 * time.Second) // past the backoff: the manager retries
 			select {
 			case <-refreshed:
-			case <-time.After(patience):
+			case <-time.After(testutil.Patience):
 				t.Fatal("no token after the backoff")
 			}
 			if err := check(ctx, c); err != nil {

@@ -72,6 +72,11 @@ type Refreshed struct {
 
 // Event is implemented by every event the manager publishes. Name returns
 // a stable snake_case name for logs and metrics.
+//
+// Every event of this package also has a method GetIdentity, which
+// returns the identity it concerns ("" for none); [IdentityOf] reads it
+// from any Event. It is not part of this interface, so that event types
+// of other code that predate it still implement Event.
 type Event interface {
 	Name() string
 }
@@ -274,32 +279,48 @@ type SettingsFailed struct {
 // Name implements [Event].
 func (SettingsFailed) Name() string { return "settings_failed" }
 
-// IdentityOf returns the identity ev concerns: its Identity field. It is
-// empty for the events of a single-identity manager, for [Closed], and
-// for event types this package does not define.
+// IdentityOf returns the identity ev concerns: its GetIdentity, for an
+// event that has one (every event of this package does, and an event type
+// of other code may). It is empty for the events of a single-identity
+// manager, for [Closed], and for an event without GetIdentity.
 func IdentityOf(ev Event) string {
-	switch e := ev.(type) {
-	case TokenRefreshed:
-		return e.Identity
-	case AuthFailed:
-		return e.Identity
-	case TokenRequestFailed:
-		return e.Identity
-	case RecoveryTried:
-		return e.Identity
-	case TokenTryThresholdReached:
-		return e.Identity
-	case RecoveryAborted:
-		return e.Identity
-	case PushRejected:
-		return e.Identity
-	case IdentityPassivated:
-		return e.Identity
-	case SettingsFailed:
-		return e.Identity
+	if e, ok := ev.(interface{ GetIdentity() string }); ok {
+		return e.GetIdentity()
 	}
 	return ""
 }
+
+// GetIdentity returns e.Identity. The events carry their identity as a
+// field, so the method that lets code read it without a type switch
+// ([IdentityOf]) cannot share its name.
+func (e TokenRefreshed) GetIdentity() string { return e.Identity }
+
+// GetIdentity returns e.Identity.
+func (e AuthFailed) GetIdentity() string { return e.Identity }
+
+// GetIdentity returns e.Identity.
+func (e TokenRequestFailed) GetIdentity() string { return e.Identity }
+
+// GetIdentity returns e.Identity.
+func (e RecoveryTried) GetIdentity() string { return e.Identity }
+
+// GetIdentity returns e.Identity.
+func (e TokenTryThresholdReached) GetIdentity() string { return e.Identity }
+
+// GetIdentity returns e.Identity.
+func (e RecoveryAborted) GetIdentity() string { return e.Identity }
+
+// GetIdentity returns e.Identity.
+func (e PushRejected) GetIdentity() string { return e.Identity }
+
+// GetIdentity returns e.Identity.
+func (e IdentityPassivated) GetIdentity() string { return e.Identity }
+
+// GetIdentity returns e.Identity.
+func (e SettingsFailed) GetIdentity() string { return e.Identity }
+
+// GetIdentity returns "": a manager closes as a whole.
+func (Closed) GetIdentity() string { return "" }
 
 // The protocol messages carry tokens, so none of them is ever printed in
 // full: String and GoString show a fingerprint instead, and protoactor

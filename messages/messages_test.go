@@ -85,5 +85,13 @@ func TestIdentityOf(t *testing.T) {
 		if got := messages.IdentityOf(tt.ev); got != tt.want {
 			t.Errorf("IdentityOf(%T) = %q; want %q", tt.ev, got, tt.want)
 		}
+		e, ok := tt.ev.(interface{ GetIdentity() string })
+		if !ok {
+			t.Errorf("%T has no GetIdentity method", tt.ev)
+			continue
+		}
+		if got := e.GetIdentity(); got != tt.want {
+			t.Errorf("%T.GetIdentity() = %q; want %q", tt.ev, got, tt.want)
+		}
 	}
 }

@@ -9,16 +9,17 @@ import (
 	"github.com/benbjohnson/clock"
 
 	"github.com/go-tokenmanager/tokenmanager"
+	"github.com/go-tokenmanager/tokenmanager/internal/testutil"
 	"github.com/go-tokenmanager/tokenmanager/messages"
 	"github.com/go-tokenmanager/tokenmanager/transport"
 )
 
 func TestActorEmbedding_eventsOnEventStream(t *testing.T) {
-	p := &provider{expiresIn: 3600}
-	system := newSystem(t)
-	var onStream recorder
+	p := &testutil.Provider{ExpiresIn: 3600}
+	system := testutil.NewSystem(t)
+	var onStream testutil.Recorder
 	sub := system.EventStream.SubscribeWithPredicate(
-		func(m any) { onStream.add(m.(messages.Event)) },
+		func(m any) { onStream.Add(m.(messages.Event)) },
 		func(m any) bool { _, ok := m.(messages.Event); return ok },
 	)
 	t.Cleanup(func() { system.EventStream.Unsubscribe(sub) })
@@ -26,12 +27,12 @@ func TestActorEmbedding_eventsOnEventStream(t *testing.T) {
 	var mu sync.Mutex
 	var actorSide, requestSide int
 	pid := spawn(t, system, tokenmanager.Settings{
-		GetCredentials: p.get,
+		GetCredentials: p.Get,
 		Clock:          clock.NewMock(),
 		Formatter:      func(tok string) string { return "ActorSettings " + tok },
 		OnTokenRefresh: func(string) { mu.Lock(); actorSide++; mu.Unlock() },
 	})
-	b := &backend{}
+	b := &testutil.Backend{}
 	rt, err := transport.NewFromActor(system, pid, tokenmanager.Settings{
 		Formatter:  func(tok string) string { return "Token " + tok },
 		OnAuthFail: func(string) { mu.Lock(); requestSide++; mu.Unlock() },
@@ -40,7 +41,7 @@ func TestActorEmbedding_eventsOnEventStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rt.Close()
-	rec := record(t, rt)
+	rec := testutil.Record(t, rt)
 
 	// The request side follows NewFromActor's settings.
 	if r := send(context.Background(), rt, ""); r.status != http.StatusOK || r.auth != "Token tok-1" {
@@ -50,34 +51,34 @@ func TestActorEmbedding_eventsOnEventStream(t *testing.T) {
 	if res := ask(t, system, pid); res.Err != nil || res.Token.AccessToken != "tok-1" || res.ExpiresAt.IsZero() {
 		t.Errorf("Get = {%q, %v, %v}; want tok-1 with its expiry", res.Token.AccessToken, res.ExpiresAt, res.Err)
 	}
-	b.revoke("tok-1")
+	b.Revoke("tok-1")
 	if r := send(context.Background(), rt, ""); r.status != http.StatusOK || r.auth != "Token tok-2" {
 		t.Errorf("after revocation: status %d, Authorization %q, err %v; want 200 with tok-2", r.status, r.auth, r.err)
 	}
 
 	// Both kinds of event reach the EventStream and the subscriber.
-	for name, r := range map[string]*recorder{"EventStream": &onStream, "Subscribe": rec} {
-		eventually(t, name+" events", func() bool {
-			return len(eventsOf[messages.TokenRefreshed](r)) == 2 &&
-				len(eventsOf[messages.AuthFailed](r)) == 1 &&
-				len(eventsOf[messages.RecoveryTried](r)) == 1
+	for name, r := range map[string]*testutil.Recorder{"EventStream": &onStream, "Subscribe": rec} {
+		testutil.Eventually(t, name+" events", func() bool {
+			return len(testutil.EventsOf[messages.TokenRefreshed](r)) == 2 &&
+				len(testutil.EventsOf[messages.AuthFailed](r)) == 1 &&
+				len(testutil.EventsOf[messages.RecoveryTried](r)) == 1
 		})
 	}
-	eventually(t, "both sides' callbacks", func() bool {
+	testutil.Eventually(t, "both sides' callbacks", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return actorSide == 2 && requestSide == 1
 	})
-	if got := p.calls.Load(); got != 2 {
+	if got := p.Calls.Load(); got != 2 {
 		t.Errorf("provider calls = %d; want 2", got)
 	}
 }
 
 func TestActorProtocol_invalidateAndPush(t *testing.T) {
-	p := &provider{expiresIn: 3600}
-	system := newSystem(t)
-	pid := spawn(t, system, tokenmanager.Settings{GetCredentials: p.get, Clock: clock.NewMock()})
-	rt, err := transport.NewFromActor(system, pid, tokenmanager.Settings{}, transport.WithBase(&backend{}))
+	p := &testutil.Provider{ExpiresIn: 3600}
+	system := testutil.NewSystem(t)
+	pid := spawn(t, system, tokenmanager.Settings{GetCredentials: p.Get, Clock: clock.NewMock()})
+	rt, err := transport.NewFromActor(system, pid, tokenmanager.Settings{}, transport.WithBase(&testutil.Backend{}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +109,7 @@ func TestActorProtocol_invalidateAndPush(t *testing.T) {
 	if r := send(context.Background(), rt, ""); r.auth != "Bearer pushed" {
 		t.Errorf("request carried %q; want the pushed token", r.auth)
 	}
-	if got := p.calls.Load(); got != 3 {
+	if got := p.Calls.Load(); got != 3 {
 		t.Errorf("provider calls = %d; want 3", got)
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"log"
 	"net/http"
 	"os"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -17,28 +16,18 @@ import (
 
 	"github.com/go-tokenmanager/tokenmanager"
 	"github.com/go-tokenmanager/tokenmanager/actor"
+	"github.com/go-tokenmanager/tokenmanager/internal/testutil"
 	"github.com/go-tokenmanager/tokenmanager/messages"
 	"github.com/go-tokenmanager/tokenmanager/transport"
 )
 
-// closeCountingBody records how often it is closed.
-type closeCountingBody struct {
-	io.Reader
-	closes atomic.Int32
-}
-
-func (b *closeCountingBody) Close() error {
-	b.closes.Add(1)
-	return nil
-}
-
 func TestClose_releasesWaitersAndCancelsFetch(t *testing.T) {
 	baseline := goleak.IgnoreCurrent()
 	mock := clock.NewMock()
-	p := &provider{expiresIn: 3600}
-	release := p.hold()
+	p := &testutil.Provider{ExpiresIn: 3600}
+	release := p.Hold()
 	defer release()
-	rt, err := transport.New(tokenmanager.Settings{GetCredentials: p.get, Clock: mock}, transport.WithBase(&backend{}))
+	rt, err := transport.New(tokenmanager.Settings{GetCredentials: p.Get, Clock: mock}, transport.WithBase(&testutil.Backend{}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +43,7 @@ func TestClose_releasesWaitersAndCancelsFetch(t *testing.T) {
 			waiters <- err
 		}()
 	}
-	eventually(t, "the fetch to start", func() bool { return p.calls.Load() == 1 })
+	testutil.Eventually(t, "the fetch to start", func() bool { return p.Calls.Load() == 1 })
 	time.Sleep(20 * time.Millisecond) // let the waiters queue on the held fetch
 
 	if err := rt.Close(); err != nil {
@@ -71,21 +60,21 @@ func TestClose_releasesWaitersAndCancelsFetch(t *testing.T) {
 			t.Fatal("Close did not release every waiter promptly")
 		}
 	}
-	eventually(t, "the in-flight fetch to be cancelled", func() bool {
-		errs, _ := p.gaveUp()
+	testutil.Eventually(t, "the in-flight fetch to be cancelled", func() bool {
+		errs, _ := p.GaveUp()
 		return len(errs) == 1
 	})
-	if errs, _ := p.gaveUp(); !errors.Is(errs[0], context.Canceled) {
+	if errs, _ := p.GaveUp(); !errors.Is(errs[0], context.Canceled) {
 		t.Errorf("the provider's ctx ended with %v; want context.Canceled", errs[0])
 	}
 
 	// Every call after Close fails with ErrClosed.
-	body := &closeCountingBody{Reader: strings.NewReader("payload")}
+	body := testutil.NewTrackedBody("payload")
 	req, _ := http.NewRequest(http.MethodPost, apiURL, body)
 	if _, err := rt.RoundTrip(req); !errors.Is(err, tokenmanager.ErrClosed) {
 		t.Errorf("RoundTrip after Close: %v; want ErrClosed", err)
 	}
-	if n := body.closes.Load(); n != 1 {
+	if n := body.Closes(); n != 1 {
 		t.Errorf("RoundTrip after Close closed the request body %d times; want 1", n)
 	}
 	if _, err := rt.Token(context.Background()); !errors.Is(err, tokenmanager.ErrClosed) {
@@ -104,20 +93,20 @@ func TestClose_releasesWaitersAndCancelsFetch(t *testing.T) {
 	for range 24 {
 		mock.Add(time.Hour)
 	}
-	stays(t, "no fetch after Close", func() bool { return p.calls.Load() == 1 })
+	testutil.Stays(t, "no fetch after Close", func() bool { return p.Calls.Load() == 1 })
 	goleak.VerifyNone(t, baseline)
 }
 
 func TestClose_stopsTimers(t *testing.T) {
 	tests := []struct {
 		name  string
-		setup func(t *testing.T, p *provider, rt *transport.RoundTripper, mock *clock.Mock)
+		setup func(t *testing.T, p *testutil.Provider, rt *transport.RoundTripper, mock *clock.Mock)
 	}{
-		{"refresh timer armed", func(t *testing.T, p *provider, rt *transport.RoundTripper, _ *clock.Mock) {
+		{"refresh timer armed", func(t *testing.T, p *testutil.Provider, rt *transport.RoundTripper, _ *clock.Mock) {
 			mustOK(t, rt) // expires in 60s: the early refresh is armed
 		}},
-		{"retry timer armed", func(t *testing.T, p *provider, rt *transport.RoundTripper, _ *clock.Mock) {
-			p.always.Store(true)
+		{"retry timer armed", func(t *testing.T, p *testutil.Provider, rt *transport.RoundTripper, _ *clock.Mock) {
+			p.Always.Store(true)
 			armed := make(chan struct{}, 1)
 			unsubscribe := rt.Subscribe(func(ev messages.Event) {
 				if f, ok := ev.(messages.TokenRequestFailed); ok && f.RetryIn > 0 {
@@ -140,42 +129,42 @@ func TestClose_stopsTimers(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			baseline := goleak.IgnoreCurrent()
 			mock := clock.NewMock()
-			p := &provider{expiresIn: 60}
+			p := &testutil.Provider{ExpiresIn: 60}
 			rt, err := transport.New(tokenmanager.Settings{
-				GetCredentials: p.get, Clock: mock, RetryBaseDelay: time.Second, RetryMaxDelay: time.Second,
-			}, transport.WithBase(&backend{}))
+				GetCredentials: p.Get, Clock: mock, RetryBaseDelay: time.Second, RetryMaxDelay: time.Second,
+			}, transport.WithBase(&testutil.Backend{}))
 			if err != nil {
 				t.Fatal(err)
 			}
 			tt.setup(t, p, rt, mock)
-			before := p.calls.Load()
+			before := p.Calls.Load()
 			if err := rt.Close(); err != nil {
 				t.Fatalf("Close: %v", err)
 			}
 			for range 48 {
 				mock.Add(time.Hour)
 			}
-			stays(t, "no fetch after Close", func() bool { return p.calls.Load() == before })
+			testutil.Stays(t, "no fetch after Close", func() bool { return p.Calls.Load() == before })
 			goleak.VerifyNone(t, baseline)
 		})
 	}
 }
 
 func TestClose_newFromActorLeavesActorRunning(t *testing.T) {
-	p := &provider{expiresIn: 3600}
-	system := newSystem(t)
-	pid := spawn(t, system, tokenmanager.Settings{GetCredentials: p.get, Clock: clock.NewMock()})
-	rt, err := transport.NewFromActor(system, pid, tokenmanager.Settings{}, transport.WithBase(&backend{}))
+	p := &testutil.Provider{ExpiresIn: 3600}
+	system := testutil.NewSystem(t)
+	pid := spawn(t, system, tokenmanager.Settings{GetCredentials: p.Get, Clock: clock.NewMock()})
+	rt, err := transport.NewFromActor(system, pid, tokenmanager.Settings{}, transport.WithBase(&testutil.Backend{}))
 	if err != nil {
 		t.Fatal(err)
 	}
 
 	// A request waiting on a held fetch is released by Close...
-	release := p.hold()
+	release := p.Hold()
 	defer release()
 	waiter := make(chan error, 1)
 	go func() { waiter <- send(context.Background(), rt, "").err }()
-	eventually(t, "the fetch to start", func() bool { return p.calls.Load() == 1 })
+	testutil.Eventually(t, "the fetch to start", func() bool { return p.Calls.Load() == 1 })
 	if err := rt.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
@@ -199,7 +188,7 @@ func TestClose_newFromActorLeavesActorRunning(t *testing.T) {
 	if res := ask(t, system, pid); res.Err != nil || res.Token.AccessToken != "tok-1" {
 		t.Errorf("Get after Close = {%q, %v}; want tok-1", res.Token.AccessToken, res.Err)
 	}
-	if got := p.calls.Load(); got != 1 {
+	if got := p.Calls.Load(); got != 1 {
 		t.Errorf("provider calls = %d; want 1", got)
 	}
 }
@@ -234,14 +223,14 @@ func captureOutput(t *testing.T, fn func()) string {
 
 func TestNothingPrinted(t *testing.T) {
 	printed := captureOutput(t, func() {
-		p := &provider{expiresIn: 3600}
-		p.failN.Store(2)
-		b := &backend{}
+		p := &testutil.Provider{ExpiresIn: 3600}
+		p.FailN.Store(2)
+		b := &testutil.Backend{}
 		rt, err := transport.New(tokenmanager.Settings{
-			GetCredentials: p.get,
+			GetCredentials: p.Get,
 			RetryBaseDelay: time.Millisecond,
 			RetryMaxDelay:  5 * time.Millisecond,
-			WaitTimeout:    patience,
+			WaitTimeout:    testutil.Patience,
 		}, transport.WithBase(b))
 		if err != nil {
 			t.Error(err)
@@ -251,21 +240,21 @@ func TestNothingPrinted(t *testing.T) {
 		// Failed fetches, retried; a token; a revocation; a rejection
 		// with recovery used up.
 		mustOK(t, rt)
-		b.revoke("tok-3")
+		b.Revoke("tok-3")
 		mustOK(t, rt)
-		b.setStatus(http.StatusUnauthorized)
+		b.SetStatus(http.StatusUnauthorized)
 		send(context.Background(), rt, "")
-		b.setStatus(0)
+		b.SetStatus(0)
 		// Close while a request waits on a hanging fetch.
-		p.hang.Store(true)
-		b.setStatus(http.StatusUnauthorized)
-		before := p.calls.Load()
+		p.Hang.Store(true)
+		b.SetStatus(http.StatusUnauthorized)
+		before := p.Calls.Load()
 		done := make(chan struct{})
 		go func() {
 			send(context.Background(), rt, "")
 			close(done)
 		}()
-		eventually(t, "a hanging fetch", func() bool { return p.calls.Load() > before })
+		testutil.Eventually(t, "a hanging fetch", func() bool { return p.Calls.Load() > before })
 		time.Sleep(20 * time.Millisecond)
 		if err := rt.Close(); err != nil {
 			t.Error(err)
@@ -279,19 +268,19 @@ func TestNothingPrinted(t *testing.T) {
 }
 
 func TestClose_publishesClosedOnceAndLast(t *testing.T) {
-	p := &provider{expiresIn: 3600}
-	rt, err := transport.New(tokenmanager.Settings{GetCredentials: p.get, Clock: clock.NewMock()}, transport.WithBase(&backend{}))
+	p := &testutil.Provider{ExpiresIn: 3600}
+	rt, err := transport.New(tokenmanager.Settings{GetCredentials: p.Get, Clock: clock.NewMock()}, transport.WithBase(&testutil.Backend{}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec := record(t, rt)
+	rec := testutil.Record(t, rt)
 	mustOK(t, rt)
-	waitEvents[messages.TokenRefreshed](t, rec, 1)
+	testutil.WaitEvents[messages.TokenRefreshed](t, rec, 1)
 	if err := rt.Close(); err != nil {
 		t.Fatal(err)
 	}
-	evs := rec.all()
-	if n := len(eventsOf[messages.Closed](rec)); n != 1 {
+	evs := rec.All()
+	if n := len(testutil.EventsOf[messages.Closed](rec)); n != 1 {
 		t.Fatalf("saw %d Closed events; want exactly 1 (events %v)", n, evs)
 	}
 	if _, ok := evs[len(evs)-1].(messages.Closed); !ok {
@@ -300,23 +289,23 @@ func TestClose_publishesClosedOnceAndLast(t *testing.T) {
 }
 
 func TestClose_actorStopPublishesClosedToAttachedRoundTripper(t *testing.T) {
-	system := newSystem(t)
-	p := &provider{expiresIn: 3600}
-	s := tokenmanager.Settings{GetCredentials: p.get, Clock: clock.NewMock()}
+	system := testutil.NewSystem(t)
+	p := &testutil.Provider{ExpiresIn: 3600}
+	s := tokenmanager.Settings{GetCredentials: p.Get, Clock: clock.NewMock()}
 	props, err := actor.NewProps(s)
 	if err != nil {
 		t.Fatal(err)
 	}
 	pid := system.Root.Spawn(props)
-	rt, err := transport.NewFromActor(system, pid, s, transport.WithBase(&backend{}))
+	rt, err := transport.NewFromActor(system, pid, s, transport.WithBase(&testutil.Backend{}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec := record(t, rt)
+	rec := testutil.Record(t, rt)
 	system.Root.StopFuture(pid).Wait()
-	waitEvents[messages.Closed](t, rec, 1)
+	testutil.WaitEvents[messages.Closed](t, rec, 1)
 	rt.Close()
-	if n := len(eventsOf[messages.Closed](rec)); n != 1 {
+	if n := len(testutil.EventsOf[messages.Closed](rec)); n != 1 {
 		t.Errorf("saw %d Closed events; want 1 although both the actor and Close said so", n)
 	}
 }

@@ -10,17 +10,18 @@ import (
 	"github.com/benbjohnson/clock"
 
 	"github.com/go-tokenmanager/tokenmanager"
+	"github.com/go-tokenmanager/tokenmanager/internal/testutil"
 	"github.com/go-tokenmanager/tokenmanager/messages"
 )
 
 func TestContext_cancelWhileWaiting(t *testing.T) {
-	p := &provider{expiresIn: 3600}
-	release := p.hold()
+	p := &testutil.Provider{ExpiresIn: 3600}
+	release := p.Hold()
 	defer release()
-	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get, Clock: clock.NewMock()}, &backend{})
+	rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: p.Get}, &testutil.Backend{})
 
 	patient := burst(rt, 10)
-	eventually(t, "the fetch to start", func() bool { return p.calls.Load() == 1 })
+	testutil.Eventually(t, "the fetch to start", func() bool { return p.Calls.Load() == 1 })
 
 	ctx, cancel := context.WithCancel(context.Background())
 	viaRoundTrip := make(chan error, 1)
@@ -46,29 +47,29 @@ func TestContext_cancelWhileWaiting(t *testing.T) {
 	// The others keep waiting and get the token once it comes.
 	release()
 	allCarried(t, gather(t, patient, 10), "Bearer tok-1")
-	if got := p.calls.Load(); got != 1 {
+	if got := p.Calls.Load(); got != 1 {
 		t.Errorf("provider calls = %d; want 1", got)
 	}
 }
 
 func TestContext_waitsThroughFailedFetches(t *testing.T) {
 	mock := clock.NewMock()
-	p := &provider{expiresIn: 3600}
-	p.failN.Store(3)
+	p := &testutil.Provider{ExpiresIn: 3600}
+	p.FailN.Store(3)
 	const maxDelay = 2 * time.Second
-	rt := newRT(t, tokenmanager.Settings{
-		GetCredentials: p.get,
+	rt := testutil.NewRT(t, tokenmanager.Settings{
+		GetCredentials: p.Get,
 		Clock:          mock,
 		RetryBaseDelay: time.Second,
 		RetryMaxDelay:  maxDelay,
-	}, &backend{})
-	rec := record(t, rt)
+	}, &testutil.Backend{})
+	rec := testutil.Record(t, rt)
 
 	done := make(chan result, 1)
 	go func() { done <- send(context.Background(), rt, "persistent") }()
 	var r result
 	returned := false
-	advanceUntil(t, mock, maxDelay, "the request returns", func() bool {
+	testutil.AdvanceUntil(t, mock, maxDelay, 0, "the request returns", func() bool {
 		if returned {
 			return true
 		}
@@ -82,23 +83,23 @@ func TestContext_waitsThroughFailedFetches(t *testing.T) {
 	if r.err != nil || r.status != http.StatusOK || r.auth != "Bearer tok-4" {
 		t.Errorf("status %d, auth %q, err %v; want 200 with tok-4 after three failed fetches", r.status, r.auth, r.err)
 	}
-	if got := p.calls.Load(); got != 4 {
+	if got := p.Calls.Load(); got != 4 {
 		t.Errorf("provider calls = %d; want 4", got)
 	}
-	failed := waitEvents[messages.TokenRequestFailed](t, rec, 3)
+	failed := testutil.WaitEvents[messages.TokenRequestFailed](t, rec, 3)
 	for i, e := range failed {
-		if e.ConsecutiveFailures != i+1 || !errors.Is(e.Err, errEndpointDown) {
+		if e.ConsecutiveFailures != i+1 || !errors.Is(e.Err, testutil.ErrEndpointDown) {
 			t.Errorf("TokenRequestFailed #%d = {ConsecutiveFailures: %d, Err: %v}; want {%d, wrapping %v}",
-				i+1, e.ConsecutiveFailures, e.Err, i+1, errEndpointDown)
+				i+1, e.ConsecutiveFailures, e.Err, i+1, testutil.ErrEndpointDown)
 		}
 	}
 }
 
 func TestContext_actorAskerGetsFetchErrorAtOnce(t *testing.T) {
-	p := &provider{expiresIn: 3600}
-	p.always.Store(true)
-	system := newSystem(t)
-	pid := spawn(t, system, tokenmanager.Settings{GetCredentials: p.get, Clock: clock.NewMock()})
+	p := &testutil.Provider{ExpiresIn: 3600}
+	p.Always.Store(true)
+	system := testutil.NewSystem(t)
+	pid := spawn(t, system, tokenmanager.Settings{GetCredentials: p.Get, Clock: clock.NewMock()})
 
 	for i := range 2 {
 		began := time.Now()
@@ -107,8 +108,8 @@ func TestContext_actorAskerGetsFetchErrorAtOnce(t *testing.T) {
 			t.Errorf("ask %d took %v; want the failure at once", i+1, took)
 		}
 		var fe *tokenmanager.FetchError
-		if !errors.As(res.Err, &fe) || !errors.Is(res.Err, errEndpointDown) {
-			t.Errorf("ask %d: Err = %v; want a *tokenmanager.FetchError wrapping %v", i+1, res.Err, errEndpointDown)
+		if !errors.As(res.Err, &fe) || !errors.Is(res.Err, testutil.ErrEndpointDown) {
+			t.Errorf("ask %d: Err = %v; want a *tokenmanager.FetchError wrapping %v", i+1, res.Err, testutil.ErrEndpointDown)
 		}
 		if res.Token.AccessToken != "" {
 			t.Errorf("ask %d: a failed reply carries token %q", i+1, res.Token.AccessToken)
@@ -116,37 +117,37 @@ func TestContext_actorAskerGetsFetchErrorAtOnce(t *testing.T) {
 	}
 	// The second ask came during the backoff (the mock clock stood still):
 	// it hears the last failure and starts no fetch.
-	if got := p.calls.Load(); got != 1 {
+	if got := p.Calls.Load(); got != 1 {
 		t.Errorf("provider calls = %d; want 1", got)
 	}
 }
 
 func TestContext_idleManagerDoesNotPoll(t *testing.T) {
 	const maxDelay = 2 * time.Second
-	settings := func(p *provider, mock *clock.Mock) tokenmanager.Settings {
-		return tokenmanager.Settings{GetCredentials: p.get, Clock: mock, RetryBaseDelay: time.Second, RetryMaxDelay: maxDelay}
+	settings := func(p *testutil.Provider, mock *clock.Mock) tokenmanager.Settings {
+		return tokenmanager.Settings{GetCredentials: p.Get, Clock: mock, RetryBaseDelay: time.Second, RetryMaxDelay: maxDelay}
 	}
-	stillIdle := func(t *testing.T, p *provider, mock *clock.Mock) {
+	stillIdle := func(t *testing.T, p *testutil.Provider, mock *clock.Mock) {
 		t.Helper()
 		time.Sleep(20 * time.Millisecond) // let the last failure settle
-		before := p.calls.Load()
+		before := p.Calls.Load()
 		for range 48 {
 			mock.Add(time.Hour)
 		}
-		stays(t, "no fetch with nobody waiting", func() bool { return p.calls.Load() == before })
+		testutil.Stays(t, "no fetch with nobody waiting", func() bool { return p.Calls.Load() == before })
 	}
 
 	t.Run("request gave up", func(t *testing.T) {
 		mock := clock.NewMock()
-		p := &provider{}
-		p.always.Store(true)
-		rt := newRT(t, settings(p, mock), &backend{})
+		p := &testutil.Provider{}
+		p.Always.Store(true)
+		rt := testutil.NewRT(t, settings(p, mock), &testutil.Backend{})
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		done := make(chan result, 1)
 		go func() { done <- send(ctx, rt, "gives-up") }()
 		// While it waits, the failures are retried.
-		advanceUntil(t, mock, maxDelay, "a retried fetch", func() bool { return p.calls.Load() >= 2 })
+		testutil.AdvanceUntil(t, mock, maxDelay, 0, "a retried fetch", func() bool { return p.Calls.Load() >= 2 })
 		cancel()
 		if r := <-done; !errors.Is(r.err, context.Canceled) {
 			t.Fatalf("err = %v; want one wrapping context.Canceled", r.err)
@@ -156,9 +157,9 @@ func TestContext_idleManagerDoesNotPoll(t *testing.T) {
 
 	t.Run("actor asker answered", func(t *testing.T) {
 		mock := clock.NewMock()
-		p := &provider{}
-		p.always.Store(true)
-		system := newSystem(t)
+		p := &testutil.Provider{}
+		p.Always.Store(true)
+		system := testutil.NewSystem(t)
 		pid := spawn(t, system, settings(p, mock))
 		if res := ask(t, system, pid); res.Err == nil {
 			t.Fatal("Get succeeded; want the fetch error")
@@ -173,11 +174,11 @@ func TestContext_idleManagerDoesNotPoll(t *testing.T) {
 // shorter than the token endpoint's latency with a new fetch per request
 // and never a token.
 func TestContext_fetchOutlivesWaitersWhoGaveUp(t *testing.T) {
-	p := &provider{expiresIn: 3600}
-	release := p.hold()
+	p := &testutil.Provider{ExpiresIn: 3600}
+	release := p.Hold()
 	defer release()
-	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get, Clock: clock.NewMock()}, &backend{})
-	rec := record(t, rt)
+	rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: p.Get}, &testutil.Backend{})
+	rec := testutil.Record(t, rt)
 
 	for i := range 3 {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
@@ -187,18 +188,18 @@ func TestContext_fetchOutlivesWaitersWhoGaveUp(t *testing.T) {
 			t.Fatalf("impatient request %d: err %v; want its deadline", i, r.err)
 		}
 	}
-	if got := p.calls.Load(); got != 1 {
+	if got := p.Calls.Load(); got != 1 {
 		t.Fatalf("provider calls while requests gave up = %d; want the one fetch they all joined", got)
 	}
 	release()
-	waitEvents[messages.TokenRefreshed](t, rec, 1)
+	testutil.WaitEvents[messages.TokenRefreshed](t, rec, 1)
 	if r := mustOK(t, rt); r.auth != "Bearer tok-1" {
 		t.Errorf("next request carried %q; want tok-1 from the fetch nobody waited for", r.auth)
 	}
-	if errs, _ := p.gaveUp(); len(errs) != 0 {
+	if errs, _ := p.GaveUp(); len(errs) != 0 {
 		t.Errorf("the provider saw its context end (%v); want the fetch left to finish", errs)
 	}
-	if got := p.calls.Load(); got != 1 {
+	if got := p.Calls.Load(); got != 1 {
 		t.Errorf("provider calls = %d; want 1", got)
 	}
 }
@@ -207,16 +208,16 @@ func TestContext_waitTimeoutWithoutDeadline(t *testing.T) {
 	const wait = 200 * time.Millisecond
 	tests := []struct {
 		name  string
-		fault func(*provider)
+		fault func(*testutil.Provider)
 	}{
-		{"provider fails", func(p *provider) { p.always.Store(true) }},
-		{"provider hangs", func(p *provider) { p.hang.Store(true) }},
+		{"provider fails", func(p *testutil.Provider) { p.Always.Store(true) }},
+		{"provider hangs", func(p *testutil.Provider) { p.Hang.Store(true) }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p := &provider{expiresIn: 3600}
+			p := &testutil.Provider{ExpiresIn: 3600}
 			tt.fault(p)
-			rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get, Clock: clock.NewMock(), WaitTimeout: wait}, &backend{})
+			rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: p.Get, WaitTimeout: wait}, &testutil.Backend{})
 			for name, call := range map[string]func() error{
 				"RoundTrip": func() error { return send(context.Background(), rt, "").err },
 				"Token": func() error {
@@ -241,26 +242,26 @@ func TestContext_waitTimeoutWithoutDeadline(t *testing.T) {
 func TestContext_fetchTimeoutCancelsProvider(t *testing.T) {
 	const fetchTimeout = 100 * time.Millisecond
 	mock := clock.NewMock()
-	p := &provider{expiresIn: 3600}
-	p.hang.Store(true)
-	rt := newRT(t, tokenmanager.Settings{
-		GetCredentials: p.get,
+	p := &testutil.Provider{ExpiresIn: 3600}
+	p.Hang.Store(true)
+	rt := testutil.NewRT(t, tokenmanager.Settings{
+		GetCredentials: p.Get,
 		Clock:          mock,
 		FetchTimeout:   fetchTimeout,
 		RetryBaseDelay: time.Second,
 		RetryMaxDelay:  time.Second,
-	}, &backend{})
+	}, &testutil.Backend{})
 
 	done := make(chan error, 1)
 	go func() {
 		_, err := rt.Token(context.Background())
 		done <- err
 	}()
-	eventually(t, "the hanging fetch to be cancelled", func() bool {
-		errs, _ := p.gaveUp()
+	testutil.Eventually(t, "the hanging fetch to be cancelled", func() bool {
+		errs, _ := p.GaveUp()
 		return len(errs) > 0
 	})
-	errs, ended := p.gaveUp()
+	errs, ended := p.GaveUp()
 	if !errors.Is(errs[0], context.DeadlineExceeded) {
 		t.Errorf("provider ctx ended with %v; want context.DeadlineExceeded", errs[0])
 	}
@@ -269,10 +270,10 @@ func TestContext_fetchTimeoutCancelsProvider(t *testing.T) {
 	}
 
 	// The waiter keeps waiting; once the provider answers, it gets a token.
-	p.hang.Store(false)
+	p.Hang.Store(false)
 	var err error
 	returned := false
-	advanceUntil(t, mock, time.Second, "the waiter gets a token", func() bool {
+	testutil.AdvanceUntil(t, mock, time.Second, 0, "the waiter gets a token", func() bool {
 		if !returned {
 			select {
 			case err = <-done:
@@ -289,25 +290,25 @@ func TestContext_fetchTimeoutCancelsProvider(t *testing.T) {
 
 func TestContext_lifetimeCountsFromFetchStart(t *testing.T) {
 	mock := clock.NewMock()
-	p := &provider{expiresIn: 60}
-	release := p.hold()
+	p := &testutil.Provider{ExpiresIn: 60}
+	release := p.Hold()
 	defer release()
-	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get, Clock: mock}, &backend{})
-	rec := record(t, rt)
+	rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: p.Get, Clock: mock}, &testutil.Backend{})
+	rec := testutil.Record(t, rt)
 
 	done := make(chan error, 1)
 	go func() {
 		_, err := rt.Token(context.Background())
 		done <- err
 	}()
-	eventually(t, "the fetch to start", func() bool { return p.calls.Load() == 1 })
+	testutil.Eventually(t, "the fetch to start", func() bool { return p.Calls.Load() == 1 })
 	started := mock.Now()
 	mock.Add(30 * time.Second) // the token endpoint is slow
 	release()
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	got := waitEvents[messages.TokenRefreshed](t, rec, 1)[0].ExpiresAt
+	got := testutil.WaitEvents[messages.TokenRefreshed](t, rec, 1)[0].ExpiresAt
 	if want := started.Add(60 * time.Second); !got.Equal(want) {
 		t.Errorf("TokenRefreshed.ExpiresAt = fetch start + %v; want + 60s", got.Sub(started))
 	}
@@ -317,9 +318,9 @@ func TestContext_lifetimeCountsFromFetchStart(t *testing.T) {
 // with a longer deadline of its own waits until that deadline.
 func TestContext_ownDeadlineOverridesWaitTimeout(t *testing.T) {
 	const wait, deadline = 50 * time.Millisecond, 400 * time.Millisecond
-	p := &provider{}
-	p.always.Store(true)
-	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get, Clock: clock.NewMock(), WaitTimeout: wait}, &backend{})
+	p := &testutil.Provider{}
+	p.Always.Store(true)
+	rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: p.Get, WaitTimeout: wait}, &testutil.Backend{})
 	ctx, cancel := context.WithTimeout(context.Background(), deadline)
 	defer cancel()
 	began := time.Now()

@@ -15,6 +15,7 @@ import (
 	"github.com/benbjohnson/clock"
 
 	"github.com/go-tokenmanager/tokenmanager"
+	"github.com/go-tokenmanager/tokenmanager/internal/testutil"
 	"github.com/go-tokenmanager/tokenmanager/messages"
 )
 
@@ -23,12 +24,12 @@ var errBadSecret = errors.New("invalid_client: bad secret")
 
 // switchable is a provider that fails permanently until fixed.
 type switchable struct {
-	calls  atomic.Int64
+	Calls  atomic.Int64
 	broken atomic.Bool
 }
 
-func (p *switchable) get(context.Context) (tokenmanager.Token, error) {
-	n := p.calls.Add(1)
+func (p *switchable) Get(context.Context) (tokenmanager.Token, error) {
+	n := p.Calls.Add(1)
 	if p.broken.Load() {
 		return tokenmanager.Token{}, tokenmanager.Permanent(errBadSecret)
 	}
@@ -39,12 +40,12 @@ func TestPermanentError_failsWaitingRequestsAtOnce(t *testing.T) {
 	p := &switchable{}
 	p.broken.Store(true)
 	mock := clock.NewMock()
-	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get, Clock: mock, WaitTimeout: time.Minute}, &backend{})
-	rec := record(t, rt)
+	rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: p.Get, Clock: mock, WaitTimeout: time.Minute}, &testutil.Backend{})
+	rec := testutil.Record(t, rt)
 
 	began := time.Now()
 	results := concurrently(20, func(int) result { return send(context.Background(), rt, "") })
-	if took := time.Since(began); took > patience {
+	if took := time.Since(began); took > testutil.Patience {
 		t.Fatalf("requests took %v; a permanent failure must end them at once", took)
 	}
 	for i, r := range results {
@@ -53,10 +54,10 @@ func TestPermanentError_failsWaitingRequestsAtOnce(t *testing.T) {
 			t.Fatalf("request %d: err %v; want a permanent *FetchError wrapping the provider's error", i, r.err)
 		}
 	}
-	if got := p.calls.Load(); got != 1 {
+	if got := p.Calls.Load(); got != 1 {
 		t.Errorf("provider calls = %d; want 1 for 20 concurrent requests", got)
 	}
-	failed := waitEvents[messages.TokenRequestFailed](t, rec, 1)
+	failed := testutil.WaitEvents[messages.TokenRequestFailed](t, rec, 1)
 	if !failed[0].Permanent || failed[0].RetryIn != 0 {
 		t.Errorf("TokenRequestFailed = %+v; want Permanent and no retry scheduled for nobody", failed[0])
 	}
@@ -65,12 +66,12 @@ func TestPermanentError_failsWaitingRequestsAtOnce(t *testing.T) {
 	if r := send(context.Background(), rt, ""); !errors.Is(r.err, errBadSecret) {
 		t.Errorf("request during backoff: err %v; want the permanent error", r.err)
 	}
-	if got := p.calls.Load(); got != 1 {
+	if got := p.Calls.Load(); got != 1 {
 		t.Errorf("provider calls = %d after a request during the backoff; want still 1", got)
 	}
 	// An idle manager does not retry on its own, however long it waits.
 	mock.Add(10 * time.Minute)
-	stays(t, "no fetch for nobody", func() bool { return p.calls.Load() == 1 })
+	testutil.Stays(t, "no fetch for nobody", func() bool { return p.Calls.Load() == 1 })
 
 	// Once the secret is fixed, the next request after the backoff works.
 	p.broken.Store(false)
@@ -83,17 +84,17 @@ func TestPermanentError_oneFetchPerBackoffStep(t *testing.T) {
 	p := &switchable{}
 	p.broken.Store(true)
 	mock := clock.NewMock()
-	rt := newRT(t, tokenmanager.Settings{
-		GetCredentials: p.get, Clock: mock,
+	rt := testutil.NewRT(t, tokenmanager.Settings{
+		GetCredentials: p.Get, Clock: mock,
 		RetryBaseDelay: time.Second, RetryMaxDelay: 8 * time.Second,
-	}, &backend{})
+	}, &testutil.Backend{})
 	for step := 1; step <= 6; step++ {
 		for range 50 {
 			if r := send(context.Background(), rt, ""); !errors.Is(r.err, errBadSecret) {
 				t.Fatalf("step %d: err %v; want the permanent error", step, r.err)
 			}
 		}
-		if got := p.calls.Load(); got != int64(step) {
+		if got := p.Calls.Load(); got != int64(step) {
 			t.Fatalf("step %d: provider calls = %d; want one per backoff step, not one per request", step, got)
 		}
 		mock.Add(8 * time.Second) // past the capped backoff
@@ -101,11 +102,11 @@ func TestPermanentError_oneFetchPerBackoffStep(t *testing.T) {
 }
 
 func TestPermanentError_pushedTokenRecovers(t *testing.T) {
-	system := newSystem(t)
+	system := testutil.NewSystem(t)
 	p := &switchable{}
 	p.broken.Store(true)
 	mock := clock.NewMock()
-	s := tokenmanager.Settings{GetCredentials: p.get, Clock: mock}
+	s := tokenmanager.Settings{GetCredentials: p.Get, Clock: mock}
 	pid := spawn(t, system, s)
 	if res := ask(t, system, pid); !tokenmanager.IsPermanent(res.Err) {
 		t.Fatalf("Get: %v; want a permanent error", res.Err)
@@ -117,16 +118,16 @@ func TestPermanentError_pushedTokenRecovers(t *testing.T) {
 }
 
 func TestWaitError_wrapsProviderErrorAndContext(t *testing.T) {
-	p := &provider{}
-	p.always.Store(true) // temporary: requests wait through retries
-	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get, Clock: clock.NewMock()}, &backend{})
+	p := &testutil.Provider{}
+	p.Always.Store(true) // temporary: requests wait through retries
+	rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: p.Get}, &testutil.Backend{})
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	r := send(ctx, rt, "")
 	if !errors.Is(r.err, context.DeadlineExceeded) {
 		t.Errorf("err %v; want it to wrap context.DeadlineExceeded", r.err)
 	}
-	if !errors.Is(r.err, errEndpointDown) {
+	if !errors.Is(r.err, testutil.ErrEndpointDown) {
 		t.Errorf("err %v; want it to wrap the provider's error", r.err)
 	}
 	var fe *tokenmanager.FetchError
@@ -146,12 +147,12 @@ func TestFetchTimeout_providerOwnErrorKept(t *testing.T) {
 				<-ctx.Done()
 				return tokenmanager.Token{}, fmt.Errorf("%w: %w", errGaveUp, ctx.Err())
 			}
-			rt := newRT(t, tokenmanager.Settings{GetCredentials: provider, Clock: clock.NewMock(), FetchTimeout: 20 * time.Millisecond}, &backend{})
-			rec := record(t, rt)
+			rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: provider, FetchTimeout: 20 * time.Millisecond}, &testutil.Backend{})
+			rec := testutil.Record(t, rt)
 			ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 			defer cancel()
 			send(ctx, rt, "")
-			ev := waitEvents[messages.TokenRequestFailed](t, rec, 1)[0]
+			ev := testutil.WaitEvents[messages.TokenRequestFailed](t, rec, 1)[0]
 			if !errors.Is(ev.Err, errGaveUp) || strings.Contains(ev.Err.Error(), "did not return") {
 				t.Errorf("TokenRequestFailed.Err = %v; want the provider's own error", ev.Err)
 			}
@@ -166,21 +167,21 @@ func TestFetchTimeout_didNotReturnOnlyWhenItDidNot(t *testing.T) {
 		<-release // ignores its context
 		return tokenmanager.Token{}, errors.New("late")
 	}
-	rt := newRT(t, tokenmanager.Settings{GetCredentials: provider, Clock: clock.NewMock(), FetchTimeout: 20 * time.Millisecond}, &backend{})
-	rec := record(t, rt)
+	rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: provider, FetchTimeout: 20 * time.Millisecond}, &testutil.Backend{})
+	rec := testutil.Record(t, rt)
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
 	send(ctx, rt, "")
-	ev := waitEvents[messages.TokenRequestFailed](t, rec, 1)[0]
+	ev := testutil.WaitEvents[messages.TokenRequestFailed](t, rec, 1)[0]
 	if !errors.Is(ev.Err, context.DeadlineExceeded) || !strings.Contains(ev.Err.Error(), "did not return") {
 		t.Errorf("TokenRequestFailed.Err = %v; want 'did not return' wrapping DeadlineExceeded", ev.Err)
 	}
 }
 
 func TestPushedBadToken_isABadPushNotAFailedFetch(t *testing.T) {
-	system := newSystem(t)
-	p := &provider{expiresIn: 3600}
-	pid := spawn(t, system, tokenmanager.Settings{GetCredentials: p.get, Clock: clock.NewMock(), TokenTryThreshold: 1})
+	system := testutil.NewSystem(t)
+	p := &testutil.Provider{ExpiresIn: 3600}
+	pid := spawn(t, system, tokenmanager.Settings{GetCredentials: p.Get, Clock: clock.NewMock(), TokenTryThreshold: 1})
 	var mu sync.Mutex
 	var seen []messages.Event
 	sub := system.EventStream.Subscribe(func(ev any) {
@@ -200,7 +201,7 @@ func TestPushedBadToken_isABadPushNotAFailedFetch(t *testing.T) {
 		defer mu.Unlock()
 		return append([]messages.Event(nil), seen...)
 	}
-	eventually(t, "a PushRejected event", func() bool {
+	testutil.Eventually(t, "a PushRejected event", func() bool {
 		for _, ev := range events() {
 			if pr, ok := ev.(messages.PushRejected); ok {
 				return errors.Is(pr.Err, tokenmanager.ErrInvalidToken)
@@ -215,8 +216,8 @@ func TestPushedBadToken_isABadPushNotAFailedFetch(t *testing.T) {
 		}
 	}
 	// The cached token is kept.
-	if res := ask(t, system, pid); res.Token.AccessToken != "tok-1" || p.calls.Load() != 1 {
-		t.Errorf("Get after a bad push: %+v, %d provider calls; want tok-1 still cached", res, p.calls.Load())
+	if res := ask(t, system, pid); res.Token.AccessToken != "tok-1" || p.Calls.Load() != 1 {
+		t.Errorf("Get after a bad push: %+v, %d provider calls; want tok-1 still cached", res, p.Calls.Load())
 	}
 }
 
@@ -248,9 +249,9 @@ func TestInsecureTransport_tokenOnlyOverTLSOrLoopback(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(fmt.Sprintf("%s allow=%v", tt.url, tt.allow), func(t *testing.T) {
 			base := &countingBase{}
-			p := &provider{expiresIn: 3600}
-			rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get, Clock: clock.NewMock(), AllowInsecureHTTP: tt.allow}, base)
-			body := &trackedBody{r: strings.NewReader("payload")}
+			p := &testutil.Provider{ExpiresIn: 3600}
+			rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: p.Get, AllowInsecureHTTP: tt.allow}, base)
+			body := testutil.NewTrackedBody("payload")
 			req, _ := http.NewRequest(http.MethodPost, tt.url, body)
 			resp, err := rt.RoundTrip(req)
 			if resp != nil {
@@ -263,11 +264,11 @@ func TestInsecureTransport_tokenOnlyOverTLSOrLoopback(t *testing.T) {
 				if !errors.Is(err, tokenmanager.ErrInsecureTransport) || !strings.Contains(err.Error(), "AllowInsecureHTTP") {
 					t.Errorf("err %v; want ErrInsecureTransport naming the setting", err)
 				}
-				if body.closes.Load() != 1 {
-					t.Errorf("body closed %d times; want once", body.closes.Load())
+				if body.Closes() != 1 {
+					t.Errorf("body closed %d times; want once", body.Closes())
 				}
-				if p.calls.Load() != 0 {
-					t.Errorf("provider called %d times for a refused request; want 0", p.calls.Load())
+				if p.Calls.Load() != 0 {
+					t.Errorf("provider called %d times for a refused request; want 0", p.Calls.Load())
 				}
 			}
 		})
@@ -301,8 +302,8 @@ func TestHold_workingTokensEndTheStreak(t *testing.T) {
 	// No time passes: before a token that served a request ended the
 	// streak, the rejected odd tokens added up to a hold within a few
 	// dozen requests, and every request during it failed.
-	p := &provider{expiresIn: 60}
-	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get, Clock: clock.NewMock()}, &flakyAPI{uses: map[string]int{}})
+	p := &testutil.Provider{ExpiresIn: 60}
+	rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: p.Get}, &flakyAPI{uses: map[string]int{}})
 	var ok, failed int
 	for range 400 {
 		if r := send(context.Background(), rt, ""); r.err == nil && r.status == http.StatusOK {

@@ -16,6 +16,7 @@ import (
 	"github.com/benbjohnson/clock"
 
 	"github.com/go-tokenmanager/tokenmanager"
+	"github.com/go-tokenmanager/tokenmanager/internal/testutil"
 	"github.com/go-tokenmanager/tokenmanager/messages"
 	"github.com/go-tokenmanager/tokenmanager/transport"
 )
@@ -38,15 +39,15 @@ func untilDone(ch <-chan result, r *result) func() bool {
 
 func TestFaults_providerPanics(t *testing.T) {
 	mock := clock.NewMock()
-	p := &provider{expiresIn: 3600}
-	p.panicN.Store(2)
-	rt := newRT(t, tokenmanager.Settings{
-		GetCredentials: p.get,
+	p := &testutil.Provider{ExpiresIn: 3600}
+	p.PanicN.Store(2)
+	rt := testutil.NewRT(t, tokenmanager.Settings{
+		GetCredentials: p.Get,
 		Clock:          mock,
 		RetryBaseDelay: time.Second,
 		RetryMaxDelay:  2 * time.Second,
-	}, &backend{})
-	rec := record(t, rt)
+	}, &testutil.Backend{})
+	rec := testutil.Record(t, rt)
 
 	// Each panic fails the request at once; the next request after the
 	// backoff fetches again.
@@ -60,7 +61,7 @@ func TestFaults_providerPanics(t *testing.T) {
 	if r := mustOK(t, rt); r.auth != "Bearer tok-3" {
 		t.Fatalf("request after two panics carried %q; want tok-3", r.auth)
 	}
-	for _, e := range waitEvents[messages.TokenRequestFailed](t, rec, 2) {
+	for _, e := range testutil.WaitEvents[messages.TokenRequestFailed](t, rec, 2) {
 		if e.Err == nil {
 			t.Error("TokenRequestFailed for a panic has no Err")
 		}
@@ -71,7 +72,7 @@ func TestFaults_providerPanics(t *testing.T) {
 			t.Errorf("request carried %q; want the cached tok-3", got)
 		}
 	}
-	if got := p.calls.Load(); got != 3 {
+	if got := p.Calls.Load(); got != 3 {
 		t.Errorf("provider calls = %d; want 3", got)
 	}
 }
@@ -104,8 +105,8 @@ func sendNow(t *testing.T, rt http.RoundTripper) result {
 	select {
 	case r := <-ch:
 		return r
-	case <-time.After(patience):
-		t.Fatalf("the request still waits after %v; want it failed at once", patience)
+	case <-time.After(testutil.Patience):
+		t.Fatalf("the request still waits after %v; want it failed at once", testutil.Patience)
 		return result{}
 	}
 }
@@ -115,16 +116,16 @@ func sendNow(t *testing.T, rt http.RoundTripper) result {
 // trace reaches the log and the event.
 func TestFaults_providerPanicFailsRequestsAtOnce(t *testing.T) {
 	mock := clock.NewMock()
-	p := &provider{expiresIn: 3600}
-	p.panicN.Store(1 << 30)
+	p := &testutil.Provider{ExpiresIn: 3600}
+	p.PanicN.Store(1 << 30)
 	var logs syncBuffer
-	rt := newRT(t, tokenmanager.Settings{
-		GetCredentials: p.get,
+	rt := testutil.NewRT(t, tokenmanager.Settings{
+		GetCredentials: p.Get,
 		Clock:          mock,
 		WaitTimeout:    time.Hour,
 		Logger:         slog.New(slog.NewTextHandler(&logs, nil)),
-	}, &backend{})
-	rec := record(t, rt)
+	}, &testutil.Backend{})
+	rec := testutil.Record(t, rt)
 
 	began := mock.Now()
 	r := sendNow(t, rt)
@@ -138,7 +139,7 @@ func TestFaults_providerPanicFailsRequestsAtOnce(t *testing.T) {
 	if pe.Value != "token provider exploded" {
 		t.Errorf("PanicError.Value = %v; want the provider's panic value", pe.Value)
 	}
-	const frame = "tests.(*provider).get"
+	const frame = "testutil.(*Provider).Get"
 	if !strings.Contains(string(pe.Stack), frame) {
 		t.Errorf("PanicError.Stack does not show %s:\n%s", frame, pe.Stack)
 	}
@@ -148,11 +149,11 @@ func TestFaults_providerPanicFailsRequestsAtOnce(t *testing.T) {
 	if !mock.Now().Equal(began) {
 		t.Fatalf("mock clock moved")
 	}
-	ev := waitEvents[messages.TokenRequestFailed](t, rec, 1)[0]
+	ev := testutil.WaitEvents[messages.TokenRequestFailed](t, rec, 1)[0]
 	if !ev.Permanent || !errors.As(ev.Err, &pe) || !strings.Contains(string(pe.Stack), frame) {
 		t.Errorf("TokenRequestFailed = %+v; want a permanent failure carrying the *PanicError with its stack", ev)
 	}
-	eventually(t, "the panic logged", func() bool { return strings.Contains(logs.String(), "token provider panicked") })
+	testutil.Eventually(t, "the panic logged", func() bool { return strings.Contains(logs.String(), "token provider panicked") })
 	if out := logs.String(); !strings.Contains(out, frame) {
 		t.Errorf("log does not show the stack (%s):\n%s", frame, out)
 	}
@@ -161,7 +162,7 @@ func TestFaults_providerPanicFailsRequestsAtOnce(t *testing.T) {
 	if r := sendNow(t, rt); !errors.As(r.err, &pe) {
 		t.Errorf("second request: err %v; want the *PanicError", r.err)
 	}
-	if got := p.calls.Load(); got != 1 {
+	if got := p.Calls.Load(); got != 1 {
 		t.Errorf("provider calls = %d; want 1", got)
 	}
 }
@@ -173,20 +174,20 @@ func TestFaults_invalidTokenFailsRequestsAtOnce(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			mock := clock.NewMock()
 			var calls atomic.Int64
-			rt := newRT(t, tokenmanager.Settings{
+			rt := testutil.NewRT(t, tokenmanager.Settings{
 				GetCredentials: func(context.Context) (tokenmanager.Token, error) {
 					calls.Add(1)
 					return tokenmanager.Token{AccessToken: tok, ExpiresIn: 3600}, nil
 				},
 				Clock:       mock,
 				WaitTimeout: time.Hour,
-			}, &backend{})
-			rec := record(t, rt)
+			}, &testutil.Backend{})
+			rec := testutil.Record(t, rt)
 			r := sendNow(t, rt)
 			if !errors.Is(r.err, tokenmanager.ErrInvalidToken) || !tokenmanager.IsPermanent(r.err) {
 				t.Fatalf("err %v; want a permanent failure wrapping ErrInvalidToken", r.err)
 			}
-			if ev := waitEvents[messages.TokenRequestFailed](t, rec, 1)[0]; !ev.Permanent {
+			if ev := testutil.WaitEvents[messages.TokenRequestFailed](t, rec, 1)[0]; !ev.Permanent {
 				t.Errorf("TokenRequestFailed.Permanent = false; want true")
 			}
 			if got := calls.Load(); got != 1 {
@@ -198,8 +199,8 @@ func TestFaults_invalidTokenFailsRequestsAtOnce(t *testing.T) {
 
 func TestFaults_panickingCallbacksAndSubscribers(t *testing.T) {
 	mock := clock.NewMock()
-	p := &provider{expiresIn: 3600}
-	b := &backend{}
+	p := &testutil.Provider{ExpiresIn: 3600}
+	b := &testutil.Backend{}
 	var calls sync.Map // callback name -> *atomic.Int64
 	boom := func(name string) {
 		n, _ := calls.LoadOrStore(name, new(atomic.Int64))
@@ -212,8 +213,8 @@ func TestFaults_panickingCallbacksAndSubscribers(t *testing.T) {
 		}
 		return 0
 	}
-	rt := newRT(t, tokenmanager.Settings{
-		GetCredentials:      p.get,
+	rt := testutil.NewRT(t, tokenmanager.Settings{
+		GetCredentials:      p.Get,
 		Clock:               mock,
 		MaxRecoveryTries:    1,
 		TokenTryThreshold:   1,
@@ -227,55 +228,55 @@ func TestFaults_panickingCallbacksAndSubscribers(t *testing.T) {
 		OnRecoveryAbort:     func(string) { boom("OnRecoveryAbort") },
 	}, b)
 	t.Cleanup(rt.Subscribe(func(messages.Event) { boom("subscriber") }))
-	rec := record(t, rt)
+	rec := testutil.Record(t, rt)
 
 	// A failed fetch, then a token.
-	p.failN.Store(1)
+	p.FailN.Store(1)
 	ch := make(chan result, 1)
 	go func() { ch <- send(context.Background(), rt, "") }()
 	var r result
-	advanceUntil(t, mock, time.Second, "the first request returns", untilDone(ch, &r))
+	testutil.AdvanceUntil(t, mock, time.Second, 0, "the first request returns", untilDone(ch, &r))
 	if r.err != nil || r.status != http.StatusOK {
 		t.Fatalf("first request: status %d, err %v; want 200", r.status, r.err)
 	}
 	// A revoked token, recovered.
-	b.revoke("tok-2")
+	b.Revoke("tok-2")
 	if got := mustOK(t, rt).auth; got != "Bearer tok-3" {
 		t.Errorf("recovered request carried %q; want tok-3", got)
 	}
 	// A rejection with recovery used up.
-	b.setStatus(http.StatusUnauthorized)
+	b.SetStatus(http.StatusUnauthorized)
 	if r := send(context.Background(), rt, ""); r.status != http.StatusUnauthorized {
 		t.Errorf("status %d, err %v; want 401", r.status, r.err)
 	}
-	b.setStatus(0)
-	eventually(t, "a fresh token after the aborted request", func() bool { return mustOK(t, rt).auth == "Bearer tok-5" })
+	b.SetStatus(0)
+	testutil.Eventually(t, "a fresh token after the aborted request", func() bool { return mustOK(t, rt).auth == "Bearer tok-5" })
 	for range 10 {
 		mustOK(t, rt)
 	}
 
-	waitEvents[messages.RecoveryAborted](t, rec, 1)
+	testutil.WaitEvents[messages.RecoveryAborted](t, rec, 1)
 	for _, name := range []string{"OnTokenRefresh", "OnAuthFail", "OnTokenRequestFail", "OnRecoveryTry", "OnTokenTryThreshold", "OnRecoveryAbort"} {
-		eventually(t, name+" to be called", func() bool { return called(name) >= 1 })
+		testutil.Eventually(t, name+" to be called", func() bool { return called(name) >= 1 })
 	}
-	eventually(t, "OnTokenRefresh to be called after panicking", func() bool { return called("OnTokenRefresh") >= 3 })
-	eventually(t, "the panicking subscriber to keep being called", func() bool {
-		return called("subscriber") == int64(len(rec.all()))
+	testutil.Eventually(t, "OnTokenRefresh to be called after panicking", func() bool { return called("OnTokenRefresh") >= 3 })
+	testutil.Eventually(t, "the panicking subscriber to keep being called", func() bool {
+		return called("subscriber") == int64(len(rec.All()))
 	})
 	// Nothing restarted the actor: its cached token survived all of it.
 	// Calls: a failure, tok-2, tok-3 after the revocation, tok-4 for the
 	// one recovery try, tok-5 after that was rejected too.
-	if got := p.calls.Load(); got != 5 {
+	if got := p.Calls.Load(); got != 5 {
 		t.Errorf("provider calls = %d; want 5", got)
 	}
 }
 
 func TestFaults_stuckSubscriberStallsNothing(t *testing.T) {
-	p := &provider{expiresIn: 3600}
-	b := &backend{}
+	p := &testutil.Provider{ExpiresIn: 3600}
+	b := &testutil.Backend{}
 	unblock := make(chan struct{})
-	rt := newRT(t, tokenmanager.Settings{
-		GetCredentials: p.get,
+	rt := testutil.NewRT(t, tokenmanager.Settings{
+		GetCredentials: p.Get,
 		Clock:          clock.NewMock(),
 		EventBuffer:    4,
 		OnAuthFail:     func(string) { <-unblock },
@@ -294,7 +295,7 @@ func TestFaults_stuckSubscriberStallsNothing(t *testing.T) {
 		t.Helper()
 		for i := from; i < to; i++ {
 			tok := mustOK(t, rt).auth
-			b.revoke(strings.TrimPrefix(tok, "Bearer "))
+			b.Revoke(strings.TrimPrefix(tok, "Bearer "))
 		}
 	}
 	began := time.Now()
@@ -314,10 +315,10 @@ func TestFaults_stuckSubscriberStallsNothing(t *testing.T) {
 }
 
 func TestFaults_stuckEventStreamSubscriberStallsNothing(t *testing.T) {
-	p := &provider{expiresIn: 3600}
-	b := &backend{}
-	system := newSystem(t)
-	pid := spawn(t, system, tokenmanager.Settings{GetCredentials: p.get, Clock: clock.NewMock(), EventBuffer: 4})
+	p := &testutil.Provider{ExpiresIn: 3600}
+	b := &testutil.Backend{}
+	system := testutil.NewSystem(t)
+	pid := spawn(t, system, tokenmanager.Settings{GetCredentials: p.Get, Clock: clock.NewMock(), EventBuffer: 4})
 	unblock := make(chan struct{})
 	isEvent := func(m any) bool { _, ok := m.(messages.Event); return ok }
 	stuck := system.EventStream.SubscribeWithPredicate(func(any) { <-unblock }, isEvent)
@@ -336,7 +337,7 @@ func TestFaults_stuckEventStreamSubscriberStallsNothing(t *testing.T) {
 	began := time.Now()
 	for range 30 {
 		tok := mustOK(t, rt).auth
-		b.revoke(strings.TrimPrefix(tok, "Bearer "))
+		b.Revoke(strings.TrimPrefix(tok, "Bearer "))
 	}
 	if took := time.Since(began); took > 3*time.Second {
 		t.Errorf("30 rounds took %v; a stuck EventStream subscriber must not slow requests", took)
@@ -355,13 +356,13 @@ func TestFaults_tryThresholdEvents(t *testing.T) {
 		}
 		t.Run(fmt.Sprint("threshold=", want), func(t *testing.T) {
 			mock := clock.NewMock()
-			p := &provider{}
-			p.always.Store(true)
+			p := &testutil.Provider{}
+			p.Always.Store(true)
 			var mu sync.Mutex
 			var fromCallback []int
 			var requestFails atomic.Int64
-			rt := newRT(t, tokenmanager.Settings{
-				GetCredentials:    p.get,
+			rt := testutil.NewRT(t, tokenmanager.Settings{
+				GetCredentials:    p.Get,
 				Clock:             mock,
 				TokenTryThreshold: threshold,
 				RetryBaseDelay:    time.Millisecond,
@@ -372,30 +373,30 @@ func TestFaults_tryThresholdEvents(t *testing.T) {
 					mu.Unlock()
 				},
 				OnTokenRequestFail: func(error) { requestFails.Add(1) },
-			}, &backend{})
-			rec := record(t, rt)
+			}, &testutil.Backend{})
+			rec := testutil.Record(t, rt)
 
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan result, 1)
 			go func() { done <- send(ctx, rt, "waits") }()
 			failures := int64(2*want + 1)
-			advanceUntil(t, mock, 2*time.Millisecond, "enough failed fetches", func() bool { return p.calls.Load() >= failures })
+			testutil.AdvanceUntil(t, mock, 2*time.Millisecond, 0, "enough failed fetches", func() bool { return p.Calls.Load() >= failures })
 			cancel()
 			<-done
 			time.Sleep(20 * time.Millisecond) // let the last fetch end
-			n := int(p.calls.Load())
+			n := int(p.Calls.Load())
 
 			var wantTries []int
 			for i := want; i <= n; i += want {
 				wantTries = append(wantTries, i)
 			}
-			failed := waitEvents[messages.TokenRequestFailed](t, rec, n)
+			failed := testutil.WaitEvents[messages.TokenRequestFailed](t, rec, n)
 			for i, e := range failed {
 				if e.ConsecutiveFailures != i+1 {
 					t.Errorf("TokenRequestFailed #%d has ConsecutiveFailures %d", i+1, e.ConsecutiveFailures)
 				}
 			}
-			reached := waitEvents[messages.TokenTryThresholdReached](t, rec, len(wantTries))
+			reached := testutil.WaitEvents[messages.TokenTryThresholdReached](t, rec, len(wantTries))
 			var got []int
 			for _, e := range reached {
 				got = append(got, e.FailedTries)
@@ -403,7 +404,7 @@ func TestFaults_tryThresholdEvents(t *testing.T) {
 			if !reflect.DeepEqual(got, wantTries) {
 				t.Errorf("TokenTryThresholdReached at %v; want %v (after %d failures)", got, wantTries, n)
 			}
-			eventually(t, "the callbacks", func() bool {
+			testutil.Eventually(t, "the callbacks", func() bool {
 				mu.Lock()
 				defer mu.Unlock()
 				return len(fromCallback) == len(wantTries) && requestFails.Load() == int64(n)
@@ -418,11 +419,11 @@ func TestFaults_tryThresholdEvents(t *testing.T) {
 }
 
 func TestFaults_hangingProviderDoesNotBlockActor(t *testing.T) {
-	p := &provider{expiresIn: 3600}
-	p.hang.Store(true) // until the actor stops
-	system := newSystem(t)
-	pid := spawn(t, system, tokenmanager.Settings{GetCredentials: p.get, Clock: clock.NewMock()})
-	rt, err := transport.NewFromActor(system, pid, tokenmanager.Settings{}, transport.WithBase(&backend{}))
+	p := &testutil.Provider{ExpiresIn: 3600}
+	p.Hang.Store(true) // until the actor stops
+	system := testutil.NewSystem(t)
+	pid := spawn(t, system, tokenmanager.Settings{GetCredentials: p.Get, Clock: clock.NewMock()})
+	rt, err := transport.NewFromActor(system, pid, tokenmanager.Settings{}, transport.WithBase(&testutil.Backend{}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -430,7 +431,7 @@ func TestFaults_hangingProviderDoesNotBlockActor(t *testing.T) {
 
 	waiter := make(chan result, 1)
 	go func() { waiter <- send(context.Background(), rt, "") }()
-	eventually(t, "the hanging fetch", func() bool { return p.calls.Load() == 1 })
+	testutil.Eventually(t, "the hanging fetch", func() bool { return p.Calls.Load() == 1 })
 
 	// The actor still takes messages: a pushed token reaches the waiter.
 	system.Root.Send(pid, messages.Refreshed{Token: tokenmanager.Token{AccessToken: "pushed", ExpiresIn: 3600}})
@@ -439,7 +440,7 @@ func TestFaults_hangingProviderDoesNotBlockActor(t *testing.T) {
 		if r.err != nil || r.auth != "Bearer pushed" {
 			t.Errorf("waiter: auth %q, err %v; want the pushed token", r.auth, r.err)
 		}
-	case <-time.After(patience):
+	case <-time.After(testutil.Patience):
 		t.Fatal("the waiter was not answered while the provider hung")
 	}
 	if res := ask(t, system, pid); res.Token.AccessToken != "pushed" {

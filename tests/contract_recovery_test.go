@@ -15,6 +15,7 @@ import (
 	"github.com/benbjohnson/clock"
 
 	"github.com/go-tokenmanager/tokenmanager"
+	"github.com/go-tokenmanager/tokenmanager/internal/testutil"
 	"github.com/go-tokenmanager/tokenmanager/messages"
 	"github.com/go-tokenmanager/tokenmanager/transport"
 )
@@ -24,10 +25,10 @@ func TestRecovery_capPerRequestUnderConcurrency(t *testing.T) {
 		requests = 20
 		maxTries = 3
 	)
-	p := &provider{expiresIn: 3600}
-	b := &backend{status: http.StatusUnauthorized}
-	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get, MaxRecoveryTries: maxTries, Clock: clock.NewMock()}, b)
-	rec := record(t, rt)
+	p := &testutil.Provider{ExpiresIn: 3600}
+	b := &testutil.Backend{Status: http.StatusUnauthorized}
+	rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: p.Get, MaxRecoveryTries: maxTries}, b)
+	rec := testutil.Record(t, rt)
 
 	results := concurrently(requests, func(i int) result {
 		return send(context.Background(), rt, fmt.Sprint("r", i))
@@ -39,32 +40,32 @@ func TestRecovery_capPerRequestUnderConcurrency(t *testing.T) {
 		}
 	}
 	sends := map[string]int{}
-	for _, s := range b.requests() {
-		sends[s.id]++
+	for _, s := range b.Requests() {
+		sends[s.ID]++
 	}
 	for i := range requests {
 		if got := sends[fmt.Sprint("r", i)]; got != 1+maxTries {
 			t.Errorf("request r%d was sent %d times; want %d (1 + MaxRecoveryTries)", i, got, 1+maxTries)
 		}
 	}
-	aborted := waitEvents[messages.RecoveryAborted](t, rec, requests)
+	aborted := testutil.WaitEvents[messages.RecoveryAborted](t, rec, requests)
 	for _, e := range aborted {
 		if e.Attempts != maxTries || e.Status != http.StatusUnauthorized {
 			t.Errorf("RecoveryAborted{Attempts: %d, Status: %d}; want {%d, 401}", e.Attempts, e.Status, maxTries)
 		}
 	}
-	waitEvents[messages.RecoveryTried](t, rec, requests*maxTries)
-	stays(t, "one RecoveryAborted per request", func() bool {
-		return len(eventsOf[messages.RecoveryAborted](rec)) == requests &&
-			len(eventsOf[messages.RecoveryTried](rec)) == requests*maxTries
+	testutil.WaitEvents[messages.RecoveryTried](t, rec, requests*maxTries)
+	testutil.Stays(t, "one RecoveryAborted per request", func() bool {
+		return len(testutil.EventsOf[messages.RecoveryAborted](rec)) == requests &&
+			len(testutil.EventsOf[messages.RecoveryTried](rec)) == requests*maxTries
 	})
 	// Every response the backend gave was closed exactly once; the
 	// discarded ones were drained first.
-	for i, body := range b.responseBodies() {
-		if n := body.closes.Load(); n != 1 {
+	for i, body := range b.ResponseBodies() {
+		if n := body.Closes(); n != 1 {
 			t.Errorf("response %d closed %d times; want 1", i, n)
 		}
-		if !body.eof.Load() {
+		if !body.EOF() {
 			t.Errorf("response %d was not drained", i)
 		}
 	}
@@ -76,27 +77,27 @@ func TestRecovery_abortInvalidatesCarriedToken(t *testing.T) {
 		wantAttempts int
 	}{{-1, 0}, {2, 2}} {
 		t.Run(fmt.Sprint("MaxRecoveryTries=", tt.maxTries), func(t *testing.T) {
-			p := &provider{expiresIn: 3600}
-			b := &backend{status: http.StatusUnauthorized}
-			rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get, MaxRecoveryTries: tt.maxTries, Clock: clock.NewMock()}, b)
-			rec := record(t, rt)
+			p := &testutil.Provider{ExpiresIn: 3600}
+			b := &testutil.Backend{Status: http.StatusUnauthorized}
+			rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: p.Get, MaxRecoveryTries: tt.maxTries}, b)
+			rec := testutil.Record(t, rt)
 
 			r := send(context.Background(), rt, "doomed")
 			if r.err != nil || r.status != http.StatusUnauthorized {
 				t.Fatalf("status %d, err %v; want 401", r.status, r.err)
 			}
-			if got := len(b.requests()); got != 1+tt.wantAttempts {
+			if got := len(b.Requests()); got != 1+tt.wantAttempts {
 				t.Errorf("sends = %d; want %d", got, 1+tt.wantAttempts)
 			}
-			if e := waitEvents[messages.RecoveryAborted](t, rec, 1)[0]; e.Attempts != tt.wantAttempts {
+			if e := testutil.WaitEvents[messages.RecoveryAborted](t, rec, 1)[0]; e.Attempts != tt.wantAttempts {
 				t.Errorf("RecoveryAborted.Attempts = %d; want %d", e.Attempts, tt.wantAttempts)
 			}
-			lastAuth := b.requests()[len(b.requests())-1].auth
+			lastAuth := b.Requests()[len(b.Requests())-1].Auth
 
 			// The invalidation reaches the actor as a message; soon after,
 			// no request carries the rejected token any more.
-			b.setStatus(0)
-			eventually(t, "a request without the rejected token", func() bool { return mustOK(t, rt).auth != lastAuth })
+			b.SetStatus(0)
+			testutil.Eventually(t, "a request without the rejected token", func() bool { return mustOK(t, rt).auth != lastAuth })
 		})
 	}
 }
@@ -105,10 +106,10 @@ func TestRecovery_abortInvalidatesCarriedToken(t *testing.T) {
 // the next request right away must not have it go out with the token that
 // was just rejected, even when the token actor is busy.
 func TestRecovery_abortedTokenNotReusedWhileActorBusy(t *testing.T) {
-	p := &provider{expiresIn: 3600}
-	system := newSystem(t)
-	pid := spawn(t, system, tokenmanager.Settings{GetCredentials: p.get, Clock: clock.NewMock()})
-	b := &backend{status: http.StatusUnauthorized}
+	p := &testutil.Provider{ExpiresIn: 3600}
+	system := testutil.NewSystem(t)
+	pid := spawn(t, system, tokenmanager.Settings{GetCredentials: p.Get, Clock: clock.NewMock()})
+	b := &testutil.Backend{Status: http.StatusUnauthorized}
 	rt, err := transport.NewFromActor(system, pid, tokenmanager.Settings{MaxRecoveryTries: -1}, transport.WithBase(b))
 	if err != nil {
 		t.Fatal(err)
@@ -125,7 +126,7 @@ func TestRecovery_abortedTokenNotReusedWhileActorBusy(t *testing.T) {
 	if r := send(context.Background(), rt, "rejected"); r.status != http.StatusUnauthorized {
 		t.Fatalf("status %d, err %v; want 401", r.status, r.err)
 	}
-	b.setStatus(0)
+	b.SetStatus(0)
 	if r := send(context.Background(), rt, "next"); r.auth == "Bearer tok-1" {
 		t.Errorf("the request after a rejected one went out with the rejected token %q", r.auth)
 	}
@@ -145,16 +146,16 @@ func TestRecovery_onlyStatusesInRefreshOnStatus(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p := &provider{expiresIn: 3600}
-			b := &backend{reject: tt.reject}
-			rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get, RefreshOnStatus: tt.onStatus, Clock: clock.NewMock()}, b)
+			p := &testutil.Provider{ExpiresIn: 3600}
+			b := &testutil.Backend{Reject: tt.reject}
+			rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: p.Get, RefreshOnStatus: tt.onStatus}, b)
 			mustOK(t, rt)
-			b.revoke("tok-1")
+			b.Revoke("tok-1")
 			r := send(context.Background(), rt, "x")
 			if r.err != nil || r.status != tt.wantStatus {
 				t.Errorf("status %d, err %v; want %d", r.status, r.err, tt.wantStatus)
 			}
-			if got := len(b.requests()) - 1; got != tt.wantSends {
+			if got := len(b.Requests()) - 1; got != tt.wantSends {
 				t.Errorf("sends = %d; want %d", got, tt.wantSends)
 			}
 		})
@@ -170,11 +171,11 @@ func TestBodyReplay_fullBodyResent(t *testing.T) {
 	}
 	for name, body := range bodies {
 		t.Run(name, func(t *testing.T) {
-			p := &provider{expiresIn: 3600}
-			b := &backend{}
-			rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get, Clock: clock.NewMock()}, b)
+			p := &testutil.Provider{ExpiresIn: 3600}
+			b := &testutil.Backend{}
+			rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: p.Get}, b)
 			mustOK(t, rt)
-			b.revoke("tok-1")
+			b.Revoke("tok-1")
 
 			req, _ := http.NewRequest(http.MethodPost, apiURL, body())
 			req.Header.Set("X-Request-Id", "post")
@@ -182,9 +183,9 @@ func TestBodyReplay_fullBodyResent(t *testing.T) {
 			if r.err != nil || r.status != http.StatusOK {
 				t.Fatalf("status %d, err %v; want 200 after recovery", r.status, r.err)
 			}
-			var got []sentRequest
-			for _, s := range b.requests() {
-				if s.id == "post" {
+			var got []testutil.Sent
+			for _, s := range b.Requests() {
+				if s.ID == "post" {
 					got = append(got, s)
 				}
 			}
@@ -192,8 +193,8 @@ func TestBodyReplay_fullBodyResent(t *testing.T) {
 				t.Fatalf("backend saw the POST %d times; want 2", len(got))
 			}
 			for i, s := range got {
-				if s.body != payload {
-					t.Errorf("send %d carried %d body bytes; want all %d", i+1, len(s.body), len(payload))
+				if s.Body != payload {
+					t.Errorf("send %d carried %d body bytes; want all %d", i+1, len(s.Body), len(payload))
 				}
 			}
 		})
@@ -220,17 +221,17 @@ func TestBodyReplay_unreplayableNeverResentEmpty(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p := &provider{expiresIn: 3600}
-			b := &backend{}
-			rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get, Clock: clock.NewMock()}, b)
-			rec := record(t, rt)
+			p := &testutil.Provider{ExpiresIn: 3600}
+			b := &testutil.Backend{}
+			rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: p.Get}, b)
+			rec := testutil.Record(t, rt)
 			mustOK(t, rt)
-			b.revoke("tok-1")
+			b.Revoke("tok-1")
 
 			r := finish(rt.RoundTrip(tt.request()))
-			for i, s := range b.requests()[1:] {
-				if s.body != "payload" {
-					t.Errorf("send %d of the POST carried body %q; want %q or no send", i+1, s.body, "payload")
+			for i, s := range b.Requests()[1:] {
+				if s.Body != "payload" {
+					t.Errorf("send %d of the POST carried body %q; want %q or no send", i+1, s.Body, "payload")
 				}
 			}
 			if r.err == nil && r.status != http.StatusUnauthorized && r.status != http.StatusOK {
@@ -240,10 +241,10 @@ func TestBodyReplay_unreplayableNeverResentEmpty(t *testing.T) {
 				if r.err != nil || r.status != http.StatusUnauthorized {
 					t.Errorf("status %d, err %v; want the 401 given back", r.status, r.err)
 				}
-				if got := len(b.requests()) - 1; got != 1 {
+				if got := len(b.Requests()) - 1; got != 1 {
 					t.Errorf("the POST was sent %d times; want once", got)
 				}
-				if msg := waitEvents[messages.RecoveryAborted](t, rec, 1)[0].Message; msg == "" {
+				if msg := testutil.WaitEvents[messages.RecoveryAborted](t, rec, 1)[0].Message; msg == "" {
 					t.Error("RecoveryAborted has no message")
 				}
 			}
@@ -287,12 +288,12 @@ func stateOf(req *http.Request) requestState {
 func TestRoundTrip_leavesCallerRequestAlone(t *testing.T) {
 	for _, revoked := range []bool{false, true} {
 		t.Run(fmt.Sprint("recovery=", revoked), func(t *testing.T) {
-			p := &provider{expiresIn: 3600}
-			b := &backend{}
-			rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get, Clock: clock.NewMock()}, b)
+			p := &testutil.Provider{ExpiresIn: 3600}
+			b := &testutil.Backend{}
+			rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: p.Get}, b)
 			mustOK(t, rt)
 			if revoked {
-				b.revoke("tok-1")
+				b.Revoke("tok-1")
 			}
 			req, _ := http.NewRequest(http.MethodPost, apiURL+"?q=1", strings.NewReader("payload"))
 			req.Header.Set("X-Trace", "abc")
@@ -306,7 +307,7 @@ func TestRoundTrip_leavesCallerRequestAlone(t *testing.T) {
 			if after := stateOf(req); !reflect.DeepEqual(before, after) {
 				t.Errorf("the caller's request changed:\nbefore %+v\nafter  %+v", before, after)
 			}
-			if got := b.requests()[len(b.requests())-1].auth; !strings.HasPrefix(got, "Bearer tok-") {
+			if got := b.Requests()[len(b.Requests())-1].Auth; !strings.HasPrefix(got, "Bearer tok-") {
 				t.Errorf("the backend saw Authorization %q; want the managed token", got)
 			}
 		})
@@ -317,9 +318,9 @@ func TestRoundTrip_leavesCallerRequestAlone(t *testing.T) {
 // and so must a RoundTripper placed in front of one, without filling in the
 // caller's request.
 func TestRoundTrip_requestWithNilHeader(t *testing.T) {
-	p := &provider{expiresIn: 3600}
-	b := &backend{}
-	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get, Clock: clock.NewMock()}, b)
+	p := &testutil.Provider{ExpiresIn: 3600}
+	b := &testutil.Backend{}
+	rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: p.Get}, b)
 	u, _ := url.Parse(apiURL)
 	req := (&http.Request{Method: http.MethodGet, URL: u}).WithContext(context.Background())
 

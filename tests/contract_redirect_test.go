@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/go-tokenmanager/tokenmanager"
+	"github.com/go-tokenmanager/tokenmanager/internal/testutil"
 	"github.com/go-tokenmanager/tokenmanager/transport"
 )
 
@@ -58,8 +59,8 @@ func TestRedirect_tokenStaysOnOriginalHost(t *testing.T) {
 	first, second := echoServer(t), echoServer(t) // both on 127.0.0.1, different ports
 	asLocalhost := func(u string) string { return strings.Replace(u, "127.0.0.1", "localhost", 1) }
 
-	p := &provider{expiresIn: 3600}
-	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get}, ownTransport(t))
+	p := &testutil.Provider{ExpiresIn: 3600}
+	rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: p.Get}, ownTransport(t))
 	client := rt.Client()
 
 	tests := []struct {
@@ -93,9 +94,9 @@ func TestRedirect_subdomainsOnly(t *testing.T) {
 	tr.DialContext = func(ctx context.Context, network, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, network, srv.Listener.Addr().String())
 	}
-	p := &provider{expiresIn: 3600}
+	p := &testutil.Provider{ExpiresIn: 3600}
 	// Made-up names over plain http: a test rig, so opt in.
-	rt, err := transport.New(tokenmanager.Settings{GetCredentials: p.get, AllowInsecureHTTP: true}, transport.WithBase(tr))
+	rt, err := transport.New(tokenmanager.Settings{GetCredentials: p.Get, AllowInsecureHTTP: true}, transport.WithBase(tr))
 	if err != nil {
 		t.Fatal(err)
 	}

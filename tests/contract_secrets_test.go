@@ -12,6 +12,7 @@ import (
 	"github.com/benbjohnson/clock"
 
 	"github.com/go-tokenmanager/tokenmanager"
+	"github.com/go-tokenmanager/tokenmanager/internal/testutil"
 	"github.com/go-tokenmanager/tokenmanager/messages"
 )
 
@@ -45,7 +46,7 @@ func (x *texts) snapshot() []string {
 
 func TestSecrets_tokenNeverLoggedByDefault(t *testing.T) {
 	mock := clock.NewMock()
-	p := &provider{prefix: secretPrefix, expiresIn: 3600}
+	p := &testutil.Provider{Prefix: secretPrefix, ExpiresIn: 3600}
 	// The first fetch returns an unusable token that still holds a secret.
 	var first sync.Once
 	getCredentials := func(ctx context.Context) (tokenmanager.Token, error) {
@@ -54,11 +55,11 @@ func TestSecrets_tokenNeverLoggedByDefault(t *testing.T) {
 		if bad {
 			return tokenmanager.Token{AccessToken: secretPrefix + "bad\r\n", ExpiresIn: 3600}, nil
 		}
-		return p.get(ctx)
+		return p.Get(ctx)
 	}
 	var seen texts
-	b := &backend{}
-	rt := newRT(t, tokenmanager.Settings{
+	b := &testutil.Backend{}
+	rt := testutil.NewRT(t, tokenmanager.Settings{
 		GetCredentials:      getCredentials,
 		Clock:               mock,
 		MaxRecoveryTries:    1,
@@ -73,7 +74,7 @@ func TestSecrets_tokenNeverLoggedByDefault(t *testing.T) {
 		OnTokenTryThreshold: func(n int) { seen.add("%d", n) },
 		OnRecoveryAbort:     func(m string) { seen.add("%s", m) },
 	}, b)
-	rec := record(t, rt)
+	rec := testutil.Record(t, rt)
 
 	// An invalid token (an error), then a good one after the backoff.
 	if r := send(context.Background(), rt, ""); r.err != nil {
@@ -81,22 +82,22 @@ func TestSecrets_tokenNeverLoggedByDefault(t *testing.T) {
 	}
 	ch := make(chan result, 1)
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), patience)
+		ctx, cancel := context.WithTimeout(context.Background(), testutil.Patience)
 		defer cancel()
 		ch <- send(ctx, rt, "")
 	}()
 	var r result
-	advanceUntil(t, mock, time.Second, "a good token", untilDone(ch, &r))
+	testutil.AdvanceUntil(t, mock, time.Second, 0, "a good token", untilDone(ch, &r))
 	if r.err != nil || r.status != http.StatusOK {
 		t.Fatalf("status %d, err %v; want 200", r.status, r.err)
 	}
 	// A revocation, recovered; a rejection with recovery used up.
-	b.revoke(strings.TrimPrefix(r.auth, "Bearer "))
+	b.Revoke(strings.TrimPrefix(r.auth, "Bearer "))
 	mustOK(t, rt)
-	b.setStatus(http.StatusUnauthorized)
+	b.SetStatus(http.StatusUnauthorized)
 	send(context.Background(), rt, "")
 	// A failing endpoint, waited on until WaitTimeout.
-	p.always.Store(true)
+	p.Always.Store(true)
 	if r := send(context.Background(), rt, ""); r.err != nil {
 		seen.addAll(r.err)
 	}
@@ -105,17 +106,17 @@ func TestSecrets_tokenNeverLoggedByDefault(t *testing.T) {
 	}
 
 	for _, want := range []func(){
-		func() { waitEvents[messages.TokenRefreshed](t, rec, 2) },
-		func() { waitEvents[messages.AuthFailed](t, rec, 3) },
-		func() { waitEvents[messages.RecoveryTried](t, rec, 2) },
-		func() { waitEvents[messages.RecoveryAborted](t, rec, 1) },
-		func() { waitEvents[messages.TokenRequestFailed](t, rec, 2) },
-		func() { waitEvents[messages.TokenTryThresholdReached](t, rec, 2) },
+		func() { testutil.WaitEvents[messages.TokenRefreshed](t, rec, 2) },
+		func() { testutil.WaitEvents[messages.AuthFailed](t, rec, 3) },
+		func() { testutil.WaitEvents[messages.RecoveryTried](t, rec, 2) },
+		func() { testutil.WaitEvents[messages.RecoveryAborted](t, rec, 1) },
+		func() { testutil.WaitEvents[messages.TokenRequestFailed](t, rec, 2) },
+		func() { testutil.WaitEvents[messages.TokenTryThresholdReached](t, rec, 2) },
 	} {
 		want()
 	}
 	time.Sleep(20 * time.Millisecond) // let the callbacks catch up
-	for _, ev := range rec.all() {
+	for _, ev := range rec.All() {
 		seen.addAll(ev)
 	}
 	all := seen.snapshot()
@@ -130,7 +131,7 @@ func TestSecrets_tokenNeverLoggedByDefault(t *testing.T) {
 }
 
 func TestSecrets_tokenLoggedWhenAsked(t *testing.T) {
-	p := &provider{prefix: secretPrefix, expiresIn: 3600}
+	p := &testutil.Provider{Prefix: secretPrefix, ExpiresIn: 3600}
 	var mu sync.Mutex
 	callbacks := map[string][]string{}
 	note := func(name string) func(string) {
@@ -140,34 +141,34 @@ func TestSecrets_tokenLoggedWhenAsked(t *testing.T) {
 			callbacks[name] = append(callbacks[name], m)
 		}
 	}
-	b := &backend{}
-	rt := newRT(t, tokenmanager.Settings{
-		GetCredentials: p.get,
+	b := &testutil.Backend{}
+	rt := testutil.NewRT(t, tokenmanager.Settings{
+		GetCredentials: p.Get,
 		Clock:          clock.NewMock(),
 		AddTokenToLogs: true,
 		OnTokenRefresh: note("OnTokenRefresh"),
 		OnAuthFail:     note("OnAuthFail"),
 		OnRecoveryTry:  note("OnRecoveryTry"),
 	}, b)
-	rec := record(t, rt)
+	rec := testutil.Record(t, rt)
 
 	mustOK(t, rt)
-	b.revoke(secretPrefix + "1")
+	b.Revoke(secretPrefix + "1")
 	mustOK(t, rt)
 
-	refreshed := waitEvents[messages.TokenRefreshed](t, rec, 2)
+	refreshed := testutil.WaitEvents[messages.TokenRefreshed](t, rec, 2)
 	for i, e := range refreshed {
 		if want := fmt.Sprint(secretPrefix, i+1); !strings.Contains(e.Message, want) {
 			t.Errorf("TokenRefreshed.Message = %q; want it to hold %q", e.Message, want)
 		}
 	}
-	if e := waitEvents[messages.AuthFailed](t, rec, 1)[0]; !strings.Contains(e.Message, secretPrefix+"1") {
+	if e := testutil.WaitEvents[messages.AuthFailed](t, rec, 1)[0]; !strings.Contains(e.Message, secretPrefix+"1") {
 		t.Errorf("AuthFailed.Message = %q; want it to hold the rejected token", e.Message)
 	}
-	if e := waitEvents[messages.RecoveryTried](t, rec, 1)[0]; !strings.Contains(e.Message, secretPrefix+"2") {
+	if e := testutil.WaitEvents[messages.RecoveryTried](t, rec, 1)[0]; !strings.Contains(e.Message, secretPrefix+"2") {
 		t.Errorf("RecoveryTried.Message = %q; want it to hold the fresh token", e.Message)
 	}
-	eventually(t, "the callbacks", func() bool {
+	testutil.Eventually(t, "the callbacks", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(callbacks["OnTokenRefresh"]) == 2 && len(callbacks["OnAuthFail"]) == 1 && len(callbacks["OnRecoveryTry"]) == 1

@@ -10,6 +10,7 @@ import (
 	"github.com/benbjohnson/clock"
 
 	"github.com/go-tokenmanager/tokenmanager"
+	"github.com/go-tokenmanager/tokenmanager/internal/testutil"
 )
 
 // crowd is how many requests race for one token.
@@ -29,7 +30,7 @@ func burst(rt http.RoundTripper, n int) <-chan result {
 func gather(t *testing.T, ch <-chan result, n int) []result {
 	t.Helper()
 	out := make([]result, 0, n)
-	timeout := time.After(patience)
+	timeout := time.After(testutil.Patience)
 	for len(out) < n {
 		select {
 		case r := <-ch:
@@ -62,36 +63,36 @@ func allCarried(t *testing.T, results []result, auth string) {
 // them queue on the one fetch, releases it and checks that all of them got
 // through with want and that the provider was called exactly wantCalls
 // times in all.
-func stormWhileFetching(t *testing.T, p *provider, rt http.RoundTripper, release func(), wantCalls int64, want string) {
+func stormWhileFetching(t *testing.T, p *testutil.Provider, rt http.RoundTripper, release func(), wantCalls int64, want string) {
 	t.Helper()
 	ch := burst(rt, crowd)
-	eventually(t, "the fetch to start", func() bool { return p.calls.Load() >= wantCalls })
+	testutil.Eventually(t, "the fetch to start", func() bool { return p.Calls.Load() >= wantCalls })
 	// Give the crowd time to pile up on the held fetch; the provider is
 	// gated, not timed, so this only widens the race window.
 	time.Sleep(50 * time.Millisecond)
 	release()
 	results := gather(t, ch, crowd)
 	allCarried(t, results, want)
-	if got := p.calls.Load(); got != wantCalls {
+	if got := p.Calls.Load(); got != wantCalls {
 		t.Errorf("provider calls = %d; want %d", got, wantCalls)
 	}
 }
 
 func TestSingleFlight_coldStart(t *testing.T) {
-	p := &provider{expiresIn: 3600}
-	release := p.hold()
+	p := &testutil.Provider{ExpiresIn: 3600}
+	release := p.Hold()
 	defer release()
-	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get, Clock: clock.NewMock()}, &backend{})
+	rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: p.Get}, &testutil.Backend{})
 	stormWhileFetching(t, p, rt, release, 1, "Bearer tok-1")
 }
 
 func TestSingleFlight_atExpiry(t *testing.T) {
 	mock := clock.NewMock()
-	p := &provider{expiresIn: 60}
-	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get, Clock: mock}, &backend{})
+	p := &testutil.Provider{ExpiresIn: 60}
+	rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: p.Get, Clock: mock}, &testutil.Backend{})
 	mustOK(t, rt)
 
-	release := p.hold()
+	release := p.Hold()
 	defer release()
 	// Past expiry: the early-refresh timer (at 50s) may start the one fetch
 	// itself; either way the crowd must share it.
@@ -100,13 +101,13 @@ func TestSingleFlight_atExpiry(t *testing.T) {
 }
 
 func TestSingleFlight_afterRevocation(t *testing.T) {
-	p := &provider{expiresIn: 3600}
-	b := &backend{}
-	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get, Clock: clock.NewMock()}, b)
+	p := &testutil.Provider{ExpiresIn: 3600}
+	b := &testutil.Backend{}
+	rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: p.Get}, b)
 	mustOK(t, rt)
 
-	release := p.hold()
+	release := p.Hold()
 	defer release()
-	b.revoke("tok-1")
+	b.Revoke("tok-1")
 	stormWhileFetching(t, p, rt, release, 2, "Bearer tok-2")
 }

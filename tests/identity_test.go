@@ -11,6 +11,7 @@ import (
 
 	"github.com/go-tokenmanager/tokenmanager"
 	"github.com/go-tokenmanager/tokenmanager/actor"
+	"github.com/go-tokenmanager/tokenmanager/internal/testutil"
 	"github.com/go-tokenmanager/tokenmanager/messages"
 	"github.com/go-tokenmanager/tokenmanager/transport"
 )
@@ -35,7 +36,7 @@ var badIdentities = []struct {
 
 func TestMulti_invalidIdentityRefusedEverywhere(t *testing.T) {
 	ts := newTenants(clock.NewMock(), 3600)
-	b := &backend{}
+	b := &testutil.Backend{}
 	var resolved string
 	m := newMulti(t, ts, b, tokenmanager.OwnerSettings{},
 		transport.WithResolver(func(*http.Request) (string, error) { return resolved, nil }))
@@ -66,7 +67,7 @@ func TestMulti_invalidIdentityRefusedEverywhere(t *testing.T) {
 			}
 		})
 	}
-	if n := len(b.requests()); n != 0 {
+	if n := len(b.Requests()); n != 0 {
 		t.Errorf("backend saw %d requests; want none", n)
 	}
 	ts.mu.Lock()
@@ -78,7 +79,7 @@ func TestMulti_invalidIdentityRefusedEverywhere(t *testing.T) {
 
 func TestMulti_validIdentitiesAtTheLimits(t *testing.T) {
 	ts := newTenants(clock.NewMock(), 3600)
-	m := newMulti(t, ts, &backend{}, tokenmanager.OwnerSettings{})
+	m := newMulti(t, ts, &testutil.Backend{}, tokenmanager.OwnerSettings{})
 	for _, id := range []string{
 		strings.Repeat("x", tokenmanager.MaxIdentityLength),
 		"tenant=Zürich|scope=read write|aud=https://api.example/ünïcode",
@@ -90,7 +91,7 @@ func TestMulti_validIdentitiesAtTheLimits(t *testing.T) {
 }
 
 func TestOwner_getForInvalidIdentity(t *testing.T) {
-	system := newSystem(t)
+	system := testutil.NewSystem(t)
 	ts := newTenants(clock.NewMock(), 3600)
 	props, err := actor.NewOwnerProps(tokenmanager.OwnerSettings{SettingsFor: ts.settingsFor, Clock: ts.clock})
 	if err != nil {
@@ -100,7 +101,7 @@ func TestOwner_getForInvalidIdentity(t *testing.T) {
 	t.Cleanup(func() { system.Root.StopFuture(pid).Wait() })
 	for _, tt := range badIdentities {
 		t.Run(tt.name, func(t *testing.T) {
-			reply, err := system.Root.RequestFuture(pid, &messages.Get{Identity: tt.identity}, patience).Result()
+			reply, err := system.Root.RequestFuture(pid, &messages.Get{Identity: tt.identity}, testutil.Patience).Result()
 			if err != nil {
 				t.Fatalf("Get: %v", err)
 			}
@@ -113,7 +114,7 @@ func TestOwner_getForInvalidIdentity(t *testing.T) {
 		})
 	}
 	// A valid Get after them: answered, so the owner handled them all.
-	reply, err := system.Root.RequestFuture(pid, messages.Get{Identity: "ok"}, patience).Result()
+	reply, err := system.Root.RequestFuture(pid, messages.Get{Identity: "ok"}, testutil.Patience).Result()
 	if err != nil || reply.(*messages.TokenResult).Token.AccessToken != "ok-1" {
 		t.Fatalf("Get{ok} = %v, %v; want ok-1", reply, err)
 	}

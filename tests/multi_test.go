@@ -17,6 +17,7 @@ import (
 
 	"github.com/go-tokenmanager/tokenmanager"
 	"github.com/go-tokenmanager/tokenmanager/actor"
+	"github.com/go-tokenmanager/tokenmanager/internal/testutil"
 	"github.com/go-tokenmanager/tokenmanager/messages"
 	"github.com/go-tokenmanager/tokenmanager/transport"
 )
@@ -29,7 +30,7 @@ type tenants struct {
 	expiresIn int64
 
 	mu        sync.Mutex
-	providers map[string]*provider
+	providers map[string]*testutil.Provider
 	calls     map[string]int
 	fail      map[string]error
 	hang      map[string]chan struct{}
@@ -38,7 +39,7 @@ type tenants struct {
 func newTenants(mock *clock.Mock, expiresIn int64) *tenants {
 	return &tenants{
 		clock: mock, expiresIn: expiresIn,
-		providers: map[string]*provider{}, calls: map[string]int{},
+		providers: map[string]*testutil.Provider{}, calls: map[string]int{},
 		fail: map[string]error{}, hang: map[string]chan struct{}{},
 	}
 }
@@ -49,7 +50,7 @@ func (ts *tenants) settingsFor(identity string) (tokenmanager.Settings, error) {
 	err, gate := ts.fail[identity], ts.hang[identity]
 	p := ts.providers[identity]
 	if p == nil {
-		p = &provider{prefix: identity + "-", expiresIn: ts.expiresIn}
+		p = &testutil.Provider{Prefix: identity + "-", ExpiresIn: ts.expiresIn}
 		ts.providers[identity] = p
 	}
 	ts.mu.Unlock()
@@ -59,10 +60,10 @@ func (ts *tenants) settingsFor(identity string) (tokenmanager.Settings, error) {
 	if err != nil {
 		return tokenmanager.Settings{}, err
 	}
-	return tokenmanager.Settings{GetCredentials: p.get, Clock: ts.clock}, nil
+	return tokenmanager.Settings{GetCredentials: p.Get, Clock: ts.clock}, nil
 }
 
-func (ts *tenants) provider(identity string) *provider {
+func (ts *tenants) provider(identity string) *testutil.Provider {
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
 	return ts.providers[identity]
@@ -76,7 +77,7 @@ func (ts *tenants) settingsCalls(identity string) int {
 
 func (ts *tenants) fetches(identity string) int64 {
 	if p := ts.provider(identity); p != nil {
-		return p.calls.Load()
+		return p.Calls.Load()
 	}
 	return 0
 }
@@ -87,16 +88,7 @@ func newMulti(t *testing.T, ts *tenants, base http.RoundTripper, s tokenmanager.
 	if s.Clock == nil {
 		s.Clock = ts.clock
 	}
-	m, err := transport.NewMulti(s, append([]transport.Option{transport.WithBase(base)}, opts...)...)
-	if err != nil {
-		t.Fatalf("transport.NewMulti: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := m.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
-	return m
+	return testutil.NewMulti(t, s, base, opts...)
 }
 
 // sendAs sends a GET as identity and returns what came back.
@@ -118,7 +110,7 @@ func mustOKAs(t *testing.T, rt http.RoundTripper, identity string) result {
 
 func TestMulti_eachIdentityCarriesItsOwnToken(t *testing.T) {
 	ts := newTenants(clock.NewMock(), 3600)
-	m := newMulti(t, ts, &backend{}, tokenmanager.OwnerSettings{})
+	m := newMulti(t, ts, &testutil.Backend{}, tokenmanager.OwnerSettings{})
 	for range 3 {
 		for _, id := range []string{"acme", "globex", "initech"} {
 			if r := mustOKAs(t, m, id); r.auth != "Bearer "+id+"-1" {
@@ -141,7 +133,7 @@ func TestMulti_eachIdentityCarriesItsOwnToken(t *testing.T) {
 
 func TestMulti_singleFlightPerIdentity(t *testing.T) {
 	ts := newTenants(clock.NewMock(), 3600)
-	m := newMulti(t, ts, &backend{}, tokenmanager.OwnerSettings{})
+	m := newMulti(t, ts, &testutil.Backend{}, tokenmanager.OwnerSettings{})
 	ids := []string{"a", "b", "c", "d"}
 	results := concurrently(400, func(i int) result { return sendAs(context.Background(), m, ids[i%len(ids)]) })
 	for i, r := range results {
@@ -164,7 +156,7 @@ func TestMulti_resolverAndFor(t *testing.T) {
 		}
 		return "", fmt.Errorf("no audience for %s", req.URL.Host)
 	}
-	m := newMulti(t, ts, &backend{}, tokenmanager.OwnerSettings{}, transport.WithResolver(byHost))
+	m := newMulti(t, ts, &testutil.Backend{}, tokenmanager.OwnerSettings{}, transport.WithResolver(byHost))
 	if r := mustOKAs(t, m, ""); r.auth != "Bearer aud:api-1" {
 		t.Errorf("resolved request carried %q; want aud:api-1", r.auth)
 	}
@@ -184,31 +176,31 @@ func TestMulti_resolverAndFor(t *testing.T) {
 
 func TestMulti_noIdentityFailsUnsent(t *testing.T) {
 	ts := newTenants(clock.NewMock(), 3600)
-	b := &backend{}
+	b := &testutil.Backend{}
 	m := newMulti(t, ts, b, tokenmanager.OwnerSettings{})
 	if r := sendAs(context.Background(), m, ""); !errors.Is(r.err, transport.ErrNoIdentity) {
 		t.Errorf("err %v; want ErrNoIdentity", r.err)
 	}
-	if n := len(b.requests()); n != 0 {
+	if n := len(b.Requests()); n != 0 {
 		t.Errorf("backend saw %d requests; want 0", n)
 	}
 }
 
 func TestMulti_hangingProviderDoesNotSlowOthers(t *testing.T) {
 	ts := newTenants(clock.NewMock(), 3600)
-	slow := &provider{prefix: "slow-", expiresIn: 3600}
-	slow.hang.Store(true)
+	slow := &testutil.Provider{Prefix: "slow-", ExpiresIn: 3600}
+	slow.Hang.Store(true)
 	ts.providers["slow"] = slow
-	m := newMulti(t, ts, &backend{}, tokenmanager.OwnerSettings{})
+	m := newMulti(t, ts, &testutil.Backend{}, tokenmanager.OwnerSettings{})
 	ctx, cancel := context.WithCancel(context.Background())
 	slowDone := make(chan result, 1)
 	go func() { slowDone <- sendAs(ctx, m, "slow") }()
-	eventually(t, "slow's provider to be called", func() bool { return slow.calls.Load() == 1 })
+	testutil.Eventually(t, "slow's provider to be called", func() bool { return slow.Calls.Load() == 1 })
 	// Meanwhile other identities are served at once.
 	for _, id := range []string{"fast-1", "fast-2", "fast-3"} {
 		began := time.Now()
 		mustOKAs(t, m, id)
-		if took := time.Since(began); took > patience/2 {
+		if took := time.Since(began); took > testutil.Patience/2 {
 			t.Errorf("%s took %v while another identity's provider hangs", id, took)
 		}
 	}
@@ -227,10 +219,10 @@ func TestMulti_hangingSettingsDoNotSlowOthers(t *testing.T) {
 	ts := newTenants(clock.NewMock(), 3600)
 	gate := make(chan struct{})
 	ts.hang["stuck"] = gate
-	m := newMulti(t, ts, &backend{}, tokenmanager.OwnerSettings{})
+	m := newMulti(t, ts, &testutil.Backend{}, tokenmanager.OwnerSettings{})
 	stuck := make(chan result, 1)
 	go func() { stuck <- sendAs(context.Background(), m, "stuck") }()
-	eventually(t, "SettingsFor(stuck) to be called", func() bool { return ts.settingsCalls("stuck") == 1 })
+	testutil.Eventually(t, "SettingsFor(stuck) to be called", func() bool { return ts.settingsCalls("stuck") == 1 })
 	for _, id := range []string{"x", "y"} {
 		mustOKAs(t, m, id)
 	}
@@ -250,7 +242,7 @@ func TestMulti_settingsErrorNamesIdentityWithoutHotLoop(t *testing.T) {
 	ts := newTenants(mock, 3600)
 	errVault := errors.New("vault unreachable")
 	ts.fail["broken"] = errVault
-	m := newMulti(t, ts, &backend{}, tokenmanager.OwnerSettings{})
+	m := newMulti(t, ts, &testutil.Backend{}, tokenmanager.OwnerSettings{})
 	for i := range 50 {
 		r := sendAs(context.Background(), m, "broken")
 		if !errors.Is(r.err, errVault) || !strings.Contains(r.err.Error(), `"broken"`) {
@@ -294,13 +286,13 @@ func TestMulti_invalidSettingsNameIdentity(t *testing.T) {
 
 func TestMulti_revokedTokenRecoveredPerIdentity(t *testing.T) {
 	ts := newTenants(clock.NewMock(), 3600)
-	b := &backend{}
+	b := &testutil.Backend{}
 	m := newMulti(t, ts, b, tokenmanager.OwnerSettings{})
-	rec := &recorder{}
-	defer m.Subscribe(rec.add)()
+	rec := &testutil.Recorder{}
+	defer m.Subscribe(rec.Add)()
 	mustOKAs(t, m, "a")
 	mustOKAs(t, m, "b")
-	b.revoke("a-1")
+	b.Revoke("a-1")
 	if r := mustOKAs(t, m, "a"); r.auth != "Bearer a-2" {
 		t.Errorf("after revocation a carried %q; want a-2", r.auth)
 	}
@@ -310,15 +302,15 @@ func TestMulti_revokedTokenRecoveredPerIdentity(t *testing.T) {
 	if ts.fetches("b") != 1 {
 		t.Errorf("b fetched %d times; want 1", ts.fetches("b"))
 	}
-	tried := waitEvents[messages.RecoveryTried](t, rec, 1)
+	tried := testutil.WaitEvents[messages.RecoveryTried](t, rec, 1)
 	if tried[0].Identity != "a" {
 		t.Errorf("RecoveryTried.Identity = %q; want a", tried[0].Identity)
 	}
-	failed := waitEvents[messages.AuthFailed](t, rec, 1)
+	failed := testutil.WaitEvents[messages.AuthFailed](t, rec, 1)
 	if failed[0].Identity != "a" {
 		t.Errorf("AuthFailed.Identity = %q; want a", failed[0].Identity)
 	}
-	for _, ev := range waitEvents[messages.TokenRefreshed](t, rec, 3) {
+	for _, ev := range testutil.WaitEvents[messages.TokenRefreshed](t, rec, 3) {
 		if ev.Identity != "a" && ev.Identity != "b" {
 			t.Errorf("TokenRefreshed.Identity = %q", ev.Identity)
 		}
@@ -326,7 +318,7 @@ func TestMulti_revokedTokenRecoveredPerIdentity(t *testing.T) {
 }
 
 func TestMulti_ownerProtocolRoutesByIdentity(t *testing.T) {
-	system := newSystem(t)
+	system := testutil.NewSystem(t)
 	ts := newTenants(clock.NewMock(), 3600)
 	props, err := actor.NewOwnerProps(tokenmanager.OwnerSettings{SettingsFor: ts.settingsFor, Clock: ts.clock})
 	if err != nil {
@@ -336,7 +328,7 @@ func TestMulti_ownerProtocolRoutesByIdentity(t *testing.T) {
 	t.Cleanup(func() { system.Root.StopFuture(pid).Wait() })
 	get := func(id string) *messages.TokenResult {
 		t.Helper()
-		reply, err := system.Root.RequestFuture(pid, messages.Get{Identity: id}, patience).Result()
+		reply, err := system.Root.RequestFuture(pid, messages.Get{Identity: id}, testutil.Patience).Result()
 		if err != nil {
 			t.Fatalf("Get{%s}: %v", id, err)
 		}
@@ -376,9 +368,9 @@ func TestMulti_ownerProtocolRoutesByIdentity(t *testing.T) {
 func TestMulti_passivationAndReactivation(t *testing.T) {
 	mock := clock.NewMock()
 	ts := newTenants(mock, 3600)
-	m := newMulti(t, ts, &backend{}, tokenmanager.OwnerSettings{IdleTimeout: time.Minute})
-	rec := &recorder{}
-	defer m.Subscribe(rec.add)()
+	m := newMulti(t, ts, &testutil.Backend{}, tokenmanager.OwnerSettings{IdleTimeout: time.Minute})
+	rec := &testutil.Recorder{}
+	defer m.Subscribe(rec.Add)()
 	mustOKAs(t, m, "a")
 	mustOKAs(t, m, "b")
 	before := runtime.NumGoroutine()
@@ -387,8 +379,8 @@ func TestMulti_passivationAndReactivation(t *testing.T) {
 		mock.Add(15 * time.Second)
 		mustOKAs(t, m, "b")
 	}
-	eventually(t, "a passivated", func() bool { return m.Live() == 1 })
-	ev := waitEvents[messages.IdentityPassivated](t, rec, 1)[0]
+	testutil.Eventually(t, "a passivated", func() bool { return m.Live() == 1 })
+	ev := testutil.WaitEvents[messages.IdentityPassivated](t, rec, 1)[0]
 	if ev.Identity != "a" || ev.Evicted {
 		t.Errorf("IdentityPassivated = %+v; want a, idle", ev)
 	}
@@ -410,9 +402,9 @@ func TestMulti_passivationAndReactivation(t *testing.T) {
 func TestMulti_passivationRacingRequestsLoseNothing(t *testing.T) {
 	mock := clock.NewMock()
 	ts := newTenants(mock, 3600)
-	m := newMulti(t, ts, &backend{}, tokenmanager.OwnerSettings{IdleTimeout: time.Second})
-	rec := &recorder{}
-	defer m.Subscribe(rec.add)()
+	m := newMulti(t, ts, &testutil.Backend{}, tokenmanager.OwnerSettings{IdleTimeout: time.Second})
+	rec := &testutil.Recorder{}
+	defer m.Subscribe(rec.Add)()
 	// Workers move from identity to identity as epochs pass, so the ones
 	// left behind are passivated while others are in use, and come back.
 	var epoch atomic.Int64
@@ -444,7 +436,7 @@ func TestMulti_passivationRacingRequestsLoseNothing(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
-	passivated := len(eventsOf[messages.IdentityPassivated](rec))
+	passivated := len(testutil.EventsOf[messages.IdentityPassivated](rec))
 	t.Logf("%d requests, %d passivations", sent.Load(), passivated)
 	if passivated < 10 {
 		t.Errorf("%d passivations; want identities passivated and started again many times", passivated)
@@ -457,9 +449,9 @@ func TestMulti_passivationRacingRequestsLoseNothing(t *testing.T) {
 func TestMulti_capEvictsLeastRecentlyUsed(t *testing.T) {
 	mock := clock.NewMock()
 	ts := newTenants(mock, 3600)
-	m := newMulti(t, ts, &backend{}, tokenmanager.OwnerSettings{MaxIdentities: 10})
-	rec := &recorder{}
-	defer m.Subscribe(rec.add)()
+	m := newMulti(t, ts, &testutil.Backend{}, tokenmanager.OwnerSettings{MaxIdentities: 10})
+	rec := &testutil.Recorder{}
+	defer m.Subscribe(rec.Add)()
 	for i := range 10 {
 		mustOKAs(t, m, fmt.Sprintf("t%d", i))
 		mock.Add(2 * time.Second)
@@ -468,18 +460,18 @@ func TestMulti_capEvictsLeastRecentlyUsed(t *testing.T) {
 	mustOKAs(t, m, "t0")
 	mock.Add(2 * time.Second)
 	mustOKAs(t, m, "t10")
-	eventually(t, "one eviction", func() bool { return len(eventsOf[messages.IdentityPassivated](rec)) == 1 })
-	ev := eventsOf[messages.IdentityPassivated](rec)[0]
+	testutil.Eventually(t, "one eviction", func() bool { return len(testutil.EventsOf[messages.IdentityPassivated](rec)) == 1 })
+	ev := testutil.EventsOf[messages.IdentityPassivated](rec)[0]
 	if ev.Identity != "t1" || !ev.Evicted {
 		t.Errorf("evicted %+v; want t1, the least recently used", ev)
 	}
-	eventually(t, "Live back at the cap", func() bool { return m.Live() == 10 })
+	testutil.Eventually(t, "Live back at the cap", func() bool { return m.Live() == 10 })
 }
 
 func TestMulti_unusedTokensAreNotRefreshed(t *testing.T) {
 	mock := clock.NewMock()
 	ts := newTenants(mock, 300) // 5-minute tokens
-	m := newMulti(t, ts, &backend{}, tokenmanager.OwnerSettings{IdleTimeout: 2 * time.Hour})
+	m := newMulti(t, ts, &testutil.Backend{}, tokenmanager.OwnerSettings{IdleTimeout: 2 * time.Hour})
 	ids := []string{"a", "b", "c"}
 	for _, id := range ids {
 		mustOKAs(t, m, id)
@@ -487,7 +479,7 @@ func TestMulti_unusedTokensAreNotRefreshed(t *testing.T) {
 	for range 60 { // an idle hour
 		mock.Add(time.Minute)
 	}
-	stays(t, "no fetch for unused tokens", func() bool {
+	testutil.Stays(t, "no fetch for unused tokens", func() bool {
 		return ts.fetches("a")+ts.fetches("b")+ts.fetches("c") == 3
 	})
 	// A used identity refreshes before expiry, with no request waiting:
@@ -497,7 +489,7 @@ func TestMulti_unusedTokensAreNotRefreshed(t *testing.T) {
 	if r := mustOKAs(t, m, "a"); r.auth != "Bearer a-2" {
 		t.Errorf("inside the refresh buffer a carried %q; want the still-valid a-2", r.auth)
 	}
-	eventually(t, "a refreshed early on use", func() bool { return ts.fetches("a") == 3 })
+	testutil.Eventually(t, "a refreshed early on use", func() bool { return ts.fetches("a") == 3 })
 	if r := mustOKAs(t, m, "a"); r.auth != "Bearer a-3" {
 		t.Errorf("after the early refresh a carried %q; want a-3", r.auth)
 	}
@@ -509,9 +501,9 @@ func TestMulti_unusedTokensAreNotRefreshed(t *testing.T) {
 func TestMulti_passivationRacingTheMissPath(t *testing.T) {
 	mock := clock.NewMock()
 	ts := newTenants(mock, 1)
-	m := newMulti(t, ts, &backend{}, tokenmanager.OwnerSettings{IdleTimeout: time.Second})
-	rec := &recorder{}
-	defer m.Subscribe(rec.add)()
+	m := newMulti(t, ts, &testutil.Backend{}, tokenmanager.OwnerSettings{IdleTimeout: time.Second})
+	rec := &testutil.Recorder{}
+	defer m.Subscribe(rec.Add)()
 	sent, failed, firstErr := whilePassivating(mock, func(w int) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
@@ -521,14 +513,14 @@ func TestMulti_passivationRacingTheMissPath(t *testing.T) {
 		}
 		return r.err
 	})
-	t.Logf("%d requests, %d passivations, %d failed (%v)", sent, len(eventsOf[messages.IdentityPassivated](rec)), failed, firstErr)
+	t.Logf("%d requests, %d passivations, %d failed (%v)", sent, len(testutil.EventsOf[messages.IdentityPassivated](rec)), failed, firstErr)
 	if failed != 0 {
 		t.Errorf("%d requests failed", failed)
 	}
 }
 
 func TestMulti_ownerGetsRacingPassivation(t *testing.T) {
-	system := newSystem(t)
+	system := testutil.NewSystem(t)
 	mock := clock.NewMock()
 	ts := newTenants(mock, 3600)
 	props, err := actor.NewOwnerProps(tokenmanager.OwnerSettings{SettingsFor: ts.settingsFor, Clock: mock, IdleTimeout: time.Second})
@@ -603,7 +595,7 @@ func TestMulti_formatterPerIdentity(t *testing.T) {
 			s.Formatter = formats[id]
 			return s, err
 		},
-	}, transport.WithBase(&backend{}))
+	}, transport.WithBase(&testutil.Backend{}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -622,7 +614,7 @@ func TestMulti_ownerGetPastRefreshTimeRefreshes(t *testing.T) {
 	// Actor users of an owner get refresh on use too: a Get past the
 	// token's refresh time answers the still-valid token at once and
 	// starts the early refresh.
-	system := newSystem(t)
+	system := testutil.NewSystem(t)
 	mock := clock.NewMock()
 	ts := newTenants(mock, 60) // refreshed 10s before expiry
 	props, err := actor.NewOwnerProps(tokenmanager.OwnerSettings{SettingsFor: ts.settingsFor, Clock: mock, IdleTimeout: time.Hour})
@@ -633,7 +625,7 @@ func TestMulti_ownerGetPastRefreshTimeRefreshes(t *testing.T) {
 	t.Cleanup(func() { system.Root.StopFuture(pid).Wait() })
 	get := func() string {
 		t.Helper()
-		reply, err := system.Root.RequestFuture(pid, messages.Get{Identity: "a"}, patience).Result()
+		reply, err := system.Root.RequestFuture(pid, messages.Get{Identity: "a"}, testutil.Patience).Result()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -644,13 +636,13 @@ func TestMulti_ownerGetPastRefreshTimeRefreshes(t *testing.T) {
 	}
 	mock.Add(30 * time.Second) // before the refresh time: nothing happens
 	get()
-	stays(t, "no refresh before the refresh time", func() bool { return ts.fetches("a") == 1 })
+	testutil.Stays(t, "no refresh before the refresh time", func() bool { return ts.fetches("a") == 1 })
 	mock.Add(25 * time.Second) // past it, still valid
 	if tok := get(); tok != "a-1" {
 		t.Errorf("Get past the refresh time = %s; want the still-valid a-1 at once", tok)
 	}
-	eventually(t, "the early refresh", func() bool { return ts.fetches("a") == 2 })
-	eventually(t, "the new token served", func() bool { return get() == "a-2" })
+	testutil.Eventually(t, "the early refresh", func() bool { return ts.fetches("a") == 2 })
+	testutil.Eventually(t, "the new token served", func() bool { return get() == "a-2" })
 }
 
 func TestMulti_callbacksBoundWhenPublished(t *testing.T) {
@@ -660,16 +652,16 @@ func TestMulti_callbacksBoundWhenPublished(t *testing.T) {
 	mock := clock.NewMock()
 	gate := make(chan struct{})
 	var bRefreshed, bAuthFailed atomic.Int64
-	pa := &provider{prefix: "a-", expiresIn: 3600}
-	pb := &provider{prefix: "b-", expiresIn: 3600}
-	b := &backend{}
+	pa := &testutil.Provider{Prefix: "a-", ExpiresIn: 3600}
+	pb := &testutil.Provider{Prefix: "b-", ExpiresIn: 3600}
+	b := &testutil.Backend{}
 	m, err := transport.NewMulti(tokenmanager.OwnerSettings{
 		Clock: mock, IdleTimeout: time.Second,
 		SettingsFor: func(id string) (tokenmanager.Settings, error) {
 			if id == "a" {
-				return tokenmanager.Settings{GetCredentials: pa.get, Clock: mock, OnTokenRefresh: func(string) { <-gate }}, nil
+				return tokenmanager.Settings{GetCredentials: pa.Get, Clock: mock, OnTokenRefresh: func(string) { <-gate }}, nil
 			}
-			return tokenmanager.Settings{GetCredentials: pb.get, Clock: mock,
+			return tokenmanager.Settings{GetCredentials: pb.Get, Clock: mock,
 				OnTokenRefresh: func(string) { bRefreshed.Add(1) },
 				OnAuthFail:     func(string) { bAuthFailed.Add(1) }}, nil
 		},
@@ -681,16 +673,16 @@ func TestMulti_callbacksBoundWhenPublished(t *testing.T) {
 	defer close(gate)
 	mustOKAs(t, m, "a") // a's callback now blocks the owner's callback goroutine
 	mustOKAs(t, m, "b") // b's TokenRefreshed waits behind it
-	b.revoke("b-1")
+	b.Revoke("b-1")
 	mustOKAs(t, m, "b") // recovered: AuthFailed for b, on the request side
-	eventually(t, "b's OnAuthFail", func() bool { return bAuthFailed.Load() == 1 })
-	advanceUntil(t, mock, time.Second, "both passivated", func() bool { return m.Live() == 0 })
+	testutil.Eventually(t, "b's OnAuthFail", func() bool { return bAuthFailed.Load() == 1 })
+	testutil.AdvanceUntil(t, mock, time.Second, 0, "both passivated", func() bool { return m.Live() == 0 })
 	gate <- struct{}{} // a's first callback returns
-	eventually(t, "b's OnTokenRefresh for both its tokens", func() bool { return bRefreshed.Load() == 2 })
+	testutil.Eventually(t, "b's OnTokenRefresh for both its tokens", func() bool { return bRefreshed.Load() == 2 })
 }
 
 func TestMulti_ownerGetsWithFailingSettingsDoNotHotLoop(t *testing.T) {
-	system := newSystem(t)
+	system := testutil.NewSystem(t)
 	ts := newTenants(clock.NewMock(), 3600)
 	ts.fail["bad"] = errors.New("no such tenant")
 	props, err := actor.NewOwnerProps(tokenmanager.OwnerSettings{SettingsFor: ts.settingsFor, Clock: ts.clock})
@@ -700,7 +692,7 @@ func TestMulti_ownerGetsWithFailingSettingsDoNotHotLoop(t *testing.T) {
 	pid := system.Root.Spawn(props)
 	t.Cleanup(func() { system.Root.StopFuture(pid).Wait() })
 	for i := range 20 {
-		reply, err := system.Root.RequestFuture(pid, messages.Get{Identity: "bad"}, patience).Result()
+		reply, err := system.Root.RequestFuture(pid, messages.Get{Identity: "bad"}, testutil.Patience).Result()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -718,13 +710,13 @@ func TestMulti_ownerGetsWithFailingSettingsDoNotHotLoop(t *testing.T) {
 func TestMulti_useAtClockStartKeepsIdentity(t *testing.T) {
 	mock := clock.NewMock()
 	ts := newTenants(mock, 3*3600)
-	m := newMulti(t, ts, &backend{}, tokenmanager.OwnerSettings{IdleTimeout: 2 * time.Hour})
-	rec := &recorder{}
-	defer m.Subscribe(rec.add)()
+	m := newMulti(t, ts, &testutil.Backend{}, tokenmanager.OwnerSettings{IdleTimeout: 2 * time.Hour})
+	rec := &testutil.Recorder{}
+	defer m.Subscribe(rec.Add)()
 	mustOKAs(t, m, "a")
 	mock.Add(61 * time.Minute) // past the first idle sweep (IdleTimeout/2)
-	stays(t, "identity a live", func() bool {
-		return m.Live() == 1 && len(eventsOf[messages.IdentityPassivated](rec)) == 0
+	testutil.Stays(t, "identity a live", func() bool {
+		return m.Live() == 1 && len(testutil.EventsOf[messages.IdentityPassivated](rec)) == 0
 	})
 	if r := mustOKAs(t, m, "a"); r.auth != "Bearer a-1" {
 		t.Errorf("request 61 minutes after the first carried %q; want the cached a-1", r.auth)
@@ -742,26 +734,26 @@ func TestMulti_settingsFailurePublishedAndLogged(t *testing.T) {
 	errVault := errors.New("vault unreachable")
 	ts.fail["broken"] = errVault
 	var logs syncBuffer
-	m := newMulti(t, ts, &backend{}, tokenmanager.OwnerSettings{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
-	rec := &recorder{}
-	defer m.Subscribe(rec.add)()
+	m := newMulti(t, ts, &testutil.Backend{}, tokenmanager.OwnerSettings{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	rec := &testutil.Recorder{}
+	defer m.Subscribe(rec.Add)()
 	for range 2 { // the second within the backoff: no second SettingsFor call
 		if r := sendAs(context.Background(), m, "broken"); !errors.Is(r.err, errVault) {
 			t.Fatalf("err %v; want the SettingsFor error", r.err)
 		}
 	}
-	ev := waitEvents[messages.SettingsFailed](t, rec, 1)[0]
+	ev := testutil.WaitEvents[messages.SettingsFailed](t, rec, 1)[0]
 	if ev.Identity != "broken" || !errors.Is(ev.Err, errVault) || ev.ConsecutiveFailures != 1 || ev.RetryIn <= 0 {
 		t.Errorf("SettingsFailed = %+v; want identity broken, the SettingsFor error, 1 failure, a backoff", ev)
 	}
-	eventually(t, "the failure logged", func() bool { return strings.Contains(logs.String(), "SettingsFor failed") })
+	testutil.Eventually(t, "the failure logged", func() bool { return strings.Contains(logs.String(), "SettingsFor failed") })
 	if out := logs.String(); !strings.Contains(out, "identity=broken") || !strings.Contains(out, errVault.Error()) {
 		t.Errorf("log %q; want the identity and the error", out)
 	}
 	mock.Add(time.Minute) // past the backoff: asked again, failing again
 	sendAs(context.Background(), m, "broken")
-	if ev := waitEvents[messages.SettingsFailed](t, rec, 2)[1]; ev.ConsecutiveFailures != 2 {
+	if ev := testutil.WaitEvents[messages.SettingsFailed](t, rec, 2)[1]; ev.ConsecutiveFailures != 2 {
 		t.Errorf("second SettingsFailed.ConsecutiveFailures = %d; want 2", ev.ConsecutiveFailures)
 	}
-	stays(t, "two SettingsFailed events", func() bool { return len(eventsOf[messages.SettingsFailed](rec)) == 2 })
+	testutil.Stays(t, "two SettingsFailed events", func() bool { return len(testutil.EventsOf[messages.SettingsFailed](rec)) == 2 })
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/benbjohnson/clock"
 
 	"github.com/go-tokenmanager/tokenmanager"
+	"github.com/go-tokenmanager/tokenmanager/internal/testutil"
 	"github.com/go-tokenmanager/tokenmanager/messages"
 	"github.com/go-tokenmanager/tokenmanager/transport"
 )
@@ -66,7 +67,7 @@ func FuzzHeaderFormatter(f *testing.F) {
 			sent  int
 			value []string
 		)
-		base := roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		base := testutil.RoundTripFunc(func(req *http.Request) (*http.Response, error) {
 			mu.Lock()
 			sent++
 			value = req.Header.Values(header)

@@ -13,13 +13,14 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/go-tokenmanager/tokenmanager"
+	"github.com/go-tokenmanager/tokenmanager/internal/testutil"
 	"github.com/go-tokenmanager/tokenmanager/transport"
 )
 
 func TestToken_expiresInCountsFromNow(t *testing.T) {
 	mock := clock.NewMock()
-	p := &provider{expiresIn: 60}
-	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get, Clock: mock, RefreshBuffer: time.Second}, &backend{})
+	p := &testutil.Provider{ExpiresIn: 60}
+	rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: p.Get, Clock: mock, RefreshBuffer: time.Second}, &testutil.Backend{})
 	tok, err := rt.Token(context.Background())
 	if err != nil || tok.ExpiresIn != 60 {
 		t.Fatalf("Token = %v, %v; want 60s left", tok, err)
@@ -28,16 +29,16 @@ func TestToken_expiresInCountsFromNow(t *testing.T) {
 	if tok, _ := rt.Token(context.Background()); tok.ExpiresIn != 39 {
 		t.Errorf("20.5s later ExpiresIn = %d; want 39 (rounded down)", tok.ExpiresIn)
 	}
-	noExpiry := &provider{}
-	rt2 := newRT(t, tokenmanager.Settings{GetCredentials: noExpiry.get, Clock: mock}, &backend{})
+	noExpiry := &testutil.Provider{}
+	rt2 := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: noExpiry.Get, Clock: mock}, &testutil.Backend{})
 	if tok, _ := rt2.Token(context.Background()); tok.ExpiresIn != 0 {
 		t.Errorf("token without expiry: ExpiresIn = %d; want 0", tok.ExpiresIn)
 	}
 }
 
 func TestInvalidate_dropsOnlyTheCurrentToken(t *testing.T) {
-	p := &provider{expiresIn: 3600}
-	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get, Clock: clock.NewMock()}, &backend{})
+	p := &testutil.Provider{ExpiresIn: 3600}
+	rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: p.Get}, &testutil.Backend{})
 	tok, _ := rt.Token(context.Background())
 	if !rt.Invalidate("an-older-token") {
 		t.Error("Invalidate(older) = false; want true (nothing holds)")
@@ -57,8 +58,8 @@ func TestInvalidate_holdsWhenEveryNewTokenIsRejected(t *testing.T) {
 	// A client whose API rejects every token: invalidating each fresh
 	// token right after fetching it soon makes Invalidate answer false,
 	// sparing the token endpoint.
-	p := &provider{expiresIn: 3600}
-	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get, Clock: clock.NewMock()}, &backend{})
+	p := &testutil.Provider{ExpiresIn: 3600}
+	rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: p.Get}, &testutil.Backend{})
 	gaveUp := -1
 	for i := range 100 {
 		tok, err := rt.Token(context.Background())
@@ -71,22 +72,22 @@ func TestInvalidate_holdsWhenEveryNewTokenIsRejected(t *testing.T) {
 		}
 		// Let the actor handle the invalidation before the next round.
 		deadline := time.Now().Add(time.Second)
-		for p.calls.Load() == int64(i+1) && time.Now().Before(deadline) {
+		for p.Calls.Load() == int64(i+1) && time.Now().Before(deadline) {
 			rt.Token(context.Background())
 		}
 	}
 	if gaveUp < 0 {
-		t.Fatalf("Invalidate never answered false in 100 rounds; %d fetches", p.calls.Load())
+		t.Fatalf("Invalidate never answered false in 100 rounds; %d fetches", p.Calls.Load())
 	}
-	if calls := p.calls.Load(); calls > 40 {
+	if calls := p.Calls.Load(); calls > 40 {
 		t.Errorf("%d fetches before the hold; want the hold to spare the endpoint", calls)
 	}
 }
 
 func TestTokenSource_expiryAndReuse(t *testing.T) {
 	mock := clock.NewMock()
-	p := &provider{expiresIn: 600}
-	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get, Clock: mock}, &backend{})
+	p := &testutil.Provider{ExpiresIn: 600}
+	rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: p.Get, Clock: mock}, &testutil.Backend{})
 	mock.Add(time.Minute) // the manager's clock need not be the wall clock
 	ts := oauth2.ReuseTokenSource(nil, rt.TokenSource())
 	tok, err := ts.Token()
@@ -103,7 +104,7 @@ func TestTokenSource_expiryAndReuse(t *testing.T) {
 	for range 5 {
 		ts.Token()
 	}
-	if got := p.calls.Load(); got != 1 {
+	if got := p.Calls.Load(); got != 1 {
 		t.Errorf("provider calls = %d; want 1", got)
 	}
 }
@@ -114,8 +115,8 @@ func TestTokenSource_underOAuth2NewClient(t *testing.T) {
 		seen.Store(r.Header.Get("Authorization"))
 	}))
 	defer api.Close()
-	p := &provider{expiresIn: 3600}
-	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get}, &backend{})
+	p := &testutil.Provider{ExpiresIn: 3600}
+	rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: p.Get}, &testutil.Backend{})
 	client := oauth2.NewClient(context.Background(), rt.TokenSource())
 	for range 3 {
 		resp, err := client.Get(api.URL)
@@ -127,7 +128,7 @@ func TestTokenSource_underOAuth2NewClient(t *testing.T) {
 	if got := seen.Load(); got != "Bearer tok-1" {
 		t.Errorf("API saw %v; want Bearer tok-1", got)
 	}
-	if got := p.calls.Load(); got != 1 {
+	if got := p.Calls.Load(); got != 1 {
 		t.Errorf("provider calls = %d; want 1", got)
 	}
 }

@@ -21,96 +21,12 @@ import (
 
 	"github.com/go-tokenmanager/tokenmanager"
 	"github.com/go-tokenmanager/tokenmanager/actor"
+	"github.com/go-tokenmanager/tokenmanager/internal/testutil"
 	"github.com/go-tokenmanager/tokenmanager/messages"
 	"github.com/go-tokenmanager/tokenmanager/transport"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// provider hands out tok-1, tok-2, ... and counts calls.
-type provider struct {
-	calls     atomic.Int64
-	expiresIn int64
-	gate      chan struct{} // when non-nil, each call waits for a receive
-	fail      atomic.Int64  // fail this many calls first
-}
-
-func (p *provider) get(ctx context.Context) (tokenmanager.Token, error) {
-	n := p.calls.Add(1)
-	if p.gate != nil {
-		select {
-		case <-p.gate:
-		case <-ctx.Done():
-			return tokenmanager.Token{}, ctx.Err()
-		}
-	}
-	if p.fail.Load() > 0 {
-		p.fail.Add(-1)
-		return tokenmanager.Token{}, errors.New("token endpoint down")
-	}
-	return tokenmanager.Token{AccessToken: fmt.Sprintf("tok-%d", n), ExpiresIn: p.expiresIn}, nil
-}
-
-// backend is an in-memory base RoundTripper. It rejects tokens listed in
-// revoked and records what it saw.
-type backend struct {
-	mu      sync.Mutex
-	revoked map[string]bool
-	seen    []string
-	bodies  []string
-	status  int // when non-zero, answer every request with it
-}
-
-func (b *backend) RoundTrip(req *http.Request) (*http.Response, error) {
-	auth := req.Header.Get("Authorization")
-	var body string
-	if req.Body != nil {
-		data, _ := io.ReadAll(req.Body)
-		req.Body.Close()
-		body = string(data)
-	}
-	b.mu.Lock()
-	b.seen = append(b.seen, auth)
-	b.bodies = append(b.bodies, body)
-	status := http.StatusOK
-	if b.status != 0 {
-		status = b.status
-	} else if auth == "" || b.revoked[strings.TrimPrefix(auth, "Bearer ")] {
-		status = http.StatusUnauthorized
-	}
-	b.mu.Unlock()
-	return &http.Response{
-		StatusCode: status,
-		Body:       io.NopCloser(strings.NewReader(fmt.Sprintf("status %d", status))),
-		Header:     http.Header{},
-		Request:    req,
-	}, nil
-}
-
-func (b *backend) revoke(tok string) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.revoked == nil {
-		b.revoked = map[string]bool{}
-	}
-	b.revoked[tok] = true
-}
-
-func (b *backend) last() (auth, body string) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.seen[len(b.seen)-1], b.bodies[len(b.bodies)-1]
-}
-
-func newRT(t *testing.T, s tokenmanager.Settings, base http.RoundTripper) *transport.RoundTripper {
-	t.Helper()
-	rt, err := transport.New(s, transport.WithBase(base))
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	t.Cleanup(func() { rt.Close() })
-	return rt
-}
 
 func get(t *testing.T, rt http.RoundTripper) *http.Response {
 	t.Helper()
@@ -147,9 +63,9 @@ func collect[E messages.Event](t *testing.T, rt *transport.RoundTripper) func(n 
 }
 
 func TestRoundTrip_attachesBearerToken(t *testing.T) {
-	p := &provider{expiresIn: 3600}
-	b := &backend{}
-	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get, Clock: clock.NewMock()}, b)
+	p := &testutil.Provider{ExpiresIn: 3600}
+	b := &testutil.Backend{}
+	rt, _ := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: p.Get}, b)
 	for range 3 {
 		resp := get(t, rt)
 		resp.Body.Close()
@@ -157,23 +73,23 @@ func TestRoundTrip_attachesBearerToken(t *testing.T) {
 			t.Fatalf("status = %d; want 200", resp.StatusCode)
 		}
 	}
-	if auth, _ := b.last(); auth != "Bearer tok-1" {
+	if auth := b.Last().Auth; auth != "Bearer tok-1" {
 		t.Errorf("Authorization = %q; want %q", auth, "Bearer tok-1")
 	}
-	if got := p.calls.Load(); got != 1 {
+	if got := p.Calls.Load(); got != 1 {
 		t.Errorf("provider calls = %d; want 1 (token cached)", got)
 	}
 }
 
 func TestRoundTrip_customHeaderAndFormatter(t *testing.T) {
-	p := &provider{expiresIn: 3600}
+	p := &testutil.Provider{ExpiresIn: 3600}
 	var seen string
-	base := roundTripFunc(func(req *http.Request) (*http.Response, error) {
+	base := testutil.RoundTripFunc(func(req *http.Request) (*http.Response, error) {
 		seen = req.Header.Get("X-Api-Key")
 		return &http.Response{StatusCode: 200, Body: http.NoBody, Request: req}, nil
 	})
-	rt := newRT(t, tokenmanager.Settings{
-		GetCredentials: p.get,
+	rt := testutil.NewRT(t, tokenmanager.Settings{
+		GetCredentials: p.Get,
 		Header:         "x-api-key",
 		Formatter:      func(tok string) string { return "Key " + tok },
 	}, base)
@@ -183,13 +99,9 @@ func TestRoundTrip_customHeaderAndFormatter(t *testing.T) {
 	}
 }
 
-type roundTripFunc func(*http.Request) (*http.Response, error)
-
-func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
-
 func TestRoundTrip_doesNotModifyRequest(t *testing.T) {
-	p := &provider{expiresIn: 3600}
-	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get}, &backend{})
+	p := &testutil.Provider{ExpiresIn: 3600}
+	rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: p.Get}, &testutil.Backend{})
 	req, _ := http.NewRequest(http.MethodGet, "https://api.test/x", nil)
 	req.Header.Set("X-Trace", "1")
 	get := func() { resp, _ := rt.RoundTrip(req); resp.Body.Close() }
@@ -200,14 +112,14 @@ func TestRoundTrip_doesNotModifyRequest(t *testing.T) {
 }
 
 func TestRoundTrip_recoversFromRevokedToken(t *testing.T) {
-	p := &provider{expiresIn: 3600}
-	b := &backend{}
-	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get}, b)
+	p := &testutil.Provider{ExpiresIn: 3600}
+	b := &testutil.Backend{}
+	rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: p.Get}, b)
 	failed := collect[messages.AuthFailed](t, rt)
 	tried := collect[messages.RecoveryTried](t, rt)
 
 	get(t, rt).Body.Close()
-	b.revoke("tok-1")
+	b.Revoke("tok-1")
 	req, _ := http.NewRequest(http.MethodPost, "https://api.test/x", strings.NewReader("payload"))
 	resp, err := rt.RoundTrip(req)
 	if err != nil {
@@ -217,8 +129,8 @@ func TestRoundTrip_recoversFromRevokedToken(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Fatalf("status = %d; want 200 after recovery", resp.StatusCode)
 	}
-	if auth, body := b.last(); auth != "Bearer tok-2" || body != "payload" {
-		t.Errorf("resent with %q body %q; want %q body %q", auth, body, "Bearer tok-2", "payload")
+	if last := b.Last(); last.Auth != "Bearer tok-2" || last.Body != "payload" {
+		t.Errorf("resent with %q body %q; want %q body %q", last.Auth, last.Body, "Bearer tok-2", "payload")
 	}
 	if got := failed(1)[0].Status; got != 401 {
 		t.Errorf("AuthFailed.Status = %d; want 401", got)
@@ -241,9 +153,9 @@ func TestRoundTrip_recoveryCapPerRequest(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p := &provider{expiresIn: 3600}
-			b := &backend{status: http.StatusUnauthorized}
-			rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get, MaxRecoveryTries: tt.max}, b)
+			p := &testutil.Provider{ExpiresIn: 3600}
+			b := &testutil.Backend{Status: http.StatusUnauthorized}
+			rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: p.Get, MaxRecoveryTries: tt.max}, b)
 			aborted := collect[messages.RecoveryAborted](t, rt)
 			resp := get(t, rt)
 			body, _ := io.ReadAll(resp.Body)
@@ -251,7 +163,7 @@ func TestRoundTrip_recoveryCapPerRequest(t *testing.T) {
 			if resp.StatusCode != 401 || string(body) != "status 401" {
 				t.Errorf("got %d %q; want the last 401 with its body", resp.StatusCode, body)
 			}
-			if got := len(b.seen); got != tt.wantSends {
+			if got := len(b.Requests()); got != tt.wantSends {
 				t.Errorf("sends = %d; want %d", got, tt.wantSends)
 			}
 			if got := aborted(1)[0].Attempts; got != tt.wantTries {
@@ -260,7 +172,7 @@ func TestRoundTrip_recoveryCapPerRequest(t *testing.T) {
 			// The counter belongs to the request: a second request gets the
 			// same number of tries.
 			get(t, rt).Body.Close()
-			if got := len(b.seen); got != 2*tt.wantSends {
+			if got := len(b.Requests()); got != 2*tt.wantSends {
 				t.Errorf("sends after second request = %d; want %d", got, 2*tt.wantSends)
 			}
 		})
@@ -270,9 +182,9 @@ func TestRoundTrip_recoveryCapPerRequest(t *testing.T) {
 type onceReader struct{ io.Reader }
 
 func TestRoundTrip_unreplayableBodyIsNotResent(t *testing.T) {
-	p := &provider{expiresIn: 3600}
-	b := &backend{status: http.StatusUnauthorized}
-	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get}, b)
+	p := &testutil.Provider{ExpiresIn: 3600}
+	b := &testutil.Backend{Status: http.StatusUnauthorized}
+	rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: p.Get}, b)
 	aborted := collect[messages.RecoveryAborted](t, rt)
 	req, _ := http.NewRequest(http.MethodPost, "https://api.test/x", onceReader{strings.NewReader("data")})
 	resp, err := rt.RoundTrip(req)
@@ -280,8 +192,8 @@ func TestRoundTrip_unreplayableBodyIsNotResent(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if resp.StatusCode != 401 || len(b.seen) != 1 {
-		t.Errorf("status %d after %d sends; want 401 after 1", resp.StatusCode, len(b.seen))
+	if resp.StatusCode != 401 || len(b.Requests()) != 1 {
+		t.Errorf("status %d after %d sends; want 401 after 1", resp.StatusCode, len(b.Requests()))
 	}
 	if msg := aborted(1)[0].Message; !strings.Contains(msg, "cannot be replayed") {
 		t.Errorf("RecoveryAborted.Message = %q; want it to say the body cannot be replayed", msg)
@@ -289,8 +201,9 @@ func TestRoundTrip_unreplayableBodyIsNotResent(t *testing.T) {
 }
 
 func TestRoundTrip_singleFetchForConcurrentRequests(t *testing.T) {
-	p := &provider{expiresIn: 3600, gate: make(chan struct{})}
-	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get}, &backend{})
+	p := &testutil.Provider{ExpiresIn: 3600}
+	release := p.Hold()
+	rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: p.Get}, &testutil.Backend{})
 	var wg sync.WaitGroup
 	var ok atomic.Int64
 	for range 300 {
@@ -304,12 +217,10 @@ func TestRoundTrip_singleFetchForConcurrentRequests(t *testing.T) {
 			}
 		})
 	}
-	for p.calls.Load() == 0 {
-		time.Sleep(time.Millisecond) // wait for the one fetch to start, not for a timer
-	}
-	close(p.gate)
+	testutil.Eventually(t, "the fetch to start", func() bool { return p.Calls.Load() > 0 })
+	release()
 	wg.Wait()
-	if got := p.calls.Load(); got != 1 {
+	if got := p.Calls.Load(); got != 1 {
 		t.Errorf("provider calls = %d; want 1", got)
 	}
 	if got := ok.Load(); got != 300 {
@@ -318,8 +229,9 @@ func TestRoundTrip_singleFetchForConcurrentRequests(t *testing.T) {
 }
 
 func TestRoundTrip_contextEndsWhileWaiting(t *testing.T) {
-	p := &provider{expiresIn: 3600, gate: make(chan struct{})}
-	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get}, &backend{})
+	p := &testutil.Provider{ExpiresIn: 3600}
+	p.Hold()
+	rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: p.Get}, &testutil.Backend{})
 	ctx, cancel := context.WithCancel(context.Background())
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://api.test/x", nil)
 	errc := make(chan error, 1)
@@ -327,9 +239,7 @@ func TestRoundTrip_contextEndsWhileWaiting(t *testing.T) {
 		_, err := rt.RoundTrip(req)
 		errc <- err
 	}()
-	for p.calls.Load() == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	testutil.Eventually(t, "the fetch to start", func() bool { return p.Calls.Load() > 0 })
 	cancel()
 	select {
 	case err := <-errc:
@@ -362,8 +272,8 @@ func TestRoundTrip_redirectToOtherHostCarriesNoToken(t *testing.T) {
 	defer origin.Close()
 	defer http.DefaultTransport.(*http.Transport).CloseIdleConnections()
 
-	p := &provider{expiresIn: 3600}
-	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get}, http.DefaultTransport)
+	p := &testutil.Provider{ExpiresIn: 3600}
+	rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: p.Get}, http.DefaultTransport)
 	for _, tt := range []struct{ path, want string }{
 		{"/away", ""},
 		{"/same", "Bearer tok-1"},
@@ -381,8 +291,9 @@ func TestRoundTrip_redirectToOtherHostCarriesNoToken(t *testing.T) {
 }
 
 func TestClose_releasesWaitersAndIsIdempotent(t *testing.T) {
-	p := &provider{expiresIn: 3600, gate: make(chan struct{})}
-	rt, err := transport.New(tokenmanager.Settings{GetCredentials: p.get}, transport.WithBase(&backend{}))
+	p := &testutil.Provider{ExpiresIn: 3600}
+	p.Hold()
+	rt, err := transport.New(tokenmanager.Settings{GetCredentials: p.Get}, transport.WithBase(&testutil.Backend{}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -391,9 +302,7 @@ func TestClose_releasesWaitersAndIsIdempotent(t *testing.T) {
 		_, err := rt.Token(context.Background())
 		errc <- err
 	}()
-	for p.calls.Load() == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	testutil.Eventually(t, "the fetch to start", func() bool { return p.Calls.Load() > 0 })
 	if err := rt.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
@@ -450,8 +359,8 @@ func TestNew_rejectsBadSettings(t *testing.T) {
 
 func TestToken_ownDeadlineOutlastsTinyWaitTimeout(t *testing.T) {
 	// WaitTimeout bounds only requests without a deadline.
-	p := &provider{expiresIn: 3600}
-	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get, WaitTimeout: time.Nanosecond}, &backend{})
+	p := &testutil.Provider{ExpiresIn: 3600}
+	rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: p.Get, WaitTimeout: time.Nanosecond}, &testutil.Backend{})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	tok, err := rt.Token(ctx)
@@ -464,10 +373,10 @@ func TestRecovery_apiRejectingEveryTokenDoesNotHammerTheEndpoint(t *testing.T) {
 	// An API that rejects every new token (a wrong audience, say) would
 	// cost MaxRecoveryTries + 1 fetches per request; after a long streak
 	// the manager backs off instead.
-	p := &provider{expiresIn: 3600}
-	b := &backend{status: http.StatusUnauthorized}
+	p := &testutil.Provider{ExpiresIn: 3600}
+	b := &testutil.Backend{Status: http.StatusUnauthorized}
 	mock := clock.NewMock()
-	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get, Clock: mock}, b)
+	rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: p.Get, Clock: mock}, b)
 	aborted := collect[messages.RecoveryAborted](t, rt)
 	const requests = 50
 	for range requests {
@@ -478,7 +387,7 @@ func TestRecovery_apiRejectingEveryTokenDoesNotHammerTheEndpoint(t *testing.T) {
 		}
 		cancel()
 	}
-	if got := p.calls.Load(); got > 40 {
+	if got := p.Calls.Load(); got > 40 {
 		t.Errorf("provider calls = %d for %d requests; want the backoff to hold them to a few dozen (without it: %d)",
 			got, requests, requests*6)
 	}
@@ -487,17 +396,17 @@ func TestRecovery_apiRejectingEveryTokenDoesNotHammerTheEndpoint(t *testing.T) {
 		held = strings.Contains(aborted(1)[0].Message, "backing off")
 	}
 	// After the backoff, fetching resumes.
-	before := p.calls.Load()
+	before := p.Calls.Load()
 	mock.Add(30 * time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://api.test/x", nil)
 	resp, err := rt.RoundTrip(req)
 	if err != nil {
-		t.Fatalf("after the backoff: %v (provider calls %d -> %d)", err, before, p.calls.Load())
+		t.Fatalf("after the backoff: %v (provider calls %d -> %d)", err, before, p.Calls.Load())
 	}
 	resp.Body.Close()
-	if got := p.calls.Load() - before; got < 1 {
+	if got := p.Calls.Load() - before; got < 1 {
 		t.Errorf("no fetch after the backoff")
 	}
 }
@@ -506,10 +415,10 @@ func TestRecovery_backoffStreakEndsWhenTokensServeAgain(t *testing.T) {
 	// After an incident that made the manager back off, tokens serve
 	// normally for a long while; one later revocation whose first
 	// replacement is rejected too must recover as usual.
-	p := &provider{expiresIn: 3600}
-	b := &backend{}
+	p := &testutil.Provider{ExpiresIn: 3600}
+	b := &testutil.Backend{}
 	mock := clock.NewMock()
-	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get, Clock: mock}, b)
+	rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: p.Get, Clock: mock}, b)
 	do := func() int {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
@@ -521,9 +430,7 @@ func TestRecovery_backoffStreakEndsWhenTokensServeAgain(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode
 	}
-	b.mu.Lock()
-	b.status = http.StatusUnauthorized // the incident: every token rejected
-	b.mu.Unlock()
+	b.SetStatus(http.StatusUnauthorized) // the incident: every token rejected
 	for range 12 {
 		do()
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -531,9 +438,7 @@ func TestRecovery_backoffStreakEndsWhenTokensServeAgain(t *testing.T) {
 		cancel()
 		mock.Add(31 * time.Second) // past any backoff
 	}
-	b.mu.Lock()
-	b.status = 0
-	b.mu.Unlock()
+	b.SetStatus(0)
 	for i := range 50 {
 		if st := do(); st != 200 {
 			t.Fatalf("healthy request %d: status %d", i, st)
@@ -544,8 +449,8 @@ func TestRecovery_backoffStreakEndsWhenTokensServeAgain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b.revoke(cur.AccessToken)
-	b.revoke(fmt.Sprintf("tok-%d", p.calls.Load()+1))
+	b.Revoke(cur.AccessToken)
+	b.Revoke(fmt.Sprintf("tok-%d", p.Calls.Load()+1))
 	if st := do(); st != 200 {
 		t.Errorf("status %d after a revocation whose first replacement was rejected too; want 200", st)
 	}
@@ -556,15 +461,15 @@ func TestRecovery_backoffStreakEndsWhenTokensServeAgain(t *testing.T) {
 
 func TestNewFromActor_recoveryUsesItsOwnTries(t *testing.T) {
 	// The actor's settings allow no recovery; the RoundTripper allows ten.
-	p := &provider{expiresIn: 3600}
-	b := &backend{}
+	p := &testutil.Provider{ExpiresIn: 3600}
+	b := &testutil.Backend{}
 	for i := 1; i <= 10; i++ {
-		b.revoke(fmt.Sprintf("tok-%d", i))
+		b.Revoke(fmt.Sprintf("tok-%d", i))
 	}
 	system := proto.NewActorSystem(proto.WithLoggerFactory(func(*proto.ActorSystem) *slog.Logger {
 		return slog.New(slog.DiscardHandler)
 	}))
-	props, err := actor.NewProps(tokenmanager.Settings{GetCredentials: p.get, MaxRecoveryTries: -1})
+	props, err := actor.NewProps(tokenmanager.Settings{GetCredentials: p.Get, MaxRecoveryTries: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -580,7 +485,7 @@ func TestNewFromActor_recoveryUsesItsOwnTries(t *testing.T) {
 	defer rt.Close()
 	resp := get(t, rt)
 	resp.Body.Close()
-	if auth, _ := b.last(); resp.StatusCode != 200 || auth != "Bearer tok-11" {
+	if auth := b.Last().Auth; resp.StatusCode != 200 || auth != "Bearer tok-11" {
 		t.Errorf("got %d with %q; want 200 with tok-11 after ten recoveries", resp.StatusCode, auth)
 	}
 }
@@ -594,12 +499,12 @@ func TestSameSite_chainThatLeftStaysStripped(t *testing.T) {
 		return r
 	}
 	var seen []string
-	base := roundTripFunc(func(req *http.Request) (*http.Response, error) {
+	base := testutil.RoundTripFunc(func(req *http.Request) (*http.Response, error) {
 		seen = append(seen, req.Header.Get("Authorization"))
 		return &http.Response{StatusCode: 200, Body: http.NoBody, Request: req}, nil
 	})
-	p := &provider{expiresIn: 3600}
-	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get}, base)
+	p := &testutil.Provider{ExpiresIn: 3600}
+	rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: p.Get}, base)
 	a := mk("https://a.test/1", nil)
 	sub := mk("https://api.a.test/2", a)
 	b := mk("https://b.test/3", sub)
@@ -627,10 +532,10 @@ type closeRecorder struct {
 func (c *closeRecorder) Close() error { c.closed.Add(1); return nil }
 
 func TestRoundTrip_formatterPanicIsContained(t *testing.T) {
-	p := &provider{expiresIn: 3600}
-	b := &backend{}
-	rt := newRT(t, tokenmanager.Settings{
-		GetCredentials: p.get,
+	p := &testutil.Provider{ExpiresIn: 3600}
+	b := &testutil.Backend{}
+	rt := testutil.NewRT(t, tokenmanager.Settings{
+		GetCredentials: p.Get,
 		Formatter:      func(string) string { panic("formatter bug") },
 	}, b)
 	body := &closeRecorder{Reader: strings.NewReader("x")}
@@ -642,8 +547,8 @@ func TestRoundTrip_formatterPanicIsContained(t *testing.T) {
 	if got := body.closed.Load(); got != 1 {
 		t.Errorf("request body closed %d times; want 1", got)
 	}
-	if len(b.seen) != 0 {
-		t.Errorf("%d requests sent; want none", len(b.seen))
+	if len(b.Requests()) != 0 {
+		t.Errorf("%d requests sent; want none", len(b.Requests()))
 	}
 }
 
@@ -653,7 +558,7 @@ func TestNewFromActor_deadActorFailsFast(t *testing.T) {
 		proto.WithDeadLetterThrottleInterval(time.Millisecond),
 	)
 	defer system.Shutdown()
-	props, err := actor.NewProps(tokenmanager.Settings{GetCredentials: (&provider{}).get})
+	props, err := actor.NewProps(tokenmanager.Settings{GetCredentials: (&testutil.Provider{}).Get})
 	if err != nil {
 		t.Fatal(err)
 	}

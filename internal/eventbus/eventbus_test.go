@@ -8,21 +8,11 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/go-tokenmanager/tokenmanager/internal/eventbus"
+	"github.com/go-tokenmanager/tokenmanager/internal/testutil"
 	"github.com/go-tokenmanager/tokenmanager/messages"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
 
 func TestBus_deliversInOrder(t *testing.T) {
 	b := eventbus.New(16)
@@ -72,8 +62,8 @@ func TestBus_panickingSubscriberIsContained(t *testing.T) {
 	b.Subscribe(func(messages.Event) { calls.Add(1); panic("subscriber bug") })
 	b.Publish(messages.AuthFailed{})
 	b.Publish(messages.AuthFailed{})
-	waitFor(t, "both events", func() bool { return calls.Load() == 2 })
-	waitFor(t, "panic count", func() bool { return b.Panics() == 2 })
+	testutil.Eventually(t, "both events", func() bool { return calls.Load() == 2 })
+	testutil.Eventually(t, "panic count", func() bool { return b.Panics() == 2 })
 }
 
 func TestBus_unsubscribeAndClose(t *testing.T) {
@@ -81,7 +71,7 @@ func TestBus_unsubscribeAndClose(t *testing.T) {
 	var calls atomic.Int64
 	unsub := b.Subscribe(func(messages.Event) { calls.Add(1) })
 	b.Publish(messages.AuthFailed{})
-	waitFor(t, "first event", func() bool { return calls.Load() == 1 })
+	testutil.Eventually(t, "first event", func() bool { return calls.Load() == 1 })
 	unsub()
 	unsub() // idempotent
 	b.Publish(messages.AuthFailed{})
@@ -138,13 +128,13 @@ func TestBus_shutdownStopsAStuckSubscriber(t *testing.T) {
 	for range 20 {
 		b.Publish(messages.AuthFailed{})
 	}
-	waitFor(t, "first call", func() bool { return calls.Load() == 1 })
+	testutil.Eventually(t, "first call", func() bool { return calls.Load() == 1 })
 	if b.Shutdown(10 * time.Millisecond) {
 		t.Fatal("Shutdown reported a stuck subscriber as ended")
 	}
 	close(release)
 	// The subscriber ends after its current call; goleak checks it is gone.
-	waitFor(t, "the subscriber to stop", func() bool { return b.Shutdown(time.Second) })
+	testutil.Eventually(t, "the subscriber to stop", func() bool { return b.Shutdown(time.Second) })
 	if got := calls.Load(); got != 1 {
 		t.Errorf("subscriber got %d calls after Shutdown gave up; want it stopped", got)
 	}

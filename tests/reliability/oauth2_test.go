@@ -26,6 +26,7 @@ import (
 	"golang.org/x/oauth2/clientcredentials"
 
 	"github.com/go-tokenmanager/tokenmanager"
+	"github.com/go-tokenmanager/tokenmanager/internal/testutil"
 	"github.com/go-tokenmanager/tokenmanager/messages"
 )
 
@@ -339,14 +340,14 @@ func (sc oauthScenario) run(t *testing.T) {
 	if sc.form {
 		provider = a.formProvider(t)
 	}
-	rt := newRT(t, tokenmanager.Settings{
+	rt := testutil.NewRT(t, tokenmanager.Settings{
 		GetCredentials: provider,
 		RefreshBuffer:  oauthBuffer,
 		RetryBaseDelay: 20 * time.Millisecond,
 		RetryMaxDelay:  200 * time.Millisecond,
 		FetchTimeout:   5 * time.Second,
 	}, newHTTPTransport(t))
-	ev := recordEvents(t, rt)
+	ev := testutil.Record(t, rt)
 
 	var inject func(time.Duration)
 	if sc.revokes > 0 {
@@ -365,14 +366,14 @@ func (sc oauthScenario) run(t *testing.T) {
 	// Rollovers the clock allows: the manager refreshes oauthBuffer before
 	// expiry, and a token lives oauthLifetime.
 	rollovers := int64(elapsed / (oauthLifetime - oauthBuffer))
-	reasons := ev.reasons()
+	reasons := reasons(ev)
 	requests := stats.gets.Load() + stats.posts.Load()
 	t.Logf("requests=%d (GET %d, POST %d) served=%d posts-intact=%d failures-seen-by-callers=%d bad-bodies=%d 401s-recovered=%d recovery-tries=%d",
 		requests, stats.gets.Load(), stats.posts.Load(), a.served.Load(), a.posts.Load(),
-		stats.failures.Load(), a.badBodies.Load(), a.rejected.Load(), ev.count("recovery_tried"))
+		stats.failures.Load(), a.badBodies.Load(), a.rejected.Load(), ev.Count("recovery_tried"))
 	t.Logf("tokens-issued=%d token-endpoint-calls=%d injected-500s=%d revocations=%d (tokens revoked %d) rollovers-allowed=%d refreshes=%v fetch-failures=%d elapsed=%v",
 		a.issued.Load(), a.tokenCalls.Load(), a.injected.Load(), a.revokes.Load(), a.revokedN.Load(),
-		rollovers, reasons, ev.count("token_request_failed"), elapsed.Round(time.Millisecond))
+		rollovers, reasons, ev.Count("token_request_failed"), elapsed.Round(time.Millisecond))
 
 	if n := stats.failures.Load(); n != 0 {
 		t.Errorf("%d of %d calls failed; first: %q", n, requests, stats.firstErrs)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/go-tokenmanager/tokenmanager"
 	"github.com/go-tokenmanager/tokenmanager/actor"
+	"github.com/go-tokenmanager/tokenmanager/internal/testutil"
 	"github.com/go-tokenmanager/tokenmanager/messages"
 )
 
@@ -27,9 +28,9 @@ type okBase struct {
 
 func (b *okBase) RoundTrip(req *http.Request) (*http.Response, error) {
 	b.mu.Lock()
-	b.seen = append(b.seen, bearer(req))
+	b.seen = append(b.seen, testutil.Bearer(req))
 	b.mu.Unlock()
-	return textResponse(req, http.StatusOK, "ok"), nil
+	return testutil.TextResponse(req, http.StatusOK, "ok"), nil
 }
 
 func (b *okBase) last() string {
@@ -102,7 +103,7 @@ func TestProviderFaults(t *testing.T) {
 			mock := clock.NewMock()
 			p := newFaultyProvider(tt.mode)
 			base := &okBase{}
-			rt := newRT(t, tokenmanager.Settings{
+			rt := testutil.NewRT(t, tokenmanager.Settings{
 				GetCredentials: p.get,
 				Clock:          mock,
 				FetchTimeout:   20 * time.Millisecond,
@@ -110,7 +111,7 @@ func TestProviderFaults(t *testing.T) {
 				RetryMaxDelay:  10 * time.Second,
 				WaitTimeout:    time.Minute,
 			}, base)
-			ev := recordEvents(t, rt)
+			ev := testutil.Record(t, rt)
 
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
@@ -123,9 +124,9 @@ func TestProviderFaults(t *testing.T) {
 				status, err := doGet(ctx, rt, "https://api.test/x")
 				done <- result{status, err}
 			}()
-			waitFor(t, 5*time.Second, "the first failed fetch", func() bool { return ev.count("token_request_failed") >= 1 })
+			testutil.Within(t, 5*time.Second, "the first failed fetch", func() bool { return ev.Count("token_request_failed") >= 1 })
 
-			err := ev.lastFetchError()
+			err := lastFetchError(ev)
 			var fe *tokenmanager.FetchError
 			if !errors.As(err, &fe) {
 				t.Fatalf("TokenRequestFailed.Err = %v (%T); want a *tokenmanager.FetchError", err, err)
@@ -174,7 +175,7 @@ func TestProviderFaults(t *testing.T) {
 
 			p.mode.Store("ok")
 			var r result
-			advanceUntil(t, mock, time.Second, 60, "the request to succeed after the provider recovers", func() bool {
+			testutil.AdvanceUntil(t, mock, time.Second, 60, "the request to succeed after the provider recovers", func() bool {
 				select {
 				case r = <-done:
 					return true
@@ -188,7 +189,7 @@ func TestProviderFaults(t *testing.T) {
 			if got := base.last(); got != "good-1" {
 				t.Errorf("token sent = %q; want good-1", got)
 			}
-			t.Logf("mode %s: %d provider calls over a minute of mock time, %d TokenRequestFailed, then recovered", tt.mode, calls, ev.count("token_request_failed"))
+			t.Logf("mode %s: %d provider calls over a minute of mock time, %d TokenRequestFailed, then recovered", tt.mode, calls, ev.Count("token_request_failed"))
 		})
 	}
 }
@@ -198,7 +199,7 @@ func TestProviderFaults(t *testing.T) {
 // the last failure, promptly.
 func TestProviderFaults_requestErrorIsClear(t *testing.T) {
 	p := newFaultyProvider("error")
-	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get, Clock: clock.NewMock()}, &okBase{})
+	rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: p.get, Clock: clock.NewMock()}, &okBase{})
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	began := time.Now()
@@ -217,7 +218,7 @@ func TestProviderFaults_requestErrorIsClear(t *testing.T) {
 // TestProviderFaults_actorAskerGetsFetchError: an actor asking with
 // messages.Get hears a failed fetch at once, as a *FetchError.
 func TestProviderFaults_actorAskerGetsFetchError(t *testing.T) {
-	sys := newSystem(t)
+	sys := testutil.NewSystem(t)
 	p := newFaultyProvider("error")
 	props, err := actor.NewProps(tokenmanager.Settings{GetCredentials: p.get, Clock: clock.NewMock()})
 	if err != nil {
@@ -283,19 +284,19 @@ func TestProviderFaults_garbageTokens(t *testing.T) {
 				return tok, err
 			}
 			base := &okBase{}
-			rt := newRT(t, tokenmanager.Settings{GetCredentials: provider, Clock: mock}, base)
-			ev := recordEvents(t, rt)
+			rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: provider, Clock: mock}, base)
+			ev := testutil.Record(t, rt)
 
 			if tt.wantErr != nil {
 				ctx, cancel := context.WithCancel(context.Background())
 				done := make(chan error, 1)
 				go func() { _, err := doGet(ctx, rt, "https://api.test/x"); done <- err }()
-				waitFor(t, 5*time.Second, "the failed fetch", func() bool { return ev.count("token_request_failed") >= 1 })
+				testutil.Within(t, 5*time.Second, "the failed fetch", func() bool { return ev.Count("token_request_failed") >= 1 })
 				cancel()
 				if err := <-done; err == nil {
 					t.Fatal("request succeeded with a garbage token")
 				}
-				err := ev.lastFetchError()
+				err := lastFetchError(ev)
 				var fe *tokenmanager.FetchError
 				if !errors.As(err, &fe) || !tt.wantErr(err) {
 					t.Errorf("fetch error = %v (%T); not the expected kind", err, errors.Unwrap(err))
@@ -312,8 +313,8 @@ func TestProviderFaults_garbageTokens(t *testing.T) {
 			}
 			now := mock.Now()
 			var refreshed messages.TokenRefreshed
-			waitFor(t, 5*time.Second, "TokenRefreshed", func() bool {
-				for _, e := range ev.snapshot() {
+			testutil.Within(t, 5*time.Second, "TokenRefreshed", func() bool {
+				for _, e := range ev.All() {
 					if r, ok := e.(messages.TokenRefreshed); ok {
 						refreshed = r
 						return true
@@ -359,7 +360,7 @@ func TestProviderFaults_shortLifetimeNoHotLoop(t *testing.T) {
 	provider := func(context.Context) (tokenmanager.Token, error) {
 		return tokenmanager.Token{AccessToken: fmt.Sprintf("short-%d", calls.Add(1)), ExpiresIn: 1}, nil
 	}
-	rt := newRT(t, tokenmanager.Settings{GetCredentials: provider, Clock: mock, RefreshBuffer: 10 * time.Second}, &okBase{})
+	rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: provider, Clock: mock, RefreshBuffer: 10 * time.Second}, &okBase{})
 	if _, err := doGet(context.Background(), rt, "https://api.test/x"); err != nil {
 		t.Fatal(err)
 	}
@@ -389,7 +390,7 @@ func TestProviderFaults_returnsAfterClose(t *testing.T) {
 		<-release // ignores ctx on purpose
 		return tokenmanager.Token{AccessToken: "late", ExpiresIn: 3600}, nil
 	}
-	rt := newRT(t, tokenmanager.Settings{GetCredentials: provider, Clock: clock.NewMock()}, &okBase{})
+	rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: provider, Clock: clock.NewMock()}, &okBase{})
 	done := make(chan error, 1)
 	go func() { _, err := doGet(context.Background(), rt, "https://api.test/x"); done <- err }()
 	<-entered
@@ -425,7 +426,7 @@ func TestProviderFaults_closeCancelsFetch(t *testing.T) {
 		close(cancelled)
 		return tokenmanager.Token{}, ctx.Err()
 	}
-	rt := newRT(t, tokenmanager.Settings{GetCredentials: provider, Clock: clock.NewMock()}, &okBase{})
+	rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: provider, Clock: clock.NewMock()}, &okBase{})
 	go rt.Token(context.Background())
 	<-entered
 	rt.Close()

@@ -17,6 +17,7 @@ import (
 	"github.com/benbjohnson/clock"
 
 	"github.com/go-tokenmanager/tokenmanager"
+	"github.com/go-tokenmanager/tokenmanager/internal/testutil"
 	"github.com/go-tokenmanager/tokenmanager/messages"
 )
 
@@ -63,7 +64,7 @@ func (x *texts) list() []string {
 // runLeakRig runs a RoundTripper through every path that produces an
 // event, a callback, an error or a log line, with tokens marked
 // secretMark, and returns what came out.
-func runLeakRig(t *testing.T, addToLogs bool) (ev *events, out *texts, logs *syncBuffer, issued []string) {
+func runLeakRig(t *testing.T, addToLogs bool) (ev *testutil.Recorder, out *texts, logs *syncBuffer, issued []string) {
 	t.Helper()
 	mock := clock.NewMock()
 	out = &texts{}
@@ -90,18 +91,18 @@ func runLeakRig(t *testing.T, addToLogs bool) (ev *events, out *texts, logs *syn
 		return tokenmanager.Token{AccessToken: tok, ExpiresIn: 3600}, nil
 	}
 	var revoked sync.Map
-	base := roundTripFunc(func(req *http.Request) (*http.Response, error) {
+	base := testutil.RoundTripFunc(func(req *http.Request) (*http.Response, error) {
 		if req.Body != nil {
 			io.Copy(io.Discard, req.Body)
 			req.Body.Close()
 		}
-		tok := bearer(req)
+		tok := testutil.Bearer(req)
 		if _, bad := revoked.Load(tok); bad || strings.HasSuffix(req.URL.Path, "/deny") {
-			return textResponse(req, http.StatusUnauthorized, "no"), nil
+			return testutil.TextResponse(req, http.StatusUnauthorized, "no"), nil
 		}
-		return textResponse(req, http.StatusOK, "ok"), nil
+		return testutil.TextResponse(req, http.StatusOK, "ok"), nil
 	})
-	rt := newRT(t, tokenmanager.Settings{
+	rt := testutil.NewRT(t, tokenmanager.Settings{
 		GetCredentials:      provider,
 		Clock:               mock,
 		AddTokenToLogs:      addToLogs,
@@ -115,7 +116,7 @@ func runLeakRig(t *testing.T, addToLogs bool) (ev *events, out *texts, logs *syn
 		OnTokenTryThreshold: func(n int) { out.add("OnTokenTryThreshold: %d", n) },
 		OnRecoveryAbort:     func(m string) { out.add("OnRecoveryAbort: %s", m) },
 	}, base)
-	ev = recordEvents(t, rt)
+	ev = testutil.Record(t, rt)
 
 	do := func(method, path string, body io.Reader, ctxTimeout time.Duration) {
 		ctx, cancel := context.WithTimeout(context.Background(), ctxTimeout)
@@ -130,7 +131,7 @@ func runLeakRig(t *testing.T, addToLogs bool) (ev *events, out *texts, logs *syn
 		resp.Body.Close()
 	}
 	wantEvents := func(name string, n int) {
-		waitFor(t, 5*time.Second, fmt.Sprintf("%d %s events", n, name), func() bool { return ev.count(name) >= n })
+		testutil.Within(t, 5*time.Second, fmt.Sprintf("%d %s events", n, name), func() bool { return ev.Count(name) >= n })
 	}
 
 	do("GET", "/x", nil, 5*time.Second) // cold start
@@ -153,13 +154,13 @@ func runLeakRig(t *testing.T, addToLogs bool) (ev *events, out *texts, logs *syn
 		mode.Store(m)
 		// Two failed fetches in a row reach TokenTryThreshold (2).
 		for range 2 {
-			before := ev.count("token_request_failed")
+			before := ev.Count("token_request_failed")
 			do("GET", "/x", nil, 200*time.Millisecond)
 			wantEvents("token_request_failed", before+1)
 			mock.Add(time.Minute) // past the backoff
 		}
 		mode.Store("ok")
-		advanceUntil(t, mock, time.Minute, 30, "recovery after "+m, func() bool {
+		testutil.AdvanceUntil(t, mock, time.Minute, 30, "recovery after "+m, func() bool {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 			defer cancel()
 			_, err := rt.Token(ctx)
@@ -183,7 +184,7 @@ func runLeakRig(t *testing.T, addToLogs bool) (ev *events, out *texts, logs *syn
 // failed fetch, token with CR/LF, token expired on arrival, threshold.
 func TestSecurity_tokenNeverLeaks(t *testing.T) {
 	ev, out, logs, issued := runLeakRig(t, false)
-	all := ev.snapshot()
+	all := ev.All()
 	names := map[string]int{}
 	for _, e := range all {
 		names[e.Name()]++
@@ -216,7 +217,7 @@ func TestSecurity_tokenNeverLeaks(t *testing.T) {
 func TestSecurity_addTokenToLogs(t *testing.T) {
 	ev, out, _, _ := runLeakRig(t, true)
 	with := map[string]bool{}
-	for _, e := range ev.snapshot() {
+	for _, e := range ev.All() {
 		var msg string
 		switch e := e.(type) {
 		case messages.TokenRefreshed:
@@ -248,19 +249,19 @@ func TestSecurity_addTokenToLogs(t *testing.T) {
 func TestSecurity_redirects(t *testing.T) {
 	var mu sync.Mutex
 	seen := map[string]string{} // host -> Authorization
-	base := roundTripFunc(func(req *http.Request) (*http.Response, error) {
+	base := testutil.RoundTripFunc(func(req *http.Request) (*http.Response, error) {
 		mu.Lock()
 		seen[req.URL.Host] = req.Header.Get("Authorization")
 		mu.Unlock()
 		if to := req.URL.Query().Get("to"); to != "" {
-			resp := textResponse(req, http.StatusFound, "")
+			resp := testutil.TextResponse(req, http.StatusFound, "")
 			resp.Header.Set("Location", to)
 			return resp, nil
 		}
-		return textResponse(req, http.StatusOK, "ok"), nil
+		return testutil.TextResponse(req, http.StatusOK, "ok"), nil
 	})
 	p := &seqProvider{}
-	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get, Clock: clock.NewMock()}, base)
+	rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: p.get, Clock: clock.NewMock()}, base)
 	client := rt.Client()
 	tests := []struct {
 		from, to  string
@@ -302,16 +303,16 @@ func TestSecurity_discardedResponsesDrainedAndClosed(t *testing.T) {
 			p := &seqProvider{}
 			var mu sync.Mutex
 			var bodies []*trackedBody
-			base := roundTripFunc(func(req *http.Request) (*http.Response, error) {
+			base := testutil.RoundTripFunc(func(req *http.Request) (*http.Response, error) {
 				b := newTrackedBody(strings.Repeat("z", size), nil)
 				mu.Lock()
 				bodies = append(bodies, b)
 				mu.Unlock()
-				resp := textResponse(req, http.StatusUnauthorized, "")
+				resp := testutil.TextResponse(req, http.StatusUnauthorized, "")
 				resp.Body = b
 				return resp, nil
 			})
-			rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get, Clock: clock.NewMock(), MaxRecoveryTries: 3}, base)
+			rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: p.get, Clock: clock.NewMock(), MaxRecoveryTries: 3}, base)
 			req, _ := http.NewRequest(http.MethodGet, "https://api.test/x", nil)
 			resp, err := rt.RoundTrip(req)
 			if err != nil {

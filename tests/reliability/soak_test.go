@@ -22,6 +22,7 @@ import (
 	"github.com/benbjohnson/clock"
 
 	"github.com/go-tokenmanager/tokenmanager"
+	"github.com/go-tokenmanager/tokenmanager/internal/testutil"
 	"github.com/go-tokenmanager/tokenmanager/messages"
 )
 
@@ -116,11 +117,11 @@ func (b *soakBase) RoundTrip(req *http.Request) (*http.Response, error) {
 			b.violate("body of %d bytes arrived damaged", len(body))
 		}
 	}
-	tok := bearer(req)
+	tok := testutil.Bearer(req)
 	exp, ok := b.p.expiry.Load(tok)
 	if !ok {
 		b.violate("unknown token %q sent", tok)
-		return textResponse(req, http.StatusUnauthorized, "unknown"), nil
+		return testutil.TextResponse(req, http.StatusUnauthorized, "unknown"), nil
 	}
 	startNs, _ := strconv.ParseInt(req.Header.Get(soakStartHeader), 10, 64)
 	started := time.Unix(0, startNs)
@@ -135,10 +136,10 @@ func (b *soakBase) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	if _, bad := b.revoked.Load(tok); bad {
 		b.rejected.Add(1)
-		return textResponse(req, http.StatusUnauthorized, "revoked"), nil
+		return testutil.TextResponse(req, http.StatusUnauthorized, "revoked"), nil
 	}
 	b.served.Add(1)
-	return textResponse(req, http.StatusOK, "ok"), nil
+	return testutil.TextResponse(req, http.StatusOK, "ok"), nil
 }
 
 // TestSoak: 64 workers send requests for soakDuration while a driver
@@ -153,7 +154,7 @@ func TestSoak(t *testing.T) {
 	mock := &monotonicMock{Mock: clock.NewMock()}
 	p := &soakProvider{mock: mock}
 	base := &soakBase{p: p}
-	rt := newRT(t, tokenmanager.Settings{
+	rt := testutil.NewRT(t, tokenmanager.Settings{
 		GetCredentials: p.get,
 		Clock:          mock,
 		RefreshBuffer:  2 * time.Second,

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/go-tokenmanager/tokenmanager"
+	"github.com/go-tokenmanager/tokenmanager/internal/testutil"
 )
 
 // seqProvider hands out tok-1, tok-2, ... valid for an hour. When gate
@@ -75,13 +76,13 @@ func TestBaseFaults_connectionError(t *testing.T) {
 	injected := &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
 	var fail atomic.Bool
 	fail.Store(true)
-	base := roundTripFunc(func(req *http.Request) (*http.Response, error) {
+	base := testutil.RoundTripFunc(func(req *http.Request) (*http.Response, error) {
 		if fail.Load() {
 			return nil, injected
 		}
-		return textResponse(req, http.StatusOK, "ok"), nil
+		return testutil.TextResponse(req, http.StatusOK, "ok"), nil
 	})
-	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get, Clock: clock.NewMock()}, base)
+	rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: p.get, Clock: clock.NewMock()}, base)
 	for range 10 {
 		if _, err := doGet(context.Background(), rt, "https://api.test/x"); !errors.Is(err, syscall.ECONNREFUSED) {
 			t.Fatalf("err = %v; want the base's ECONNREFUSED", err)
@@ -108,7 +109,7 @@ func TestBaseFaults_closedListener(t *testing.T) {
 	tr := &http.Transport{}
 	defer tr.CloseIdleConnections()
 	p := &seqProvider{}
-	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get, Clock: clock.NewMock()}, tr)
+	rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: p.get, Clock: clock.NewMock()}, tr)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_, err = doGet(ctx, rt, "http://"+addr+"/x")
@@ -131,19 +132,19 @@ func TestBaseFaults_unreadable401DuringRecovery(t *testing.T) {
 	p := &seqProvider{}
 	var bodies []*trackedBody
 	var mu sync.Mutex
-	base := roundTripFunc(func(req *http.Request) (*http.Response, error) {
-		if bearer(req) == "tok-1" {
+	base := testutil.RoundTripFunc(func(req *http.Request) (*http.Response, error) {
+		if testutil.Bearer(req) == "tok-1" {
 			b := newTrackedBody("partial", errors.New("connection reset mid-body"))
 			mu.Lock()
 			bodies = append(bodies, b)
 			mu.Unlock()
-			resp := textResponse(req, http.StatusUnauthorized, "")
+			resp := testutil.TextResponse(req, http.StatusUnauthorized, "")
 			resp.Body = b
 			return resp, nil
 		}
-		return textResponse(req, http.StatusOK, "ok"), nil
+		return testutil.TextResponse(req, http.StatusOK, "ok"), nil
 	})
-	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get, Clock: clock.NewMock()}, base)
+	rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: p.get, Clock: clock.NewMock()}, base)
 	status, err := doGet(context.Background(), rt, "https://api.test/x")
 	if err != nil || status != http.StatusOK {
 		t.Fatalf("got %d, %v; want 200 after recovery", status, err)
@@ -163,14 +164,14 @@ func TestBaseFaults_unreadable401DuringRecovery(t *testing.T) {
 func TestBaseFaults_unreadableFinal401(t *testing.T) {
 	p := &seqProvider{}
 	var last atomic.Pointer[trackedBody]
-	base := roundTripFunc(func(req *http.Request) (*http.Response, error) {
+	base := testutil.RoundTripFunc(func(req *http.Request) (*http.Response, error) {
 		b := newTrackedBody("denied", errors.New("connection reset mid-body"))
 		last.Store(b)
-		resp := textResponse(req, http.StatusUnauthorized, "")
+		resp := testutil.TextResponse(req, http.StatusUnauthorized, "")
 		resp.Body = b
 		return resp, nil
 	})
-	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get, Clock: clock.NewMock(), MaxRecoveryTries: 2}, base)
+	rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: p.get, Clock: clock.NewMock(), MaxRecoveryTries: 2}, base)
 	req, _ := http.NewRequest(http.MethodGet, "https://api.test/x", nil)
 	resp, err := rt.RoundTrip(req)
 	if err != nil {
@@ -199,11 +200,11 @@ func TestBaseFaults_bodiesNeverClosed(t *testing.T) {
 	p := &seqProvider{}
 	var revoked atomic.Value // string
 	revoked.Store("")
-	base := roundTripFunc(func(req *http.Request) (*http.Response, error) {
-		if bearer(req) == revoked.Load().(string) {
-			return textResponse(req, http.StatusUnauthorized, "revoked"), nil
+	base := testutil.RoundTripFunc(func(req *http.Request) (*http.Response, error) {
+		if testutil.Bearer(req) == revoked.Load().(string) {
+			return testutil.TextResponse(req, http.StatusUnauthorized, "revoked"), nil
 		}
-		return textResponse(req, http.StatusOK, strings.Repeat("x", 1024)), nil
+		return testutil.TextResponse(req, http.StatusOK, strings.Repeat("x", 1024)), nil
 	})
 	rt, err := newUnmanagedRT(tokenmanager.Settings{GetCredentials: p.get, Clock: clock.NewMock()}, base)
 	if err != nil {
@@ -246,17 +247,17 @@ func TestBaseFaults_cancelMidRecovery(t *testing.T) {
 	p := &seqProvider{gate: make(chan struct{})}
 	got401 := make(chan struct{})
 	rejected := newTrackedBody("revoked", nil)
-	base := roundTripFunc(func(req *http.Request) (*http.Response, error) {
-		if bearer(req) == "tok-1" {
-			resp := textResponse(req, http.StatusUnauthorized, "")
+	base := testutil.RoundTripFunc(func(req *http.Request) (*http.Response, error) {
+		if testutil.Bearer(req) == "tok-1" {
+			resp := testutil.TextResponse(req, http.StatusUnauthorized, "")
 			resp.Body = rejected
 			close(got401)
 			return resp, nil
 		}
-		return textResponse(req, http.StatusOK, "ok"), nil
+		return testutil.TextResponse(req, http.StatusOK, "ok"), nil
 	})
-	rt := newRT(t, tokenmanager.Settings{GetCredentials: p.get, Clock: clock.NewMock()}, base)
-	ev := recordEvents(t, rt)
+	rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: p.get, Clock: clock.NewMock()}, base)
+	ev := testutil.Record(t, rt)
 	ctx, cancel := context.WithCancel(context.Background())
 	type result struct {
 		resp *http.Response
@@ -269,7 +270,7 @@ func TestBaseFaults_cancelMidRecovery(t *testing.T) {
 		done <- result{resp, err}
 	}()
 	<-got401
-	waitFor(t, 5*time.Second, "the refetch to reach the provider", func() bool { return p.calls.Load() == 2 })
+	testutil.Within(t, 5*time.Second, "the refetch to reach the provider", func() bool { return p.calls.Load() == 2 })
 	cancel()
 	var r result
 	select {
@@ -295,7 +296,7 @@ func TestBaseFaults_cancelMidRecovery(t *testing.T) {
 		if string(data) != "revoked" {
 			t.Errorf("401 body = %q; want %q", data, "revoked")
 		}
-		waitFor(t, 5*time.Second, "RecoveryAborted", func() bool { return ev.count("recovery_aborted") == 1 })
+		testutil.Within(t, 5*time.Second, "RecoveryAborted", func() bool { return ev.Count("recovery_aborted") == 1 })
 		t.Logf("cancelled mid-recovery: the 401 obtained is given back")
 	default:
 		t.Errorf("status = %d; want an error or the 401", r.resp.StatusCode)

@@ -11,6 +11,7 @@ import (
 	"github.com/benbjohnson/clock"
 
 	"github.com/go-tokenmanager/tokenmanager"
+	"github.com/go-tokenmanager/tokenmanager/internal/testutil"
 	"github.com/go-tokenmanager/tokenmanager/messages"
 	"github.com/go-tokenmanager/tokenmanager/providers"
 )
@@ -22,7 +23,7 @@ import (
 func TestOAuth2_WrongSecretFailsFast(t *testing.T) {
 	a := newAuthServer(t, 0, 0)
 	mock := clock.NewMock()
-	rt := newRT(t, tokenmanager.Settings{
+	rt := testutil.NewRT(t, tokenmanager.Settings{
 		GetCredentials: providers.ClientCredentials(providers.ClientCredentialsConfig{
 			TokenURL:     a.token.URL + "/token",
 			ClientID:     oauthClientID,
