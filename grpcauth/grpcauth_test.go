@@ -228,7 +228,7 @@ func TestCredentials_revocationUnderLoad(t *testing.T) {
 		// The next revocation must find the token this one made the
 		// calls fetch; on a loaded machine that fetch can take longer
 		// than the pause above.
-		for deadline := time.Now().Add(5 * time.Second); p.calls.Load() < int64(2+i) && time.Now().Before(deadline); {
+		for deadline := time.Now().Add(5 * time.Second); p.Calls.Load() < int64(2+i) && time.Now().Before(deadline); {
 			time.Sleep(time.Millisecond)
 		}
 	}
