@@ -92,36 +92,6 @@ func (*stay) IgnoreDeadLetterLogging()         {}
 func (*gone) IgnoreDeadLetterLogging()         {}
 func (*settingsDone) IgnoreDeadLetterLogging() {}
 
-// passivate stops taking work if the actor is idle, and tells its owner,
-// which then poisons it. It refuses while it is fetching, waited on, or
-// was used after m.cutoff.
-func (a *tokenActor) passivate(c proto.Context, m *passivate) {
-	if a.pruneWaiters(); !a.child || a.fetching || len(a.askers) > 0 || len(a.waiters) > 0 || a.h.LastUse().After(m.cutoff) {
-		c.Send(a.owner, &stay{identity: a.h.Identity, pid: c.Self()})
-		return
-	}
-	a.passivating = true
-	a.h.SetPassivated()
-	c.Send(a.owner, &idle{identity: a.h.Identity, pid: c.Self(), evicted: m.evicted})
-}
-
-// reroute handles a message that reaches a passivating child: protocol
-// messages go back to the owner, which starts the identity anew; waits
-// are dropped (their RoundTrippers see the handle passivated and ask the
-// owner again). It reports whether it handled the message.
-func (a *tokenActor) reroute(c proto.Context) bool {
-	switch c.Message().(type) {
-	case messages.Get, *messages.Get, messages.Invalidate, *messages.Invalidate,
-		messages.Refreshed, *messages.Refreshed:
-		c.Forward(a.owner)
-		return true
-	case *link.Wait, *link.Rejected, *link.Served, *link.RefreshNow, *passivate,
-		refreshTick, retryTick: // no fetch starts on the way out
-		return true
-	}
-	return false
-}
-
 // settingsBackoff bounds how often a failing SettingsFunc is called for
 // one identity.
 const (
