@@ -92,13 +92,6 @@ func (*stay) IgnoreDeadLetterLogging()         {}
 func (*gone) IgnoreDeadLetterLogging()         {}
 func (*settingsDone) IgnoreDeadLetterLogging() {}
 
-// settingsBackoff bounds how often a failing SettingsFunc is called for
-// one identity.
-const (
-	settingsRetryBase = 500 * time.Millisecond
-	settingsRetryMax  = 30 * time.Second
-)
-
 type owner struct {
 	s tokenmanager.OwnerSettings
 	o *link.Owner
@@ -111,9 +104,9 @@ type owner struct {
 	unsubs  []func()
 
 	children map[string]*child
-	pending  map[string]*pending // SettingsFor running
-	failed   map[string]*failure // SettingsFor failed; not called again before notBefore
-	seq      uint64              // names children uniquely
+	pending  map[string]*pending              // SettingsFor running
+	failed   map[string]*link.SettingsFailure // SettingsFor failed; not called again before NotBefore
+	seq      uint64                           // names children uniquely
 	requests map[requestKey]*link.Request
 	peak     int // the most children since the map was last rebuilt
 	// pendingPeak is the same for pending.
@@ -139,12 +132,6 @@ type envelope struct {
 	sender *proto.PID
 }
 
-type failure struct {
-	err       error
-	n         int
-	notBefore time.Time
-}
-
 func newOwner(s tokenmanager.OwnerSettings) *owner {
 	return &owner{
 		s: s,
@@ -152,7 +139,7 @@ func newOwner(s tokenmanager.OwnerSettings) *owner {
 
 		children: make(map[string]*child),
 		pending:  make(map[string]*pending),
-		failed:   make(map[string]*failure),
+		failed:   make(map[string]*link.SettingsFailure),
 	}
 }
 
@@ -307,10 +294,7 @@ func (w *owner) resolve(m *link.Resolve) {
 // failedNow returns the identity's settings failure while its backoff
 // lasts.
 func (w *owner) failedNow(identity string) error {
-	if f := w.failed[identity]; f != nil && w.s.Clock.Now().Before(f.notBefore) {
-		return f.err
-	}
-	return nil
+	return w.failed[identity].Blocking(w.s.Clock.Now())
 }
 
 // await returns the identity's pending entry, starting its SettingsFor
@@ -341,13 +325,10 @@ func (w *owner) settingsDone(c proto.Context, m *settingsDone) {
 	if m.err != nil {
 		f := w.failed[m.identity]
 		if f == nil {
-			f = &failure{}
+			f = &link.SettingsFailure{}
 			w.failed[m.identity] = f
 		}
-		f.n++
-		f.err = m.err
-		retryIn := backoff(f.n, settingsRetryBase, settingsRetryMax)
-		f.notBefore = now.Add(retryIn)
+		retryIn := f.Fail(now, m.err)
 		w.answer(p, nil, m.err)
 		w.armSweep()
 		w.settingsFailed(c, m.identity, f, retryIn)
@@ -366,16 +347,16 @@ func (w *owner) settingsDone(c proto.Context, m *settingsDone) {
 
 // settingsFailed reports a failed SettingsFor call: an event, and a log
 // line (to OwnerSettings.Logger, else the actor system's logger).
-func (w *owner) settingsFailed(c proto.Context, identity string, f *failure, retryIn time.Duration) {
-	w.o.Bus.Publish(messages.SettingsFailed{Identity: identity, Err: f.err, ConsecutiveFailures: f.n, RetryIn: retryIn})
+func (w *owner) settingsFailed(c proto.Context, identity string, f *link.SettingsFailure, retryIn time.Duration) {
+	w.o.Bus.Publish(messages.SettingsFailed{Identity: identity, Err: f.Err, ConsecutiveFailures: f.N, RetryIn: retryIn})
 	log := w.s.Logger
 	if log == nil {
 		log = c.Logger()
 	}
 	log.LogAttrs(context.Background(), slog.LevelError, "tokenmanager: SettingsFor failed",
 		slog.String("identity", identity),
-		slog.String("error", f.err.Error()),
-		slog.Int("consecutive_failures", f.n),
+		slog.String("error", f.Err.Error()),
+		slog.Int("consecutive_failures", f.N),
 		slog.Duration("retry_in", retryIn))
 }
 
@@ -552,7 +533,7 @@ func (w *owner) sweepTick(c proto.Context, m sweepTick) {
 		}
 	}
 	for id, f := range w.failed {
-		if now.Sub(f.notBefore) >= w.s.IdleTimeout {
+		if now.Sub(f.NotBefore) >= w.s.IdleTimeout {
 			delete(w.failed, id)
 		}
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"runtime/debug"
 	"sync/atomic"
 	"time"
@@ -96,24 +95,4 @@ func retryAfter(err error) (d time.Duration) {
 		return hint.RetryAfter()
 	}
 	return 0
-}
-
-// minRetryDelay keeps a failing provider from being called in a loop,
-// whatever the settings say.
-const minRetryDelay = 10 * time.Millisecond
-
-// backoff returns the delay after the n-th consecutive failure: base
-// doubling per failure, capped at limit, with jitter drawn from its upper
-// half so that many actors do not retry in step.
-func backoff(n int, base, limit time.Duration) time.Duration {
-	d := limit
-	if n < 32 {
-		if e := base << (n - 1); e > 0 && e < limit {
-			d = e
-		}
-	}
-	if half := d / 2; half > 0 {
-		d = half + rand.N(half+1)
-	}
-	return max(d, minRetryDelay)
 }

@@ -295,7 +295,7 @@ func (st *state) fail(now time.Time, err error) (e effects) {
 	fe := &tokenmanager.FetchError{Attempt: st.backoff.failures, Err: err}
 	st.backoff.lastErr = fe
 	st.h.SetLastError(fe)
-	delay := backoff(st.backoff.failures, st.s.RetryBaseDelay, st.s.RetryMaxDelay)
+	delay := link.Backoff(st.backoff.failures, st.s.RetryBaseDelay, st.s.RetryMaxDelay)
 	if d := min(retryAfter(err), tokenmanager.MaxRetryAfter); d > delay {
 		delay = d
 	}
@@ -381,7 +381,7 @@ func (st *state) holdIfRejectedTooOften(now time.Time, tries int) {
 	if st.hold.quickRejects < limit {
 		return
 	}
-	d := backoff(st.hold.quickRejects-limit+1, st.s.RetryBaseDelay, st.s.RetryMaxDelay)
+	d := link.Backoff(st.hold.quickRejects-limit+1, st.s.RetryBaseDelay, st.s.RetryMaxDelay)
 	st.h.SetHoldUntil(now.Add(d))
 }
 
