@@ -58,7 +58,7 @@ type tokenActor struct {
 
 func newTokenActor(s tokenmanager.Settings) *tokenActor {
 	return &tokenActor{
-		st:  newState(s, link.NewHandle(s.EventBuffer, s.Clock), standalone),
+		st:  newState(s, link.NewHandle(s.EventBuffer, s.Clock), standalonePolicy),
 		clk: s.Clock,
 		cb:  link.Callbacks(s, link.ActorSide),
 	}

@@ -136,11 +136,11 @@ const (
 	eventsSharedBus
 )
 
-// standalone is the policy of a token actor of its own.
-var standalone = policy{refresh: refreshByTimer, events: eventsOwnBus}
+// standalonePolicy is the policy of a token actor of its own.
+var standalonePolicy = policy{refresh: refreshByTimer, events: eventsOwnBus}
 
-// hosted is the policy of an owner's identity.
-var hosted = policy{refresh: refreshOnUse, events: eventsSharedBus, passivate: true}
+// hostedPolicy is the policy of an owner's identity.
+var hostedPolicy = policy{refresh: refreshOnUse, events: eventsSharedBus, passivate: true}
 
 // fetchSettings are the fields of tokenmanager.Settings a token's state
 // uses (defaults applied), kept apart so that an idle identity does not

@@ -100,7 +100,7 @@ func TestTransitions(t *testing.T) {
 		},
 		{
 			name: "get on use past RefreshAt (hosted): replied and early refresh",
-			pol:  hosted,
+			pol:  hostedPolicy,
 			setup: func(m *machine) {
 				m.cached("a", 60)
 				m.mock.Add(55 * time.Second)
@@ -180,7 +180,7 @@ func TestTransitions(t *testing.T) {
 		},
 		{
 			name: "fetched token (on-use policy): RefreshAt on the snapshot, no timer, header made",
-			pol:  hosted,
+			pol:  hostedPolicy,
 			setup: func(m *machine) {
 				m.st.get(m.now(), asker)
 			},
@@ -387,18 +387,18 @@ func TestTransitions(t *testing.T) {
 			},
 		},
 		{
-			name:  "idle: a standalone state is never passivated",
+			name:  "idle: a standalonePolicy state is never passivated",
 			setup: func(m *machine) { m.cached("a", 60) },
 			do:    func(m *machine) effects { return effects{} },
 			check: func(t *testing.T, m *machine, e effects) {
 				if m.st.idle(m.now().Add(time.Hour)) {
-					t.Error("a standalone state agreed to passivate")
+					t.Error("a standalonePolicy state agreed to passivate")
 				}
 			},
 		},
 		{
-			name:  "idle: a hosted state with a wait stays",
-			pol:   hosted,
+			name:  "idle: a hostedPolicy state with a wait stays",
+			pol:   hostedPolicy,
 			setup: func(m *machine) { m.st.wait(m.now(), newWait()) },
 			do:    func(m *machine) effects { return effects{} },
 			check: func(t *testing.T, m *machine, e effects) {
@@ -408,16 +408,16 @@ func TestTransitions(t *testing.T) {
 			},
 		},
 		{
-			name:  "idle: a hosted state unused since the cutoff goes",
-			pol:   hosted,
+			name:  "idle: a hostedPolicy state unused since the cutoff goes",
+			pol:   hostedPolicy,
 			setup: func(m *machine) { m.cached("a", 60) },
 			do:    func(m *machine) effects { return effects{} },
 			check: func(t *testing.T, m *machine, e effects) {
 				if !m.st.idle(m.now()) {
-					t.Error("an unused hosted state refused to passivate")
+					t.Error("an unused hostedPolicy state refused to passivate")
 				}
 				if m.st.idle(m.now().Add(-time.Second)) {
-					t.Error("a hosted state used after the cutoff agreed to passivate")
+					t.Error("a hostedPolicy state used after the cutoff agreed to passivate")
 				}
 			},
 		},

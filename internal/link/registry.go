@@ -11,7 +11,7 @@ import (
 // write copies only about a thousandth of it.
 const registryShards = 1024
 
-// Registry maps identities to the handles of their live token actors. It
+// Registry maps the identities an owner hosts to their handles. It
 // is read on every request and written only when an identity starts or
 // stops, so each shard is an immutable map replaced on write
 // (copy-on-write): a read is one atomic load and one map lookup, with no
