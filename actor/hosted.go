@@ -19,7 +19,7 @@ import (
 type hosted struct {
 	h     link.Handle
 	st    state
-	retry *clock.Timer // nil unless st.backoff.retryArmed
+	retry *clock.Timer // nil unless st.fetch.retryArmed
 }
 
 // host starts hosting identity with settings s (as SettingsFor gave
@@ -35,7 +35,8 @@ func (w *owner) host(identity string, s tokenmanager.Settings, now time.Time) *h
 	x.h.Request = req
 	x.h.PID = w.self
 	x.h.Touch(now)
-	x.st.s = newFetchSettings(s)
+	x.st.s = w.fetchSettings(s)
+	x.st.provider = s.GetCredentials
 	x.st.h = &x.h
 	x.st.pol = hostedPolicy
 	w.ids[identity] = x
@@ -200,3 +201,21 @@ func (w *owner) evictOverCap(newest *hosted) {
 	}
 	w.ids = shrink(w.ids, &w.peak)
 }
+
+// fetchSettings returns s's fetch settings, shared with every identity
+// whose settings agree.
+func (w *owner) fetchSettings(s tokenmanager.Settings) *fetchSettings {
+	fs := newFetchSettings(s)
+	if p := w.shared[fs]; p != nil {
+		return p
+	}
+	if w.shared == nil || len(w.shared) >= maxShared {
+		w.shared = make(map[fetchSettings]*fetchSettings) // forget; identities keep theirs
+	}
+	p := &fs
+	w.shared[fs] = p
+	return p
+}
+
+// maxShared bounds the shared fetch settings an owner remembers.
+const maxShared = 64

@@ -101,6 +101,7 @@ type owner struct {
 	pending  map[string]*pending              // SettingsFor running
 	failed   map[string]*link.SettingsFailure // SettingsFor failed; not called again before NotBefore
 	requests map[requestKey]*link.Request
+	shared   map[fetchSettings]*fetchSettings
 	peak     int // the most identities since ids was last rebuilt
 	// pendingPeak is the same for pending.
 	pendingPeak int

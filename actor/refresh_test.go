@@ -32,7 +32,7 @@ func TestRefreshAt(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			a := &state{s: fetchSettings{RefreshBuffer: tt.buffer}}
+			a := &state{s: &fetchSettings{RefreshBuffer: tt.buffer}}
 			a.cache.cur = &link.Snapshot{ExpiresAt: start.Add(tt.life)}
 			at, ok := a.refreshAt(start.Add(tt.took), start)
 			if !ok {
@@ -43,7 +43,7 @@ func TestRefreshAt(t *testing.T) {
 			}
 		})
 	}
-	a := &state{s: fetchSettings{RefreshBuffer: time.Second}}
+	a := &state{s: &fetchSettings{RefreshBuffer: time.Second}}
 	a.cache.cur = &link.Snapshot{}
 	if _, ok := a.refreshAt(start, start); ok {
 		t.Error("refreshAt: ok = true for a token without expiry")

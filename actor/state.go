@@ -23,11 +23,11 @@ import (
 // token actor's, or the owner's for the identities it hosts): no lock
 // guards them. Other goroutines see the state only through h.
 type state struct {
-	s   fetchSettings
-	pol policy
-	// h is what the state publishes to readers: the snapshot of cache.cur,
-	// the last fetch error, the streak and the hold.
-	h *link.Handle
+	h *link.Handle // what the state publishes to readers: the snapshot of
+	// cache.cur, the last fetch error, the streak and the hold.
+	s        *fetchSettings // shared by identities whose settings agree
+	provider tokenmanager.TokenProvider
+	pol      policy
 
 	cache struct {
 		// cur is the cached token; nil when nothing is cached. It may be
@@ -37,72 +37,108 @@ type state struct {
 		// gen is bumped on every change of cur; 0 means nothing was ever
 		// cached. A refresh tick for another gen is stale.
 		gen uint64
-		// cachedAt is when cur was cached; meaningful while cur != nil.
-		cachedAt time.Time
+		// cachedAt is when cur was cached (UnixNano on the clock);
+		// meaningful while cur != nil.
+		cachedAt int64
 		// refreshDue: the early refresh came due for cur and no new
 		// token came yet. Only while cur != nil.
 		refreshDue bool
 		// refreshArmed: the host holds a refresh timer for gen. Only
 		// with pol.refresh == refreshByTimer.
 		refreshArmed bool
-		// dropped is the last token invalidated, until a token is
-		// cached; "" while cur != nil.
-		dropped string
 	}
 
 	fetch struct {
 		// running: a provider call was started and its outcome (a
 		// fetchDone with id) has not been handled yet.
 		running bool
+		// retryArmed: the host holds a retry timer for retrySeq. Armed
+		// only while someone needs a fetch and the backoff lasts (idle
+		// states hold no timer); a tick for another seq is stale.
+		retryArmed bool
+		// calls counts provider calls running, abandoned ones included:
+		// a call abandoned after FetchTimeout may overlap the next one,
+		// but no more than maxProviderCalls run at once. Written by the
+		// fetch goroutines.
+		calls    atomic.Int32
+		retrySeq uint64
 		// id names the fetch running, or the last one; a fetchDone with
 		// another id is stale.
 		id uint64
 		// start is when the running fetch started; the token's lifetime
 		// counts from it.
 		start time.Time
-		why   messages.RefreshReason
-		// rejected holds the tokens invalidated while the fetch ran: one
-		// of them coming back is never cached. Empty unless running.
-		rejected []string
+		why   reason
 		// cancel cancels the running fetch; set by the host that starts
 		// it, nil unless running.
 		cancel context.CancelFunc
-		// calls counts provider calls running, abandoned ones included:
-		// a call abandoned after FetchTimeout may overlap the next one,
-		// but no more than maxProviderCalls run at once. Written by the
-		// fetch goroutines.
-		calls atomic.Int32
 	}
 
-	backoff struct {
-		// failures counts fetches failed in a row; 0 after a success.
-		failures int
-		// lastErr is the last failure (a *tokenmanager.FetchError),
-		// non-nil exactly while failures > 0.
-		lastErr error
-		// notBefore: no fetch starts before it. Zero while failures == 0.
-		notBefore time.Time
-		// retryArmed: the host holds a retry timer for retrySeq. Armed
-		// only while someone needs a fetch (idle states hold no timer).
-		retryArmed bool
-		retrySeq   uint64
-	}
+	// drops is nil exactly while no token was invalidated since the
+	// last one was cached and none was rejected during the running
+	// fetch.
+	drops *dropState
+	// backoff is nil exactly while no fetch has failed since the last
+	// token was cached.
+	backoff *backoffState
+	// hold is nil exactly while no streak runs (h.Streak() is false).
+	hold *holdState
+	// waiters is nil exactly while nobody waits (waits whose context
+	// ended are forgotten lazily, by pruneWaits).
+	waiters *waitersState
+}
 
-	hold struct {
-		// quickRejects counts tokens in a row fetched for a recovery and
-		// rejected on first use; h.Streak() is true exactly while it is
-		// > 0. The hold itself (h.HoldUntil) is set once it is long.
-		quickRejects int
-	}
+// dropState is what invalidations left behind.
+type dropState struct {
+	// last is the last token invalidated, until a token is cached; the
+	// fetch that follows passes it to the provider.
+	last string
+	// rejected holds the tokens invalidated while the fetch ran: one
+	// of them coming back is never cached. Empty unless fetch.running.
+	rejected []string
+}
 
-	waiters struct {
-		// askers are messages.Get senders waiting for the running fetch
-		// (or the retry after a failure): answered on its outcome.
-		askers []*proto.PID
-		// waits are requests waiting through failures until their
-		// context ends; answered on a token, or a permanent failure.
-		waits []*link.Wait
-	}
+// reason is a messages.RefreshReason in a byte.
+type reason uint8
+
+const (
+	reasonColdStart reason = iota
+	reasonEarlyRefresh
+	reasonExpired
+	reasonInvalidated
+)
+
+func (r reason) reason() messages.RefreshReason {
+	return [...]messages.RefreshReason{messages.ReasonColdStart, messages.ReasonEarlyRefresh,
+		messages.ReasonExpired, messages.ReasonInvalidated}[r]
+}
+
+// backoffState is the backoff after failed fetches.
+type backoffState struct {
+	// failures counts fetches failed in a row (> 0).
+	failures int
+	// lastErr is the last failure, a *tokenmanager.FetchError.
+	lastErr error
+	// notBefore: no fetch starts before it.
+	notBefore time.Time
+}
+
+// holdState is a streak of new tokens rejected on first use.
+type holdState struct {
+	// quickRejects counts tokens in a row fetched for a recovery and
+	// rejected on first use (> 0). The hold itself (h.HoldUntil) is set
+	// once the streak is long.
+	quickRejects int
+}
+
+// waitersState is who waits for a token.
+type waitersState struct {
+	// askers are messages.Get senders waiting for the running fetch
+	// (or the retry after a failure): answered on its outcome.
+	askers []*proto.PID
+	// waits are requests waiting through failures until their context
+	// ends; answered on a token, or a permanent failure.
+	waits []*link.Wait
 }
 
 // policy is what differs between the hosts of a state: a token actor of
@@ -143,10 +179,10 @@ var standalonePolicy = policy{refresh: refreshByTimer, events: eventsOwnBus}
 var hostedPolicy = policy{refresh: refreshOnUse, events: eventsSharedBus, passivate: true}
 
 // fetchSettings are the fields of tokenmanager.Settings a token's state
-// uses (defaults applied), kept apart so that an idle identity does not
-// carry the whole Settings.
+// uses (defaults applied) but its provider, kept apart so that an idle
+// identity does not carry the whole Settings, and comparable, so that
+// identities whose settings agree share one.
 type fetchSettings struct {
-	GetCredentials    tokenmanager.TokenProvider
 	RefreshBuffer     time.Duration
 	RetryBaseDelay    time.Duration
 	RetryMaxDelay     time.Duration
@@ -158,7 +194,6 @@ type fetchSettings struct {
 
 func newFetchSettings(s tokenmanager.Settings) fetchSettings {
 	return fetchSettings{
-		GetCredentials:    s.GetCredentials,
 		RefreshBuffer:     s.RefreshBuffer,
 		RetryBaseDelay:    s.RetryBaseDelay,
 		RetryMaxDelay:     s.RetryMaxDelay,
@@ -170,7 +205,8 @@ func newFetchSettings(s tokenmanager.Settings) fetchSettings {
 }
 
 func newState(s tokenmanager.Settings, h *link.Handle, pol policy) *state {
-	return &state{s: newFetchSettings(s), h: h, pol: pol}
+	fs := newFetchSettings(s)
+	return &state{s: &fs, provider: s.GetCredentials, h: h, pol: pol}
 }
 
 // effects is what a transition asks its host to do. The zero value asks
@@ -252,9 +288,13 @@ func (st *state) publish(ev messages.Event) {
 // goroutine of its own; its outcome is handed to done, which must not
 // block (it sends a message to the host).
 func (st *state) launch(done func(*fetchDone)) {
-	id, provider := st.fetch.id, st.s.GetCredentials
+	id, provider := st.fetch.id, st.provider
 	ctx, cancel := context.WithTimeout(context.Background(), st.s.FetchTimeout)
-	ctx = link.WithFetch(ctx, string(st.fetch.why), st.cache.dropped)
+	dropped := ""
+	if st.drops != nil {
+		dropped = st.drops.last
+	}
+	ctx = link.WithFetch(ctx, string(st.fetch.why.reason()), dropped)
 	st.fetch.cancel = cancel
 	calls := &st.fetch.calls
 	go func() {

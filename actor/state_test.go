@@ -41,6 +41,21 @@ func newMachine(pol policy) *machine {
 
 func (m *machine) now() time.Time { return m.mock.Now() }
 
+// askers and waits count who waits.
+func (m *machine) askers() int {
+	if m.st.waiters == nil {
+		return 0
+	}
+	return len(m.st.waiters.askers)
+}
+
+func (m *machine) waits() int {
+	if m.st.waiters == nil {
+		return 0
+	}
+	return len(m.st.waiters.waits)
+}
+
 // fetchOK completes the running fetch with a token of life seconds.
 func (m *machine) fetchOK(access string, life int64) effects {
 	return m.st.fetched(m.now(), &fetchDone{id: m.st.fetch.id, token: tokenmanager.Token{AccessToken: access, ExpiresIn: life}})
@@ -80,11 +95,11 @@ func TestTransitions(t *testing.T) {
 			name: "get, cold: asker queued, cold-start fetch",
 			do:   func(m *machine) effects { return m.st.get(m.now(), asker) },
 			check: func(t *testing.T, m *machine, e effects) {
-				if !e.fetch || e.reply != nil || !m.st.fetch.running || m.st.fetch.why != messages.ReasonColdStart {
-					t.Errorf("fetch %v, reply %v, running %v, why %q; want a cold-start fetch and no reply", e.fetch, e.reply, m.st.fetch.running, m.st.fetch.why)
+				if !e.fetch || e.reply != nil || !m.st.fetch.running || m.st.fetch.why.reason() != messages.ReasonColdStart {
+					t.Errorf("fetch %v, reply %v, running %v, why %v; want a cold-start fetch and no reply", e.fetch, e.reply, m.st.fetch.running, m.st.fetch.why)
 				}
-				if len(m.st.waiters.askers) != 1 {
-					t.Errorf("askers = %d; want 1", len(m.st.waiters.askers))
+				if m.askers() != 1 {
+					t.Errorf("askers = %d; want 1", m.askers())
 				}
 			},
 		},
@@ -107,8 +122,8 @@ func TestTransitions(t *testing.T) {
 			},
 			do: func(m *machine) effects { return m.st.get(m.now(), asker) },
 			check: func(t *testing.T, m *machine, e effects) {
-				if e.reply == nil || e.reply.Token.AccessToken != "a" || !e.fetch || m.st.fetch.why != messages.ReasonEarlyRefresh {
-					t.Errorf("reply %v, fetch %v, why %q; want token a and an early refresh", e.reply, e.fetch, m.st.fetch.why)
+				if e.reply == nil || e.reply.Token.AccessToken != "a" || !e.fetch || m.st.fetch.why.reason() != messages.ReasonEarlyRefresh {
+					t.Errorf("reply %v, fetch %v, why %v; want token a and an early refresh", e.reply, e.fetch, m.st.fetch.why)
 				}
 			},
 		},
@@ -134,8 +149,8 @@ func TestTransitions(t *testing.T) {
 			},
 			do: func(m *machine) effects { return m.st.wait(m.now(), newWait()) },
 			check: func(t *testing.T, m *machine, e effects) {
-				left := m.st.backoff.notBefore.Sub(m.now())
-				if e.reply != nil || e.fetch || e.arm != retryTimer || e.armIn != left || !m.st.backoff.retryArmed {
+				left := m.st.notBefore().Sub(m.now())
+				if e.reply != nil || e.fetch || e.arm != retryTimer || e.armIn != left || !m.st.fetch.retryArmed {
 					t.Errorf("reply %v, fetch %v, arm %v in %v; want a retry timer in %v", e.reply, e.fetch, e.arm, e.armIn, left)
 				}
 			},
@@ -148,8 +163,8 @@ func TestTransitions(t *testing.T) {
 			},
 			do: func(m *machine) effects { return m.st.wait(m.now(), newWait()) },
 			check: func(t *testing.T, m *machine, e effects) {
-				if e.reply == nil || !tokenmanager.IsPermanent(e.reply.Err) || len(m.st.waiters.waits) != 0 {
-					t.Errorf("reply %v, waits %d; want the permanent failure, nobody queued", e.reply, len(m.st.waiters.waits))
+				if e.reply == nil || !tokenmanager.IsPermanent(e.reply.Err) || m.waits() != 0 {
+					t.Errorf("reply %v, waits %d; want the permanent failure, nobody queued", e.reply, m.waits())
 				}
 			},
 		},
@@ -173,7 +188,7 @@ func TestTransitions(t *testing.T) {
 				if ev, ok := e.events[0].(messages.TokenRefreshed); !ok || ev.Reason != messages.ReasonColdStart {
 					t.Errorf("event %#v; want TokenRefreshed (cold start)", e.events[0])
 				}
-				if len(m.st.waiters.askers)+len(m.st.waiters.waits) != 0 || m.st.fetch.running {
+				if m.askers()+m.waits() != 0 || m.st.fetch.running {
 					t.Error("waiters kept or fetch still running after the token came")
 				}
 			},
@@ -217,8 +232,8 @@ func TestTransitions(t *testing.T) {
 				return m.fetchOK("b", 60)
 			},
 			check: func(t *testing.T, m *machine, e effects) {
-				if m.st.cache.cur != nil || !e.fetch || e.answer != nil || len(m.st.fetch.rejected) != 0 {
-					t.Errorf("cur %v, fetch %v, answer %v, rejected %v; want b refused and a new fetch", m.st.cache.cur, e.fetch, e.answer, m.st.fetch.rejected)
+				if m.st.cache.cur != nil || !e.fetch || e.answer != nil || (m.st.drops != nil && len(m.st.drops.rejected) != 0) {
+					t.Errorf("cur %v, fetch %v, answer %v, drops %+v; want b refused and a new fetch", m.st.cache.cur, e.fetch, e.answer, m.st.drops)
 				}
 			},
 		},
@@ -230,8 +245,8 @@ func TestTransitions(t *testing.T) {
 			},
 			do: func(m *machine) effects { return m.fetchErr(boom) },
 			check: func(t *testing.T, m *machine, e effects) {
-				if e.answer == nil || len(e.askers) != 1 || len(e.waits) != 0 || len(m.st.waiters.waits) != 1 {
-					t.Errorf("answer %v to %d askers and %d waits, %d waits kept; want 1, 0, 1", e.answer, len(e.askers), len(e.waits), len(m.st.waiters.waits))
+				if e.answer == nil || len(e.askers) != 1 || len(e.waits) != 0 || m.waits() != 1 {
+					t.Errorf("answer %v to %d askers and %d waits, %d waits kept; want 1, 0, 1", e.answer, len(e.askers), len(e.waits), m.waits())
 				}
 				if e.arm != retryTimer || e.armIn < 500*time.Millisecond || e.armIn > time.Second {
 					t.Errorf("arm %v in %v; want a retry in [0.5s, 1s]", e.arm, e.armIn)
@@ -251,7 +266,7 @@ func TestTransitions(t *testing.T) {
 			},
 			do: func(m *machine) effects { return m.fetchErr(boom) },
 			check: func(t *testing.T, m *machine, e effects) {
-				if e.arm != noTimer || m.st.backoff.retryArmed {
+				if e.arm != noTimer || m.st.fetch.retryArmed {
 					t.Errorf("arm %v; want no timer for an idle state", e.arm)
 				}
 			},
@@ -263,8 +278,8 @@ func TestTransitions(t *testing.T) {
 			},
 			do: func(m *machine) effects { return m.fetchErr(permanentErr{}) },
 			check: func(t *testing.T, m *machine, e effects) {
-				if len(e.waits) != 1 || len(m.st.waiters.waits) != 0 || e.arm != noTimer {
-					t.Errorf("%d waits told, %d kept, arm %v; want 1, 0, none", len(e.waits), len(m.st.waiters.waits), e.arm)
+				if len(e.waits) != 1 || m.waits() != 0 || e.arm != noTimer {
+					t.Errorf("%d waits told, %d kept, arm %v; want 1, 0, none", len(e.waits), m.waits(), e.arm)
 				}
 			},
 		},
@@ -289,8 +304,8 @@ func TestTransitions(t *testing.T) {
 			setup: func(m *machine) { m.cached("a", 60) },
 			do:    func(m *machine) effects { return m.st.refreshDue(m.now(), m.st.cache.gen) },
 			check: func(t *testing.T, m *machine, e effects) {
-				if !e.fetch || m.st.fetch.why != messages.ReasonEarlyRefresh || !m.st.cache.refreshDue {
-					t.Errorf("fetch %v, why %q; want an early refresh", e.fetch, m.st.fetch.why)
+				if !e.fetch || m.st.fetch.why.reason() != messages.ReasonEarlyRefresh || !m.st.cache.refreshDue {
+					t.Errorf("fetch %v, why %v; want an early refresh", e.fetch, m.st.fetch.why)
 				}
 			},
 		},
@@ -311,10 +326,10 @@ func TestTransitions(t *testing.T) {
 				m.fetchErr(boom)
 				m.mock.Add(time.Second)
 			},
-			do: func(m *machine) effects { return m.st.retryDue(m.now(), m.st.backoff.retrySeq) },
+			do: func(m *machine) effects { return m.st.retryDue(m.now(), m.st.fetch.retrySeq) },
 			check: func(t *testing.T, m *machine, e effects) {
-				if !e.fetch || m.st.backoff.retryArmed {
-					t.Errorf("fetch %v, armed %v; want a fetch, no timer", e.fetch, m.st.backoff.retryArmed)
+				if !e.fetch || m.st.fetch.retryArmed {
+					t.Errorf("fetch %v, armed %v; want a fetch, no timer", e.fetch, m.st.fetch.retryArmed)
 				}
 			},
 		},
@@ -327,10 +342,10 @@ func TestTransitions(t *testing.T) {
 				cancel()
 				m.mock.Add(time.Second)
 			},
-			do: func(m *machine) effects { return m.st.retryDue(m.now(), m.st.backoff.retrySeq) },
+			do: func(m *machine) effects { return m.st.retryDue(m.now(), m.st.fetch.retrySeq) },
 			check: func(t *testing.T, m *machine, e effects) {
-				if e.fetch || m.st.waiters.waits != nil {
-					t.Errorf("fetch %v, waits %v; want no fetch and no buffer held", e.fetch, m.st.waiters.waits)
+				if e.fetch || m.st.waiters != nil {
+					t.Errorf("fetch %v, waiters %v; want no fetch and no buffer held", e.fetch, m.st.waiters)
 				}
 			},
 		},
@@ -349,8 +364,8 @@ func TestTransitions(t *testing.T) {
 			setup: func(m *machine) { m.cached("a", 60) },
 			do:    func(m *machine) effects { return m.st.invalidate(m.now(), "a", -1) },
 			check: func(t *testing.T, m *machine, e effects) {
-				if m.st.h.Snapshot() != nil || m.st.cache.dropped != "a" || !e.stopRefresh || e.fetch {
-					t.Errorf("snapshot %v, dropped %q, stop %v, fetch %v; want a dropped, timer stopped, no fetch", m.st.h.Snapshot(), m.st.cache.dropped, e.stopRefresh, e.fetch)
+				if m.st.h.Snapshot() != nil || m.st.drops == nil || m.st.drops.last != "a" || !e.stopRefresh || e.fetch {
+					t.Errorf("snapshot %v, drops %+v, stop %v, fetch %v; want a dropped, timer stopped, no fetch", m.st.h.Snapshot(), m.st.drops, e.stopRefresh, e.fetch)
 				}
 			},
 		},

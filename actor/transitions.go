@@ -39,12 +39,13 @@ func (st *state) get(now time.Time, sender *proto.PID) (e effects) {
 		}
 		return e
 	}
-	if !st.fetch.running && st.backoff.lastErr != nil && now.Before(st.backoff.notBefore) {
+	if err := st.lastErr(); !st.fetch.running && err != nil && now.Before(st.notBefore()) {
 		// Backing off: an actor asker hears the last failure at once.
-		e.reply = &messages.TokenResult{Err: st.backoff.lastErr}
+		e.reply = &messages.TokenResult{Err: err}
 		return e
 	}
-	st.waiters.askers = append(st.waiters.askers, sender)
+	wl := st.waitList()
+	wl.askers = append(wl.askers, sender)
 	return st.ensureFetch(now)
 }
 
@@ -58,38 +59,88 @@ func (st *state) wait(now time.Time, w *link.Wait) (e effects) {
 		e.reply = st.result()
 		return e
 	}
-	if !st.fetch.running && now.Before(st.backoff.notBefore) && tokenmanager.IsPermanent(st.backoff.lastErr) {
+	if err := st.lastErr(); !st.fetch.running && now.Before(st.notBefore()) && tokenmanager.IsPermanent(err) {
 		// The last fetch failed for good and the backoff is not over:
 		// answer with that failure rather than hold the request.
-		e.reply = &messages.TokenResult{Err: st.backoff.lastErr}
+		e.reply = &messages.TokenResult{Err: err}
 		return e
 	}
-	if n := len(st.waiters.waits); n >= 64 && n&(n-1) == 0 {
+	wl := st.waitList()
+	if n := len(wl.waits); n >= 64 && n&(n-1) == 0 {
 		st.pruneWaits() // amortised: forget requests that gave up
+		wl = st.waitList()
 	}
-	st.waiters.waits = append(st.waiters.waits, w)
+	wl.waits = append(wl.waits, w)
 	return st.ensureFetch(now)
 }
 
 func (st *state) pruneWaits() {
-	live := st.waiters.waits[:0]
-	for _, w := range st.waiters.waits {
+	wl := st.waiters
+	if wl == nil {
+		return
+	}
+	live := wl.waits[:0]
+	for _, w := range wl.waits {
 		if w.Ctx.Err() == nil {
 			live = append(live, w)
 		}
 	}
-	clear(st.waiters.waits[len(live):])
-	st.waiters.waits = live
+	clear(wl.waits[len(live):])
+	wl.waits = live
 	if len(live) == 0 {
-		st.waiters.waits = nil // an idle state holds no buffer
+		wl.waits = nil
+		if len(wl.askers) == 0 {
+			st.waiters = nil // an idle state holds no buffer
+		}
 	}
+}
+
+// waitList returns the waiters, allocated on first use.
+func (st *state) waitList() *waitersState {
+	if st.waiters == nil {
+		st.waiters = &waitersState{}
+	}
+	return st.waiters
+}
+
+// handOver returns the askers, and the waits too when all, forgetting
+// them.
+func (st *state) handOver(all bool) (askers []*proto.PID, waits []*link.Wait) {
+	wl := st.waiters
+	if wl == nil {
+		return nil, nil
+	}
+	askers, wl.askers = wl.askers, nil
+	if all {
+		waits, wl.waits = wl.waits, nil
+	}
+	if len(wl.waits) == 0 {
+		st.waiters = nil
+	}
+	return askers, waits
+}
+
+// lastErr returns the last failed fetch's error while failures last.
+func (st *state) lastErr() error {
+	if st.backoff == nil {
+		return nil
+	}
+	return st.backoff.lastErr
+}
+
+// notBefore returns when the backoff ends; zero without failures.
+func (st *state) notBefore() time.Time {
+	if st.backoff == nil {
+		return time.Time{}
+	}
+	return st.backoff.notBefore
 }
 
 // needed reports whether anyone needs a fetch: an asker, a live wait, or
 // a still-valid token whose early refresh is due.
 func (st *state) needed(now time.Time) bool {
 	st.pruneWaits()
-	return len(st.waiters.askers) > 0 || len(st.waiters.waits) > 0 || (st.cache.refreshDue && st.cache.cur.FreshAt(now))
+	return st.waiters != nil || (st.cache.refreshDue && st.cache.cur.FreshAt(now))
 }
 
 // ensureFetch starts a fetch now, or arms the retry for when the backoff
@@ -98,9 +149,9 @@ func (st *state) ensureFetch(now time.Time) (e effects) {
 	if st.fetch.running {
 		return e
 	}
-	if now.Before(st.backoff.notBefore) {
-		if !st.backoff.retryArmed {
-			e = st.armRetry(st.backoff.notBefore.Sub(now))
+	if nb := st.notBefore(); now.Before(nb) {
+		if !st.fetch.retryArmed {
+			e = st.armRetry(nb.Sub(now))
 		}
 		return e
 	}
@@ -108,15 +159,15 @@ func (st *state) ensureFetch(now time.Time) (e effects) {
 }
 
 func (st *state) armRetry(d time.Duration) (e effects) {
-	st.backoff.retrySeq++
-	st.backoff.retryArmed = true
-	e.arm, e.armIn, e.armSeq = retryTimer, d, st.backoff.retrySeq
+	st.fetch.retrySeq++
+	st.fetch.retryArmed = true
+	e.arm, e.armIn, e.armSeq = retryTimer, d, st.fetch.retrySeq
 	return e
 }
 
 func (st *state) startFetch(now time.Time) (e effects) {
-	if st.backoff.retryArmed {
-		st.backoff.retryArmed = false
+	if st.fetch.retryArmed {
+		st.fetch.retryArmed = false
 		e.stopRetry = true
 	}
 	st.fetch.running = true
@@ -124,13 +175,13 @@ func (st *state) startFetch(now time.Time) (e effects) {
 	st.fetch.start = now
 	switch {
 	case st.cache.gen == 0: // nothing was ever cached (every change bumps gen)
-		st.fetch.why = messages.ReasonColdStart
+		st.fetch.why = reasonColdStart
 	case st.cache.cur.FreshAt(now):
-		st.fetch.why = messages.ReasonEarlyRefresh
+		st.fetch.why = reasonEarlyRefresh
 	case st.cache.cur != nil:
-		st.fetch.why = messages.ReasonExpired
+		st.fetch.why = reasonExpired
 	default: // dropped by an invalidation
-		st.fetch.why = messages.ReasonInvalidated
+		st.fetch.why = reasonInvalidated
 	}
 	e.fetch = true
 	return e
@@ -148,9 +199,14 @@ func (st *state) fetched(now time.Time, m *fetchDone) (e effects) {
 	if err == nil {
 		err = tokenmanager.CheckToken(m.token)
 	}
-	rejected := err == nil && slices.Contains(st.fetch.rejected, m.token.AccessToken)
-	clear(st.fetch.rejected)
-	st.fetch.rejected = st.fetch.rejected[:0]
+	rejected := false
+	if d := st.drops; d != nil {
+		rejected = err == nil && slices.Contains(d.rejected, m.token.AccessToken)
+		d.rejected = nil
+		if d.last == "" {
+			st.drops = nil
+		}
+	}
 	if rejected {
 		// The fetch brought back a token rejected while it ran: never
 		// cache it again. Fetch anew if needed.
@@ -177,7 +233,7 @@ func (st *state) fetched(now time.Time, m *fetchDone) (e effects) {
 		e.merge(st.fail(now, err))
 		return e
 	}
-	return st.store(now, st.fetch.start, m.token, expires, st.fetch.why, m.duration)
+	return st.store(now, st.fetch.start, m.token, expires, st.fetch.why.reason(), m.duration)
 }
 
 // store caches tok, fetched from start on, answers everyone waiting and
@@ -205,18 +261,23 @@ func (st *state) store(now, start time.Time, tok tokenmanager.Token, expires tim
 		}
 	}
 	st.h.Store(cur)
-	st.cache.cachedAt = now
+	st.cache.cachedAt = now.UnixNano()
 	st.cache.refreshDue = false
-	st.cache.dropped = ""
-	st.backoff.failures, st.backoff.lastErr, st.backoff.notBefore = 0, nil, time.Time{}
+	if d := st.drops; d != nil {
+		d.last = ""
+		if len(d.rejected) == 0 { // none, unless pushed while fetching
+			st.drops = nil
+		}
+	}
+	st.backoff = nil
 	st.h.SetLastError(nil)
-	if st.backoff.retryArmed {
-		st.backoff.retryArmed = false
+	if st.fetch.retryArmed {
+		st.fetch.retryArmed = false
 		e.stopRetry = true
 	}
 
-	e.answer, e.askers, e.waits = st.result(), st.waiters.askers, st.waiters.waits
-	st.waiters.askers, st.waiters.waits = nil, nil
+	e.answer = st.result()
+	e.askers, e.waits = st.handOver(true)
 
 	msg := fmt.Sprintf("token refreshed (%s)", why)
 	if !expires.IsZero() {
@@ -275,10 +336,10 @@ func (st *state) refreshDue(now time.Time, gen uint64) (e effects) {
 // retryDue handles the retry timer seq firing: fetch if someone still
 // needs a token.
 func (st *state) retryDue(now time.Time, seq uint64) (e effects) {
-	if seq != st.backoff.retrySeq {
+	if seq != st.fetch.retrySeq {
 		return e
 	}
-	st.backoff.retryArmed = false
+	st.fetch.retryArmed = false
 	if st.fetch.running {
 		return e
 	}
@@ -291,24 +352,25 @@ func (st *state) retryDue(now time.Time, seq uint64) (e effects) {
 // fail counts a failed fetch (or a pushed failure): backoff, answers and
 // events.
 func (st *state) fail(now time.Time, err error) (e effects) {
-	st.backoff.failures++
-	fe := &tokenmanager.FetchError{Attempt: st.backoff.failures, Err: err}
-	st.backoff.lastErr = fe
+	if st.backoff == nil {
+		st.backoff = &backoffState{}
+	}
+	b := st.backoff
+	b.failures++
+	fe := &tokenmanager.FetchError{Attempt: b.failures, Err: err}
+	b.lastErr = fe
 	st.h.SetLastError(fe)
-	delay := link.Backoff(st.backoff.failures, st.s.RetryBaseDelay, st.s.RetryMaxDelay)
+	delay := link.Backoff(b.failures, st.s.RetryBaseDelay, st.s.RetryMaxDelay)
 	if d := min(retryAfter(err), tokenmanager.MaxRetryAfter); d > delay {
 		delay = d
 	}
-	st.backoff.notBefore = now.Add(delay)
+	b.notBefore = now.Add(delay)
 
-	e.answer, e.askers = &messages.TokenResult{Err: fe}, st.waiters.askers
-	st.waiters.askers = nil
+	// Waiting cannot help after a permanent failure: fail every request
+	// now. The next one after the backoff tries again (see wait).
 	permanent := tokenmanager.IsPermanent(err)
-	if permanent {
-		// Waiting cannot help: fail every request now. The next one after
-		// the backoff tries again (see wait).
-		e.waits, st.waiters.waits = st.waiters.waits, nil
-	}
+	e.answer = &messages.TokenResult{Err: fe}
+	e.askers, e.waits = st.handOver(permanent)
 
 	var retryIn time.Duration
 	if st.needed(now) {
@@ -317,9 +379,9 @@ func (st *state) fail(now time.Time, err error) (e effects) {
 		retryIn = delay
 	}
 	e.emit(messages.TokenRequestFailed{Identity: st.h.Identity, Err: fe, Permanent: permanent,
-		ConsecutiveFailures: st.backoff.failures, RetryIn: retryIn})
-	if st.backoff.failures%st.s.TokenTryThreshold == 0 {
-		e.emit(messages.TokenTryThresholdReached{Identity: st.h.Identity, FailedTries: st.backoff.failures})
+		ConsecutiveFailures: b.failures, RetryIn: retryIn})
+	if b.failures%st.s.TokenTryThreshold == 0 {
+		e.emit(messages.TokenTryThresholdReached{Identity: st.h.Identity, FailedTries: b.failures})
 	}
 	return e
 }
@@ -333,11 +395,12 @@ func (st *state) invalidate(now time.Time, token string, tries int) (e effects) 
 	if cur == nil || (token != "" && token != cur.Token.AccessToken) {
 		return e
 	}
+	cachedAt := time.Unix(0, st.cache.cachedAt)
 	window := st.s.RetryMaxDelay
 	if !cur.ExpiresAt.IsZero() {
-		window = min(window, cur.ExpiresAt.Sub(st.cache.cachedAt)/2)
+		window = min(window, cur.ExpiresAt.Sub(cachedAt)/2)
 	}
-	if now.Sub(st.cache.cachedAt) >= window {
+	if now.Sub(cachedAt) >= window {
 		// This token served for a while: any streak is over.
 		st.endStreak()
 	} else if tries >= 0 {
@@ -345,10 +408,13 @@ func (st *state) invalidate(now time.Time, token string, tries int) (e effects) 
 		// sending RoundTripper's own MaxRecoveryTries.
 		st.holdIfRejectedTooOften(now, tries)
 	}
-	if st.fetch.running {
-		st.fetch.rejected = append(st.fetch.rejected, cur.Token.AccessToken)
+	if st.drops == nil {
+		st.drops = &dropState{}
 	}
-	st.cache.dropped = cur.Token.AccessToken
+	if st.fetch.running {
+		st.drops.rejected = append(st.drops.rejected, cur.Token.AccessToken)
+	}
+	st.drops.last = cur.Token.AccessToken
 	st.cache.gen++
 	st.cache.cur = nil
 	st.h.Store(nil)
@@ -375,6 +441,9 @@ func (st *state) invalidate(now time.Time, token string, tries int) (e effects) 
 // the window, or one living to its early refresh ends the streak and the
 // hold: tokens that work, however briefly, never lock requests out.
 func (st *state) holdIfRejectedTooOften(now time.Time, tries int) {
+	if st.hold == nil {
+		st.hold = &holdState{}
+	}
 	st.hold.quickRejects++
 	st.h.SetStreak(true)
 	limit := max(4*(tries+1), 8)
@@ -388,10 +457,10 @@ func (st *state) holdIfRejectedTooOften(now time.Time, tries int) {
 // endStreak forgets the tokens rejected on first use and lifts any hold:
 // the transition of link.Served.
 func (st *state) endStreak() {
-	if st.hold.quickRejects == 0 {
+	if st.hold == nil {
 		return
 	}
-	st.hold.quickRejects = 0
+	st.hold = nil
 	st.h.SetStreak(false)
 	st.h.SetHoldUntil(time.Time{})
 }
@@ -418,8 +487,7 @@ func (st *state) pushed(now time.Time, m messages.Refreshed) (e effects) {
 // it, no fetch runs, nobody waits, and it was not used after cutoff.
 func (st *state) idle(cutoff time.Time) bool {
 	st.pruneWaits()
-	return st.pol.passivate && !st.fetch.running && len(st.waiters.askers) == 0 &&
-		len(st.waiters.waits) == 0 && !st.h.LastUse().After(cutoff)
+	return st.pol.passivate && !st.fetch.running && st.waiters == nil && !st.h.LastUse().After(cutoff)
 }
 
 // stop ends the state: the running fetch is cancelled, timers stopped,
@@ -429,10 +497,10 @@ func (st *state) stop(res *messages.TokenResult) (e effects) {
 		st.fetch.cancel()
 		st.fetch.cancel = nil
 	}
-	e.stopRefresh, e.stopRetry = st.cache.refreshArmed, st.backoff.retryArmed
-	st.cache.refreshArmed, st.backoff.retryArmed = false, false
-	e.answer, e.askers, e.waits = res, st.waiters.askers, st.waiters.waits
-	st.waiters.askers, st.waiters.waits = nil, nil
+	e.stopRefresh, e.stopRetry = st.cache.refreshArmed, st.fetch.retryArmed
+	st.cache.refreshArmed, st.fetch.retryArmed = false, false
+	e.answer = res
+	e.askers, e.waits = st.handOver(true)
 	st.h.Store(nil)
 	return e
 }

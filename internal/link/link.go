@@ -66,6 +66,9 @@ type Handle struct {
 	snapshot atomic.Pointer[Snapshot]
 	lastUse  atomic.Int64 // UnixNano on Clock, coarse (see Touch); valid once used is set
 	used     atomic.Bool  // Touch was called: lastUse holds a time
+	streak   atomic.Bool  // fresh tokens are being rejected on first use
+	// passivated: the identity was passivated (see SetPassivated).
+	passivated atomic.Bool
 	// Clock is the token's clock, against which snapshots expire.
 	Clock clock.Clock
 	// PID is the host's, where messages about the token go: the owner's
@@ -75,11 +78,9 @@ type Handle struct {
 	// owner's identities; nil for a token actor of its own, whose
 	// RoundTrippers bring their own.
 	Request *Request
-	streak  atomic.Bool // fresh tokens are being rejected on first use
 
-	lastErr    atomic.Pointer[error]
-	holdUntil  atomic.Int64 // UnixNano on Clock; 0: not holding
-	passivated atomic.Bool
+	lastErr   atomic.Pointer[error]
+	holdUntil atomic.Int64 // UnixNano on Clock; 0: not holding
 	// Bus carries the actor's events (TokenRefreshed, TokenRequestFailed,
 	// TokenTryThresholdReached). An owner's identities share the owner's.
 	Bus *eventbus.Bus
