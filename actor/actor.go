@@ -58,7 +58,7 @@ type tokenActor struct {
 
 func newTokenActor(s tokenmanager.Settings) *tokenActor {
 	return &tokenActor{
-		st:  newState(s, link.NewHandle(s.EventBuffer, s.Clock), standalonePolicy),
+		st:  newState(s, standalonePolicy),
 		clk: s.Clock,
 		cb:  link.Callbacks(s, link.ActorSide),
 	}
@@ -98,7 +98,7 @@ func (a *tokenActor) Receive(c proto.Context) {
 	case *link.Wait:
 		a.run(st.wait(a.clk.Now(), m), func(res any) { reply(m, res.(*messages.TokenResult)) })
 	case *link.Attach:
-		c.Respond(st.h)
+		c.Respond(&st.h)
 	case *fetchDone:
 		a.run(st.fetched(a.clk.Now(), m), nil)
 	case refreshTick:
@@ -178,7 +178,7 @@ func (a *tokenActor) started(c proto.Context) {
 	if a.log == nil {
 		a.log = c.Logger()
 	}
-	h := a.st.h
+	h := &a.st.h
 	if a.cb != nil {
 		a.unsubs = append(a.unsubs, h.Bus.Subscribe(a.cb))
 	}
@@ -193,7 +193,7 @@ func (a *tokenActor) stopping() {
 	a.run(a.st.stop(&messages.TokenResult{Err: tokenmanager.ErrClosed}), nil)
 	stopTimer(&a.refreshTimer)
 	stopTimer(&a.retryTimer)
-	h := a.st.h
+	h := &a.st.h
 	close(h.Done)
 	h.Bus.Publish(messages.Closed{})
 	h.Bus.Close()

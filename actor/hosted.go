@@ -14,10 +14,9 @@ import (
 	"github.com/go-tokenmanager/tokenmanager/messages"
 )
 
-// hosted is one identity an owner hosts: its handle and its state in one
-// allocation, and a retry timer only while one is armed.
+// hosted is one identity an owner hosts: its state (its handle within) in
+// one allocation, and a retry timer only while one is armed.
 type hosted struct {
-	h     link.Handle
 	st    state
 	retry *clock.Timer // nil unless st.fetch.retryArmed
 }
@@ -28,21 +27,19 @@ func (w *owner) host(identity string, s tokenmanager.Settings, now time.Time) *h
 	req := w.request(s)
 	s = s.WithDefaults()
 	x := &hosted{}
-	x.h.Bus = w.o.Bus
-	x.h.Done = w.o.Done // closed when the owner stops; passivation answers ErrPassivated
-	x.h.Clock = s.Clock
-	x.h.Identity = identity
-	x.h.Request = req
-	x.h.PID = w.self
-	x.h.Touch(now)
+	x.st.h.Bus = w.o.Bus
+	x.st.h.Done = w.o.Done // closed when the owner stops; passivation answers ErrPassivated
+	x.st.h.Clock = s.Clock
+	x.st.h.Identity = identity
+	x.st.h.Request = req
+	x.st.h.PID = w.self
+	x.st.h.Touch(now)
 	x.st.s = w.fetchSettings(s)
 	x.st.provider = s.GetCredentials
-	x.st.h = &x.h
 	x.st.pol = hostedPolicy
-	w.ids[identity] = x
-	w.peak = max(w.peak, len(w.ids))
-	w.o.Registry.Store(identity, &x.h)
-	w.o.Live.Store(int64(len(w.ids)))
+	w.reg.Store(identity, x)
+	w.live++
+	w.o.Live.Store(int64(w.live))
 	return x
 }
 
@@ -52,14 +49,23 @@ func (w *owner) lookup(h *link.Handle) *hosted {
 	if h == nil {
 		return nil
 	}
-	if x := w.ids[h.Identity]; x != nil && &x.h == h {
+	if x := w.find(h.Identity); x != nil && &x.st.h == h {
 		return x
 	}
 	return nil
 }
 
 // hosts reports whether x is still hosted.
-func (w *owner) hosts(x *hosted) bool { return w.ids[x.h.Identity] == x }
+func (w *owner) hosts(x *hosted) bool { return w.find(x.st.h.Identity) == x }
+
+// find returns identity's entry, nil if it is not hosted.
+func (w *owner) find(identity string) *hosted {
+	x, _ := w.reg.Load(identity)
+	return x
+}
+
+// Handle returns x's handle, as the registry hands it out.
+func (x *hosted) Handle() *link.Handle { return &x.st.h }
 
 // run carries out the effects of one of x's transitions; to hears the
 // reply, if any.
@@ -77,7 +83,7 @@ func (w *owner) run(x *hosted, e effects, to *proto.PID, wait *link.Wait) {
 	}
 	if e.arm == retryTimer {
 		seq := e.armSeq
-		x.retry = x.h.Clock.AfterFunc(e.armIn, func() { w.sendSelf(&hostedRetry{x: x, seq: seq}) })
+		x.retry = x.st.h.Clock.AfterFunc(e.armIn, func() { w.sendSelf(&hostedRetry{x: x, seq: seq}) })
 	}
 	if e.fetch {
 		x.st.launch(func(d *fetchDone) { w.sendSelf(&hostedFetch{x: x, d: d}) })
@@ -99,7 +105,7 @@ func (w *owner) run(x *hosted, e effects, to *proto.PID, wait *link.Wait) {
 
 // deliver hands a protocol message to x's state.
 func (w *owner) deliver(x *hosted, env envelope) {
-	now := x.h.Clock.Now()
+	now := x.st.h.Clock.Now()
 	switch m := env.msg.(type) {
 	case messages.Get, *messages.Get:
 		if env.sender != nil {
@@ -117,15 +123,14 @@ func (w *owner) deliver(x *hosted, env envelope) {
 }
 
 // passivate stops hosting x, which is idle: its snapshot is withdrawn and
-// its handle marked, so requests holding it ask the owner again. The
-// caller shrinks ids.
+// its handle marked, so requests holding it ask the owner again.
 func (w *owner) passivate(x *hosted, evicted bool) {
-	x.h.SetPassivated()
+	x.st.h.SetPassivated()
 	w.run(x, x.st.stop(&messages.TokenResult{Err: link.ErrPassivated}), nil, nil)
-	delete(w.ids, x.h.Identity)
-	w.o.Registry.CompareAndDelete(x.h.Identity, &x.h)
-	w.o.Live.Store(int64(len(w.ids)))
-	w.o.Bus.Publish(messages.IdentityPassivated{Identity: x.h.Identity, Evicted: evicted})
+	w.reg.CompareAndDelete(x.st.h.Identity, x)
+	w.live--
+	w.o.Live.Store(int64(w.live))
+	w.o.Bus.Publish(messages.IdentityPassivated{Identity: x.st.h.Identity, Evicted: evicted})
 }
 
 // shrink returns m, or a copy of it once it is down to a quarter of its
@@ -144,7 +149,7 @@ func shrink[K comparable, V any](m map[K]V, peak *int) map[K]V {
 // armSweep arms the idle sweep, if it is not armed, while there is
 // something to sweep.
 func (w *owner) armSweep() {
-	if w.sweep != nil || (len(w.ids) == 0 && len(w.failed) == 0) {
+	if w.sweep != nil || (w.live == 0 && len(w.failed) == 0) {
 		return
 	}
 	w.sweepSeq++
@@ -161,12 +166,11 @@ func (w *owner) sweepTick(m sweepTick) {
 	}
 	w.sweep = nil
 	now := w.s.Clock.Now()
-	for _, x := range w.ids {
-		if last := x.h.LastUse(); now.Sub(last) >= w.s.IdleTimeout && x.st.idle(last) {
+	w.reg.Range(func(x *hosted) {
+		if last := x.st.h.LastUse(); now.Sub(last) >= w.s.IdleTimeout && x.st.idle(last) {
 			w.passivate(x, false)
 		}
-	}
-	w.ids = shrink(w.ids, &w.peak)
+	})
 	for id, f := range w.failed {
 		if now.Sub(f.NotBefore) >= w.s.IdleTimeout {
 			delete(w.failed, id)
@@ -179,27 +183,26 @@ func (w *owner) sweepTick(m sweepTick) {
 // identities (at least one) when there are more than MaxIdentities; busy
 // ones stay. The newest is spared.
 func (w *owner) evictOverCap(newest *hosted) {
-	if w.s.MaxIdentities == 0 || len(w.ids) <= w.s.MaxIdentities {
+	if w.s.MaxIdentities == 0 || w.live <= w.s.MaxIdentities {
 		return
 	}
 	type aged struct {
 		x    *hosted
 		last time.Time
 	}
-	all := make([]aged, 0, len(w.ids))
-	for _, x := range w.ids {
+	all := make([]aged, 0, w.live)
+	w.reg.Range(func(x *hosted) {
 		if x != newest {
-			all = append(all, aged{x, x.h.LastUse()})
+			all = append(all, aged{x, x.st.h.LastUse()})
 		}
-	}
-	n := min(max(len(w.ids)-w.s.MaxIdentities, w.s.MaxIdentities/10, 1), len(all))
+	})
+	n := min(max(w.live-w.s.MaxIdentities, w.s.MaxIdentities/10, 1), len(all))
 	slices.SortFunc(all, func(a, b aged) int { return cmp.Compare(a.last.UnixNano(), b.last.UnixNano()) })
 	for _, a := range all[:n] {
 		if a.x.st.idle(a.last) {
 			w.passivate(a.x, true)
 		}
 	}
-	w.ids = shrink(w.ids, &w.peak)
 }
 
 // fetchSettings returns s's fetch settings, shared with every identity

@@ -84,8 +84,9 @@ func (*hostedRetry) IgnoreDeadLetterLogging()  {}
 // owner hosts the identities' states. Every field is owned by the
 // goroutine running Receive, except stopped (under mu).
 type owner struct {
-	s tokenmanager.OwnerSettings
-	o *link.Owner
+	s   tokenmanager.OwnerSettings
+	o   *link.Owner
+	reg *link.Registry[*hosted] // o.Index
 
 	self *proto.PID
 	root *proto.RootContext
@@ -95,26 +96,27 @@ type owner struct {
 	stopped bool
 	unsubs  []func()
 
-	// ids holds the identities hosted: each is in o.Registry too, with
-	// the same handle, and in nothing else.
-	ids      map[string]*hosted
+	// live counts the identities hosted, each in reg (their only
+	// index: a passivated identity leaves nothing behind).
+	live     int
 	pending  map[string]*pending              // SettingsFor running
 	failed   map[string]*link.SettingsFailure // SettingsFor failed; not called again before NotBefore
 	requests map[requestKey]*link.Request
 	shared   map[fetchSettings]*fetchSettings
-	peak     int // the most identities since ids was last rebuilt
-	// pendingPeak is the same for pending.
+	// pendingPeak is the most identities pending since the map was last
+	// rebuilt.
 	pendingPeak int
 	sweep       *clock.Timer // armed while there are identities or failures
 	sweepSeq    uint64
 }
 
 func newOwner(s tokenmanager.OwnerSettings) *owner {
+	reg := link.NewRegistry[*hosted]()
 	return &owner{
-		s: s,
-		o: &link.Owner{Registry: link.NewRegistry(), Bus: eventbus.New(s.EventBuffer), Done: make(chan struct{})},
+		s:   s,
+		reg: reg,
+		o:   &link.Owner{Index: reg, Bus: eventbus.New(s.EventBuffer), Done: make(chan struct{})},
 
-		ids:     make(map[string]*hosted),
 		pending: make(map[string]*pending),
 		failed:  make(map[string]*link.SettingsFailure),
 	}
@@ -144,13 +146,13 @@ func (w *owner) Receive(c proto.Context) {
 		w.resolve(m)
 	case *link.Wait:
 		if x := w.lookup(m.H); x != nil {
-			w.run(x, x.st.wait(x.h.Clock.Now(), m), nil, m)
+			w.run(x, x.st.wait(x.st.h.Clock.Now(), m), nil, m)
 		} else {
 			reply(m, &messages.TokenResult{Err: link.ErrPassivated}) // ask the owner again
 		}
 	case *link.Rejected:
 		if x := w.lookup(m.H); x != nil {
-			w.run(x, x.st.invalidate(x.h.Clock.Now(), m.AccessToken, m.MaxTries), nil, nil)
+			w.run(x, x.st.invalidate(x.st.h.Clock.Now(), m.AccessToken, m.MaxTries), nil, nil)
 		}
 	case *link.Served:
 		if x := w.lookup(m.H); x != nil {
@@ -158,16 +160,16 @@ func (w *owner) Receive(c proto.Context) {
 		}
 	case *link.RefreshNow:
 		if x := w.lookup(m.H); x != nil {
-			w.run(x, x.st.refreshDue(x.h.Clock.Now(), m.Gen), nil, nil)
+			w.run(x, x.st.refreshDue(x.st.h.Clock.Now(), m.Gen), nil, nil)
 		}
 	case *hostedFetch:
 		if w.hosts(m.x) {
-			w.run(m.x, m.x.st.fetched(m.x.h.Clock.Now(), m.d), nil, nil)
+			w.run(m.x, m.x.st.fetched(m.x.st.h.Clock.Now(), m.d), nil, nil)
 		}
 	case *hostedRetry:
 		if w.hosts(m.x) {
 			m.x.retry = nil
-			w.run(m.x, m.x.st.retryDue(m.x.h.Clock.Now(), m.seq), nil, nil)
+			w.run(m.x, m.x.st.retryDue(m.x.st.h.Clock.Now(), m.seq), nil, nil)
 		}
 	case *settingsDone:
 		w.settingsDone(c, m)
@@ -204,14 +206,14 @@ func (w *owner) stopping() {
 	}
 	clear(w.pending)
 	closed := &messages.TokenResult{Err: tokenmanager.ErrClosed}
-	for _, x := range w.ids {
+	w.reg.Range(func(x *hosted) {
 		w.run(x, x.st.stop(closed), nil, nil) // cancels its fetch
-	}
+	})
 }
 
 func (w *owner) finished() {
-	w.o.Registry.Clear()
-	clear(w.ids)
+	w.reg.Clear()
+	w.live = 0
 	w.o.Live.Store(0)
 	w.o.Bus.Publish(messages.Closed{})
 	w.o.Bus.Close()

@@ -51,7 +51,7 @@ func identityOf(msg any) (identity string, start bool) {
 // (SettingsFor is called); otherwise it is dropped.
 func (w *owner) route(env envelope) {
 	identity, start := identityOf(env.msg)
-	if x := w.ids[identity]; x != nil {
+	if x := w.find(identity); x != nil {
 		w.deliver(x, env)
 		return
 	}
@@ -75,8 +75,8 @@ func (w *owner) resolve(m *link.Resolve) {
 	if m.Ctx.Err() != nil {
 		return
 	}
-	if x := w.ids[m.Identity]; x != nil {
-		m.Reply <- link.Resolved{H: &x.h}
+	if x := w.find(m.Identity); x != nil {
+		m.Reply <- link.Resolved{H: &x.st.h}
 		return
 	}
 	if err := tokenmanager.CheckIdentity(m.Identity); err != nil {
@@ -195,7 +195,7 @@ func (w *owner) answer(p *pending, x *hosted, err error) {
 	for _, r := range p.resolves {
 		if r.Ctx.Err() == nil {
 			if x != nil {
-				r.Reply <- link.Resolved{H: &x.h}
+				r.Reply <- link.Resolved{H: &x.st.h}
 			} else {
 				r.Reply <- link.Resolved{Err: err}
 			}

@@ -9,6 +9,7 @@ import (
 	proto "github.com/asynkron/protoactor-go/actor"
 
 	"github.com/go-tokenmanager/tokenmanager"
+	"github.com/go-tokenmanager/tokenmanager/internal/eventbus"
 	"github.com/go-tokenmanager/tokenmanager/internal/link"
 	"github.com/go-tokenmanager/tokenmanager/messages"
 )
@@ -23,8 +24,10 @@ import (
 // token actor's, or the owner's for the identities it hosts): no lock
 // guards them. Other goroutines see the state only through h.
 type state struct {
-	h *link.Handle // what the state publishes to readers: the snapshot of
-	// cache.cur, the last fetch error, the streak and the hold.
+	// h is what the state publishes to readers (the snapshot of
+	// cache.cur, the last fetch error, the streak and the hold); its
+	// host hands out its address.
+	h        link.Handle
 	s        *fetchSettings // shared by identities whose settings agree
 	provider tokenmanager.TokenProvider
 	pol      policy
@@ -56,19 +59,19 @@ type state struct {
 		// only while someone needs a fetch and the backoff lasts (idle
 		// states hold no timer); a tick for another seq is stale.
 		retryArmed bool
+		why        reason
 		// calls counts provider calls running, abandoned ones included:
 		// a call abandoned after FetchTimeout may overlap the next one,
 		// but no more than maxProviderCalls run at once. Written by the
 		// fetch goroutines.
-		calls    atomic.Int32
-		retrySeq uint64
+		calls atomic.Int32
 		// id names the fetch running, or the last one; a fetchDone with
 		// another id is stale.
-		id uint64
+		id       uint32
+		retrySeq uint32
 		// start is when the running fetch started; the token's lifetime
 		// counts from it.
 		start time.Time
-		why   reason
 		// cancel cancels the running fetch; set by the host that starts
 		// it, nil unless running.
 		cancel context.CancelFunc
@@ -204,9 +207,15 @@ func newFetchSettings(s tokenmanager.Settings) fetchSettings {
 	}
 }
 
-func newState(s tokenmanager.Settings, h *link.Handle, pol policy) *state {
+// newState returns the state of a token actor of its own, whose events
+// subscribers queue up to s.EventBuffer.
+func newState(s tokenmanager.Settings, pol policy) *state {
 	fs := newFetchSettings(s)
-	return &state{s: &fs, provider: s.GetCredentials, h: h, pol: pol}
+	st := &state{s: &fs, provider: s.GetCredentials, pol: pol}
+	st.h.Bus = eventbus.New(s.EventBuffer)
+	st.h.Done = make(chan struct{})
+	st.h.Clock = s.Clock
+	return st
 }
 
 // effects is what a transition asks its host to do. The zero value asks

@@ -30,13 +30,12 @@ func newMachine(pol policy) *machine {
 		RetryMaxDelay:  time.Second, // backoff in [0.5s, 1s]
 		RefreshBuffer:  10 * time.Second,
 	}
-	s := raw.WithDefaults()
-	h := link.NewHandle(1, mock)
+	st := newState(raw.WithDefaults(), pol)
 	if pol.events == eventsSharedBus {
-		h.Identity = "tenant"
-		h.Request = link.NewRequest(raw, link.BothSides)
+		st.h.Identity = "tenant"
+		st.h.Request = link.NewRequest(raw, link.BothSides)
 	}
-	return &machine{st: newState(s, h, pol), mock: mock}
+	return &machine{st: st, mock: mock}
 }
 
 func (m *machine) now() time.Time { return m.mock.Now() }
@@ -182,7 +181,7 @@ func TestTransitions(t *testing.T) {
 				if e.arm != refreshTimer || e.armIn != 50*time.Second || e.armSeq != m.st.cache.gen {
 					t.Errorf("arm %v in %v (seq %d); want the refresh timer in 50s for gen %d", e.arm, e.armIn, e.armSeq, m.st.cache.gen)
 				}
-				if s := m.st.h.Snapshot(); s == nil || s.Token.AccessToken != "a" || !s.RefreshAt.IsZero() {
+				if s := m.st.h.Snapshot(); s == nil || s.Token.AccessToken != "a" || s.RefreshAt != 0 {
 					t.Errorf("published %+v; want token a without RefreshAt", s)
 				}
 				if ev, ok := e.events[0].(messages.TokenRefreshed); !ok || ev.Reason != messages.ReasonColdStart {
@@ -202,7 +201,7 @@ func TestTransitions(t *testing.T) {
 			do: func(m *machine) effects { return m.fetchOK("a", 60) },
 			check: func(t *testing.T, m *machine, e effects) {
 				s := m.st.h.Snapshot()
-				if e.arm != noTimer || s == nil || !s.RefreshAt.Equal(m.now().Add(50*time.Second)) || s.Header != "Bearer a" {
+				if e.arm != noTimer || s == nil || s.RefreshAt != m.now().Add(50*time.Second).UnixNano() || s.Header != "Bearer a" {
 					t.Errorf("arm %v, snapshot %+v; want no timer, RefreshAt in 50s, header Bearer a", e.arm, s)
 				}
 			},
@@ -326,7 +325,7 @@ func TestTransitions(t *testing.T) {
 				m.fetchErr(boom)
 				m.mock.Add(time.Second)
 			},
-			do: func(m *machine) effects { return m.st.retryDue(m.now(), m.st.fetch.retrySeq) },
+			do: func(m *machine) effects { return m.st.retryDue(m.now(), uint64(m.st.fetch.retrySeq)) },
 			check: func(t *testing.T, m *machine, e effects) {
 				if !e.fetch || m.st.fetch.retryArmed {
 					t.Errorf("fetch %v, armed %v; want a fetch, no timer", e.fetch, m.st.fetch.retryArmed)
@@ -342,7 +341,7 @@ func TestTransitions(t *testing.T) {
 				cancel()
 				m.mock.Add(time.Second)
 			},
-			do: func(m *machine) effects { return m.st.retryDue(m.now(), m.st.fetch.retrySeq) },
+			do: func(m *machine) effects { return m.st.retryDue(m.now(), uint64(m.st.fetch.retrySeq)) },
 			check: func(t *testing.T, m *machine, e effects) {
 				if e.fetch || m.st.waiters != nil {
 					t.Errorf("fetch %v, waiters %v; want no fetch and no buffer held", e.fetch, m.st.waiters)

@@ -18,7 +18,7 @@ import (
 
 // fetchDone is a provider call's outcome, sent back to the host.
 type fetchDone struct {
-	id       uint64
+	id       uint32
 	token    tokenmanager.Token
 	err      error
 	duration time.Duration
@@ -161,7 +161,7 @@ func (st *state) ensureFetch(now time.Time) (e effects) {
 func (st *state) armRetry(d time.Duration) (e effects) {
 	st.fetch.retrySeq++
 	st.fetch.retryArmed = true
-	e.arm, e.armIn, e.armSeq = retryTimer, d, st.fetch.retrySeq
+	e.arm, e.armIn, e.armSeq = retryTimer, d, uint64(st.fetch.retrySeq)
 	return e
 }
 
@@ -254,7 +254,7 @@ func (st *state) store(now, start time.Time, tok tokenmanager.Token, expires tim
 	}
 	if at, ok := st.refreshAt(now, start); ok {
 		if st.pol.refresh == refreshOnUse {
-			cur.RefreshAt = at // readers ask when they use it past then
+			cur.RefreshAt = at.UnixNano() // readers ask when they use it past then
 		} else {
 			st.cache.refreshArmed = true
 			e.arm, e.armIn, e.armSeq = refreshTimer, at.Sub(now), st.cache.gen
@@ -336,7 +336,7 @@ func (st *state) refreshDue(now time.Time, gen uint64) (e effects) {
 // retryDue handles the retry timer seq firing: fetch if someone still
 // needs a token.
 func (st *state) retryDue(now time.Time, seq uint64) (e effects) {
-	if seq != st.fetch.retrySeq {
+	if seq != uint64(st.fetch.retrySeq) {
 		return e
 	}
 	st.fetch.retryArmed = false

@@ -28,7 +28,9 @@ type Snapshot struct {
 	// RefreshAt, when set, is when a reader should ask the actor for an
 	// early refresh ([RefreshNow]): an actor that refreshes on use arms no
 	// timer. Zero for an actor with a refresh timer of its own.
-	RefreshAt time.Time
+	// It is UnixNano on the handle's Clock, so that the snapshot fits
+	// in fewer bytes; 0: none.
+	RefreshAt int64
 	// Header is the header value for Token under the handle's Request
 	// (its Formatter), made by the owner for its identities; empty
 	// otherwise, or when the Formatter panicked.
@@ -48,7 +50,7 @@ func (s *Snapshot) FreshAt(now time.Time) bool {
 // [RefreshNow]: the snapshot's refresh time has come and nobody asked yet.
 // It returns true once per snapshot.
 func (s *Snapshot) AskRefresh(now time.Time) bool {
-	return !s.RefreshAt.IsZero() && !now.Before(s.RefreshAt) && !s.asked.Load() && s.asked.CompareAndSwap(false, true)
+	return s.RefreshAt != 0 && now.UnixNano() >= s.RefreshAt && !s.asked.Load() && s.asked.CompareAndSwap(false, true)
 }
 
 // ErrPassivated ends a wait whose identity was passivated for being idle:

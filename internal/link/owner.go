@@ -10,9 +10,10 @@ import (
 // Owner is what an owner of many identities shares with the transports
 // attached to it. It is safe for concurrent use by multiple goroutines.
 type Owner struct {
-	// Registry maps each hosted identity to its handle. Only
+	// Index finds the handle of each hosted identity (the owner's
+	// Registry). Only
 	// the owner writes it; transports read it on every request.
-	Registry *Registry
+	Index Index
 	// Bus carries the events of every identity.
 	Bus *eventbus.Bus
 	// Done is closed when the owner has stopped.
@@ -23,7 +24,13 @@ type Owner struct {
 }
 
 // Lookup returns the handle of identity while it is hosted, or nil.
-func (o *Owner) Lookup(identity string) *Handle { return o.Registry.Load(identity) }
+func (o *Owner) Lookup(identity string) *Handle { return o.Index.Lookup(identity) }
+
+// Index finds the handles of an owner's identities.
+type Index interface {
+	// Lookup returns identity's handle while it is hosted, or nil.
+	Lookup(identity string) *Handle
+}
 
 // AttachOwner asks an owner for its *Owner; send it with RequestFuture.
 type AttachOwner struct{}
