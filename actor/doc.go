@@ -40,7 +40,8 @@
 // and return effects: reply to the sender, answer the askers and waits
 // handed over, start the fetch, arm or stop a refresh or retry timer,
 // publish events. A host carries them out: the token actor of [NewProps]
-// (actor.go) or the owner of [NewOwnerProps] for each identity (owner.go).
+// (actor.go) or the owner of [NewOwnerProps] for each identity (owner.go,
+// hosted.go: one allocation per identity, no process of its own).
 // Policies say how hosts differ: the early refresh by a timer or on use,
 // events on a bus of its own or on a shared one, passivation allowed.
 //
