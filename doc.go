@@ -40,7 +40,8 @@
 //
 // An owner (actor.NewOwnerProps, or transport.NewMulti for an
 // http.RoundTripper) serves many identities — tenants, audiences, scopes —
-// with one token actor each, started on first use with the settings
+// with one token state each, hosted by the owner (no actor per identity),
+// started on first use with the settings
 // [OwnerSettings.SettingsFor] returns, and passivated once idle for
 // [OwnerSettings.IdleTimeout]. Requests name their identity in their
 // context (transport.WithIdentity) or through a resolver. Identities share

@@ -11,8 +11,8 @@ import (
 	"github.com/benbjohnson/clock"
 )
 
-// defaultIdleTimeout is how long an identity may go unused before its
-// token actor is passivated: long enough that a steady caller (one
+// defaultIdleTimeout is how long an identity may go unused before it is
+// passivated: long enough that a steady caller (one
 // request every few minutes) keeps its token, short enough that
 // thousands of tenants seen once an hour do not stay in memory.
 const defaultIdleTimeout = 10 * time.Minute
@@ -36,8 +36,9 @@ const minIdleTimeout = time.Second
 // [OwnerSettings.Logger].
 type SettingsFunc func(identity string) (Settings, error)
 
-// OwnerSettings configures an owner of many identities: one token actor
-// per identity, started on first use and passivated when idle. Zero values
+// OwnerSettings configures an owner of many identities: one token state
+// per identity, hosted by the owner, started on first use and passivated
+// when idle. Zero values
 // mean "use the default".
 //
 // An identity is a string of your choosing. Build it from every parameter
@@ -49,8 +50,8 @@ type SettingsFunc func(identity string) (Settings, error)
 type OwnerSettings struct {
 	// SettingsFor returns each identity's settings. Required.
 	SettingsFor SettingsFunc
-	// IdleTimeout is how long an identity may go unused before its token
-	// actor is stopped and its token forgotten; its next request starts
+	// IdleTimeout is how long an identity may go unused before it is
+	// passivated and its token forgotten; its next request starts
 	// it again and fetches anew. Optional; zero means 10 minutes; at
 	// least 1s.
 	IdleTimeout time.Duration

@@ -32,10 +32,8 @@ func TestRefreshAt(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			a := &tokenActor{
-				s:   fetchSettings{RefreshBuffer: tt.buffer},
-				cur: &link.Snapshot{ExpiresAt: start.Add(tt.life)},
-			}
+			a := &state{s: &fetchSettings{RefreshBuffer: tt.buffer}}
+			a.cache.cur = &link.Snapshot{ExpiresAt: start.Add(tt.life)}
 			at, ok := a.refreshAt(start.Add(tt.took), start)
 			if !ok {
 				t.Fatalf("refreshAt: ok = false for a token with expiry")
@@ -45,7 +43,8 @@ func TestRefreshAt(t *testing.T) {
 			}
 		})
 	}
-	a := &tokenActor{s: fetchSettings{RefreshBuffer: time.Second}, cur: &link.Snapshot{}}
+	a := &state{s: &fetchSettings{RefreshBuffer: time.Second}}
+	a.cache.cur = &link.Snapshot{}
 	if _, ok := a.refreshAt(start, start); ok {
 		t.Error("refreshAt: ok = true for a token without expiry")
 	}

@@ -88,25 +88,7 @@ func (f *fleet) start(tb testing.TB, lifetime int64, s tokenmanager.OwnerSetting
 }
 
 // fill gives n identities a cached token each, several at a time.
-func (f *fleet) fill(tb testing.TB, n int) {
-	var wg sync.WaitGroup
-	var next atomic.Int64
-	for range 64 {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n {
-					return
-				}
-				if _, err := f.m.Token(context.Background(), identity(i)); err != nil {
-					tb.Error(err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-}
+func (f *fleet) fill(tb testing.TB, n int) { f.fillRange(tb, 0, n) }
 
 func identity(i int) string { return "tenant-" + strconv.Itoa(i) }
 
@@ -298,4 +280,57 @@ func BenchmarkIdentitiesFirstRequest(b *testing.B) {
 	slices.Sort(over)
 	b.ReportMetric(float64(over[len(over)/2].Microseconds()), "overhead-us/p50")
 	b.ReportMetric(float64(over[len(over)*99/100].Microseconds()), "overhead-us/p99")
+}
+
+// BenchmarkIdentitiesChurn sends one request each to 1,000,000 distinct
+// identities (20,000 with -short) through an owner capped at
+// MaxIdentities 1,000, and reports the heap growth over the start (with
+// the first thousand live) after 100k, 500k and 1M of them: an owner
+// that forgets identities it evicted stays flat however many it has
+// seen.
+func BenchmarkIdentitiesChurn(b *testing.B) {
+	marks := []int{100_000, 500_000, 1_000_000}
+	if testing.Short() {
+		marks = []int{5_000, 10_000, 20_000}
+	}
+	const capacity = 1000
+	for b.Loop() {
+		f := newFleet(b, longLifetime, tokenmanager.OwnerSettings{IdleTimeout: time.Hour, MaxIdentities: capacity}, newMemBase())
+		f.fillRange(b, 0, capacity)
+		h0 := heap()
+		done := capacity
+		for _, mark := range marks {
+			f.fillRange(b, done, mark)
+			done = mark
+			growth := float64(int64(heap())-int64(h0)) / 1e6
+			b.ReportMetric(growth, fmt.Sprintf("heapMB-growth/%dk", mark/1000))
+		}
+		if live := f.m.Live(); live > capacity {
+			b.Errorf("Live() = %d; want at most %d", live, capacity)
+		}
+		f.m.Close()
+	}
+}
+
+// fillRange gives identities from to to-1 a cached token each, several
+// at a time.
+func (f *fleet) fillRange(tb testing.TB, from, to int) {
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	next.Store(int64(from))
+	for range 64 {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= to {
+					return
+				}
+				if _, err := f.m.Token(context.Background(), identity(i)); err != nil {
+					tb.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }

@@ -68,14 +68,12 @@ type grain struct {
 	settingsFor tokenmanager.SettingsFunc
 	identity    string
 	local       *proto.PID  // the identity's token actor
-	clk         clock.Clock // its clock, against which tokens expire
+	clk         clock.Clock // its settings' clock: tokens expire, and SettingsFor backs off, on it
 
-	// When SettingsFor failed: why, how often in a row, and when it may
-	// be called again (the owner's backoff, so a broken entry is not
-	// called in a loop, and a fixed one is picked up).
-	err       error
-	failures  int
-	notBefore time.Time
+	// failed is the run of failed SettingsFor calls: the owner's backoff,
+	// so a broken entry is not called in a loop, and a fixed one is
+	// picked up.
+	failed link.SettingsFailure
 }
 
 func (g *grain) Receive(c proto.Context) {
@@ -99,25 +97,20 @@ func (g *grain) init(c proto.Context, identity string) {
 // why it cannot.
 func (g *grain) start(c proto.Context) {
 	s, err := link.SettingsOf(g.settingsFor, g.identity)
+	if s.Clock != nil {
+		g.clk = s.Clock // known even when the settings are invalid
+	} else if g.clk == nil {
+		g.clk = clock.New()
+	}
 	if err == nil {
 		var props *proto.Props
 		if props, err = actor.NewProps(s); err == nil {
-			g.clk = s.WithDefaults().Clock
 			g.local = c.Spawn(props) // a child: stopped with the grain
-			g.err, g.failures = nil, 0
+			g.failed = link.SettingsFailure{}
 			return
 		}
 	}
-	g.err = err
-	g.failures++
-	g.notBefore = time.Now().Add(backoff(g.failures))
-}
-
-// backoff is the wait after the n-th failed SettingsFor in a row: 0.5s
-// doubling to 30s, as an owner waits.
-func backoff(n int) time.Duration {
-	d := 500 * time.Millisecond << min(n-1, 6)
-	return min(d, 30*time.Second)
+	g.failed.Fail(g.clk.Now(), err)
 }
 
 // get answers a member from the token actor, without blocking the
@@ -125,11 +118,12 @@ func backoff(n int) time.Duration {
 // still current), then the actor is asked.
 func (g *grain) get(c proto.Context, m *tokenpb.GetToken) {
 	sender := c.Sender()
-	if g.local == nil && !time.Now().Before(g.notBefore) {
+	if g.local == nil && g.failed.Blocking(g.clk.Now()) == nil {
 		g.start(c)
 	}
 	if g.local == nil {
-		c.Send(sender, &tokenpb.TokenReply{Error: g.err.Error(), Permanent: tokenmanager.IsPermanent(g.err)})
+		err := g.failed.Err
+		c.Send(sender, &tokenpb.TokenReply{Error: err.Error(), Permanent: tokenmanager.IsPermanent(err)})
 		return
 	}
 	if m.GetRejected() != "" {

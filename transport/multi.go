@@ -58,8 +58,8 @@ func WithResolver(fn func(*http.Request) (string, error)) Option {
 // MultiRoundTripper is an http.RoundTripper for many identities (tenants,
 // audiences, scopes): each request carries the token of its own identity,
 // picked from its context ([WithIdentity]) or by the resolver
-// ([WithResolver]). Behind it, an owner (actor.NewOwnerProps) runs one
-// token actor per identity, started on first use and passivated when
+// ([WithResolver]). Behind it, an owner (actor.NewOwnerProps) hosts one
+// token state per identity, started on first use and passivated when
 // idle. Each identity behaves as a [RoundTripper] does (caching, single
 // flight, recovery, body replay, redirects, waiting, events), with its own
 // settings from OwnerSettings.SettingsFor, and never waits for another
@@ -206,12 +206,12 @@ func (m *MultiRoundTripper) Token(ctx context.Context, identity string) (tokenma
 	return core.FromNow(iss, b.H.Clock.Now()), nil
 }
 
-// Live returns how many identities have a token actor now (started and
-// not passivated).
+// Live returns how many identities the owner hosts now (started and not
+// passivated).
 func (m *MultiRoundTripper) Live() int { return int(m.o.Live.Load()) }
 
-// bind returns identity's binding: from the registry when its token actor
-// lives, else from the owner, which starts it. Only valid identities
+// bind returns identity's binding: from the registry when the owner hosts
+// it, else from the owner, which starts it. Only valid identities
 // reach the registry, so a hit needs no check.
 func (m *MultiRoundTripper) bind(ctx context.Context, identity string) (core.Binding, error) {
 	if len(identity) > 0 && len(identity) <= tokenmanager.MaxIdentityLength {
@@ -275,7 +275,7 @@ func (m *MultiRoundTripper) Subscribe(fn func(messages.Event)) (unsubscribe func
 func (m *MultiRoundTripper) DroppedEvents() uint64 { return m.c.Dropped() }
 
 // Close stops what m owns: for a MultiRoundTripper from NewMulti, the
-// owner with every identity's token actor (cancelling their fetches) and
+// owner with every identity (cancelling their fetches) and
 // the actor system. Requests waiting get tokenmanager.ErrClosed, as does
 // every later call. Events already queued are delivered for up to a
 // second. Close is idempotent: later calls return nil. Close on a nil

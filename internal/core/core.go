@@ -161,7 +161,7 @@ func (c *Core) Fresh(b Binding, snap *link.Snapshot) bool {
 	}
 	b.H.Touch(now)
 	if snap.AskRefresh(now) {
-		c.Root.Send(b.PID, &link.RefreshNow{Gen: snap.Gen})
+		c.Root.Send(b.PID, &link.RefreshNow{H: b.H, Gen: snap.Gen})
 	}
 	return true
 }
@@ -171,7 +171,7 @@ func (c *Core) Fresh(b Binding, snap *link.Snapshot) bool {
 // load.
 func (c *Core) Served(b Binding) {
 	if b.H.Streak() {
-		c.Root.Send(b.PID, &link.Served{})
+		c.Root.Send(b.PID, &link.Served{H: b.H})
 	}
 }
 

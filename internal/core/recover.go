@@ -121,9 +121,9 @@ func (c *Core) reject(b Binding, used string, first bool) bool {
 	}
 	b.H.Drop(used)
 	if first {
-		c.Root.Send(b.PID, messages.Invalidate{AccessToken: used})
+		c.Root.Send(b.PID, messages.Invalidate{Identity: b.H.Identity, AccessToken: used})
 	} else {
-		c.Root.Send(b.PID, &link.Rejected{AccessToken: used, MaxTries: b.Req.MaxTries})
+		c.Root.Send(b.PID, &link.Rejected{H: b.H, AccessToken: used, MaxTries: b.Req.MaxTries})
 	}
 	return true
 }
@@ -151,7 +151,7 @@ func (c *Core) Invalidate(b Binding, token, where string, status int) bool {
 		return false
 	}
 	b.H.Drop(token)
-	c.Root.Send(b.PID, &link.Rejected{AccessToken: token, MaxTries: b.Req.MaxTries})
+	c.Root.Send(b.PID, &link.Rejected{H: b.H, AccessToken: token, MaxTries: b.Req.MaxTries})
 	return true
 }
 

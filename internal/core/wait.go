@@ -216,7 +216,7 @@ func (c *Core) ask(ctx context.Context, b Binding) *messages.TokenResult {
 		return stopped(b)
 	default:
 	}
-	w := &link.Wait{Ctx: ctx, Reply: make(chan *messages.TokenResult, 1)}
+	w := &link.Wait{H: b.H, Ctx: ctx, Reply: make(chan *messages.TokenResult, 1)}
 	c.Root.Send(b.PID, w)
 	select {
 	case res := <-w.Reply:

@@ -28,9 +28,11 @@ type Snapshot struct {
 	// RefreshAt, when set, is when a reader should ask the actor for an
 	// early refresh ([RefreshNow]): an actor that refreshes on use arms no
 	// timer. Zero for an actor with a refresh timer of its own.
-	RefreshAt time.Time
+	// It is UnixNano on the handle's Clock, so that the snapshot fits
+	// in fewer bytes; 0: none.
+	RefreshAt int64
 	// Header is the header value for Token under the handle's Request
-	// (its Formatter), made by the actor for an owner's children; empty
+	// (its Formatter), made by the owner for its identities; empty
 	// otherwise, or when the Formatter panicked.
 	Header string
 	Token  tokenmanager.Token
@@ -48,14 +50,15 @@ func (s *Snapshot) FreshAt(now time.Time) bool {
 // [RefreshNow]: the snapshot's refresh time has come and nobody asked yet.
 // It returns true once per snapshot.
 func (s *Snapshot) AskRefresh(now time.Time) bool {
-	return !s.RefreshAt.IsZero() && !now.Before(s.RefreshAt) && !s.asked.Load() && s.asked.CompareAndSwap(false, true)
+	return s.RefreshAt != 0 && now.UnixNano() >= s.RefreshAt && !s.asked.Load() && s.asked.CompareAndSwap(false, true)
 }
 
-// ErrPassivated ends a wait whose token actor was stopped for being idle:
+// ErrPassivated ends a wait whose identity was passivated for being idle:
 // the waiter asks the owner again.
 var ErrPassivated = errors.New("tokenmanager: identity passivated")
 
-// Handle is what the actor shares with the transports attached to it. It
+// Handle is what a token's host (a token actor, or an owner for one of
+// its identities) shares with the transports attached to it. It
 // is safe for concurrent use by multiple goroutines.
 //
 // The fields a request reads on a cached token come first, so that they
@@ -65,30 +68,33 @@ type Handle struct {
 	snapshot atomic.Pointer[Snapshot]
 	lastUse  atomic.Int64 // UnixNano on Clock, coarse (see Touch); valid once used is set
 	used     atomic.Bool  // Touch was called: lastUse holds a time
-	// Clock is the actor's clock, against which snapshots expire.
+	streak   atomic.Bool  // fresh tokens are being rejected on first use
+	// passivated: the identity was passivated (see SetPassivated).
+	passivated atomic.Bool
+	// Clock is the token's clock, against which snapshots expire.
 	Clock clock.Clock
-	// PID is the actor's; set for an owner's children before the handle
-	// is published.
+	// PID is the host's, where messages about the token go: the owner's
+	// for its identities (set before the handle is published).
 	PID *proto.PID
 	// Request is the request side of the identity's settings, for an
-	// owner's children; nil for a token actor of its own, whose
+	// owner's identities; nil for a token actor of its own, whose
 	// RoundTrippers bring their own.
 	Request *Request
-	streak  atomic.Bool // fresh tokens are being rejected on first use
 
-	lastErr    atomic.Pointer[error]
-	holdUntil  atomic.Int64 // UnixNano on Clock; 0: not holding
-	passivated atomic.Bool
+	lastErr   atomic.Pointer[error]
+	holdUntil atomic.Int64 // UnixNano on Clock; 0: not holding
 	// Bus carries the actor's events (TokenRefreshed, TokenRequestFailed,
-	// TokenTryThresholdReached). An owner's children share the owner's.
+	// TokenTryThresholdReached). An owner's identities share the owner's.
 	Bus *eventbus.Bus
-	// Done is closed when the actor stops.
+	// Done is closed when the host stops: the token actor, or the owner
+	// (shared by its identities; a passivated identity's waits are
+	// answered with ErrPassivated instead).
 	Done chan struct{}
-	// Identity is the identity the actor serves; empty for a token actor
-	// of its own (actor.NewProps).
+	// Identity is the identity served; empty for a token actor of its
+	// own (actor.NewProps).
 	Identity string
 	// State is the request side's per-identity state, for an owner's
-	// children.
+	// identities.
 	State RequestState
 }
 
@@ -199,6 +205,9 @@ func (*Attach) IgnoreDeadLetterLogging() {}
 // recovery and rejected on its first use: the sign of an API that rejects
 // every new token, which the actor answers by backing off.
 type Rejected struct {
+	// H is the handle the token came from: an owner finds the identity
+	// by it (a token actor of its own ignores it).
+	H           *Handle
 	AccessToken string
 	MaxTries    int // the sender's MaxRecoveryTries (>= 0)
 }
@@ -231,7 +240,10 @@ func FetchFrom(ctx context.Context) (reason, rejected string) {
 
 // RefreshNow asks an actor that refreshes on use to refresh the token of
 // generation Gen early (see [Snapshot.AskRefresh]).
-type RefreshNow struct{ Gen uint64 }
+type RefreshNow struct {
+	H   *Handle // as for [Rejected]
+	Gen uint64
+}
 
 // IgnoreDeadLetterLogging keeps protoactor from logging the message.
 func (*RefreshNow) IgnoreDeadLetterLogging() {}
@@ -240,7 +252,9 @@ func (*RefreshNow) IgnoreDeadLetterLogging() {}
 // are not all rejected, so any streak of rejections, and the hold it may
 // have caused, ends. RoundTrippers send it only while [Handle.Streak]
 // holds, so it costs nothing in normal operation.
-type Served struct{}
+type Served struct {
+	H *Handle // as for [Rejected]
+}
 
 // IgnoreDeadLetterLogging keeps protoactor from logging the message.
 func (*Served) IgnoreDeadLetterLogging() {}
@@ -250,6 +264,7 @@ func (*Served) IgnoreDeadLetterLogging() {}
 // (with backoff) until Ctx ends, then forgets it. Reply must have room for
 // one result so the actor never blocks.
 type Wait struct {
+	H     *Handle // as for [Rejected]
 	Ctx   context.Context
 	Reply chan *messages.TokenResult
 }

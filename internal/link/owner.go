@@ -10,20 +10,27 @@ import (
 // Owner is what an owner of many identities shares with the transports
 // attached to it. It is safe for concurrent use by multiple goroutines.
 type Owner struct {
-	// Registry maps each live identity to its token actor's handle. Only
+	// Index finds the handle of each hosted identity (the owner's
+	// Registry). Only
 	// the owner writes it; transports read it on every request.
-	Registry *Registry
-	// Bus carries the events of every identity's token actor.
+	Index Index
+	// Bus carries the events of every identity.
 	Bus *eventbus.Bus
 	// Done is closed when the owner has stopped.
 	Done chan struct{}
-	// Live counts the identities with a token actor. Only the owner
+	// Live counts the identities hosted. Only the owner
 	// writes it.
 	Live atomic.Int64
 }
 
-// Lookup returns the handle of identity's live token actor, or nil.
-func (o *Owner) Lookup(identity string) *Handle { return o.Registry.Load(identity) }
+// Lookup returns the handle of identity while it is hosted, or nil.
+func (o *Owner) Lookup(identity string) *Handle { return o.Index.Lookup(identity) }
+
+// Index finds the handles of an owner's identities.
+type Index interface {
+	// Lookup returns identity's handle while it is hosted, or nil.
+	Lookup(identity string) *Handle
+}
 
 // AttachOwner asks an owner for its *Owner; send it with RequestFuture.
 type AttachOwner struct{}
@@ -31,8 +38,8 @@ type AttachOwner struct{}
 // IgnoreDeadLetterLogging keeps protoactor from logging the message.
 func (*AttachOwner) IgnoreDeadLetterLogging() {}
 
-// Resolve asks an owner for identity's handle, starting its token actor
-// if needed. Reply must have room for one answer; the owner forgets the
+// Resolve asks an owner for identity's handle, starting to host it if
+// needed. Reply must have room for one answer; the owner forgets the
 // request once Ctx ends.
 type Resolve struct {
 	Ctx      context.Context

@@ -11,58 +11,76 @@ import (
 // write copies only about a thousandth of it.
 const registryShards = 1024
 
-// Registry maps identities to the handles of their live token actors. It
-// is read on every request and written only when an identity starts or
-// stops, so each shard is an immutable map replaced on write
-// (copy-on-write): a read is one atomic load and one map lookup, with no
-// lock and no write to shared memory, and a write copies one shard
-// (about a thousandth of the identities). It is safe for concurrent use
-// by multiple goroutines.
-type Registry struct {
+// Hosted is what a registry maps an identity to: the owner's entry for
+// it (a pointer), which holds its handle.
+type Hosted interface {
+	comparable
+	Handle() *Handle
+}
+
+// Registry maps the identities an owner hosts to their entries: the
+// owner's only index of them. It is read on every request and written
+// only when an identity starts or stops, so each shard is an immutable
+// map replaced on write (copy-on-write): a read is one atomic load and
+// one map lookup, with no lock and no write to shared memory, and a write
+// copies one shard (about a thousandth of the identities). It is safe for
+// concurrent use by multiple goroutines.
+type Registry[P Hosted] struct {
 	seed   maphash.Seed
 	mu     sync.Mutex // serialises writers
-	shards [registryShards]atomic.Pointer[map[string]*Handle]
+	shards [registryShards]atomic.Pointer[map[string]P]
 }
 
 // NewRegistry returns an empty registry.
-func NewRegistry() *Registry {
-	return &Registry{seed: maphash.MakeSeed()}
+func NewRegistry[P Hosted]() *Registry[P] {
+	return &Registry[P]{seed: maphash.MakeSeed()}
 }
 
-func (r *Registry) shard(identity string) *atomic.Pointer[map[string]*Handle] {
+func (r *Registry[P]) shard(identity string) *atomic.Pointer[map[string]P] {
 	return &r.shards[maphash.String(r.seed, identity)%registryShards]
 }
 
-// Load returns identity's handle, or nil.
-func (r *Registry) Load(identity string) *Handle {
+// Load returns identity's entry; ok is false when there is none.
+func (r *Registry[P]) Load(identity string) (p P, ok bool) {
 	if m := r.shard(identity).Load(); m != nil {
-		return (*m)[identity]
+		p, ok = (*m)[identity]
+	}
+	return p, ok
+}
+
+// Lookup returns identity's handle, or nil.
+func (r *Registry[P]) Lookup(identity string) *Handle {
+	if p, ok := r.Load(identity); ok {
+		return p.Handle()
 	}
 	return nil
 }
 
-// Store sets identity's handle.
-func (r *Registry) Store(identity string, h *Handle) {
+// Store sets identity's entry.
+func (r *Registry[P]) Store(identity string, p P) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	s := r.shard(identity)
-	var m map[string]*Handle
+	var m map[string]P
 	if old := s.Load(); old != nil {
 		m = maps.Clone(*old)
 	} else {
-		m = make(map[string]*Handle, 1)
+		m = make(map[string]P, 1)
 	}
-	m[identity] = h
+	m[identity] = p
 	s.Store(&m)
 }
 
-// CompareAndDelete removes identity if its handle is still h.
-func (r *Registry) CompareAndDelete(identity string, h *Handle) {
+// CompareAndDelete removes identity if its entry is still p.
+func (r *Registry[P]) CompareAndDelete(identity string, p P) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	s := r.shard(identity)
 	old := s.Load()
-	if old == nil || (*old)[identity] != h {
+	if old == nil {
+		return
+	}
+	if cur, ok := (*old)[identity]; !ok || cur != p {
 		return
 	}
 	if len(*old) == 1 {
@@ -74,8 +92,20 @@ func (r *Registry) CompareAndDelete(identity string, h *Handle) {
 	s.Store(&m)
 }
 
+// Range calls fn for every entry, as the registry was when each shard was
+// reached; fn may change the registry.
+func (r *Registry[P]) Range(fn func(P)) {
+	for i := range r.shards {
+		if m := r.shards[i].Load(); m != nil {
+			for _, p := range *m {
+				fn(p)
+			}
+		}
+	}
+}
+
 // Clear removes every identity.
-func (r *Registry) Clear() {
+func (r *Registry[P]) Clear() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for i := range r.shards {

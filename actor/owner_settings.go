@@ -1,0 +1,222 @@
+package actor
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	proto "github.com/asynkron/protoactor-go/actor"
+
+	"github.com/go-tokenmanager/tokenmanager"
+	"github.com/go-tokenmanager/tokenmanager/internal/link"
+	"github.com/go-tokenmanager/tokenmanager/messages"
+)
+
+// pending holds what asked for an identity while its settings are fetched.
+type pending struct {
+	resolves  []*link.Resolve
+	envelopes []envelope
+}
+
+// envelope is a protocol message and its sender.
+type envelope struct {
+	msg    any
+	sender *proto.PID
+}
+
+// identityOf returns the Identity field of a protocol message, and
+// whether the message may start the identity (an Invalidate does not).
+func identityOf(msg any) (identity string, start bool) {
+	switch m := msg.(type) {
+	case messages.Get:
+		return m.Identity, true
+	case *messages.Get:
+		return m.Identity, true
+	case messages.Refreshed:
+		return m.Identity, true
+	case *messages.Refreshed:
+		return m.Identity, true
+	case messages.Invalidate:
+		return m.Identity, false
+	case *messages.Invalidate:
+		return m.Identity, false
+	}
+	return "", false
+}
+
+// route hands a protocol message to its identity. When the identity is
+// not hosted yet, a message that may start it waits for its settings
+// (SettingsFor is called); otherwise it is dropped.
+func (w *owner) route(env envelope) {
+	identity, start := identityOf(env.msg)
+	if x := w.find(identity); x != nil {
+		w.deliver(x, env)
+		return
+	}
+	if !start {
+		return
+	}
+	if err := tokenmanager.CheckIdentity(identity); err != nil {
+		w.reply(env, err)
+		return
+	}
+	if err := w.failedNow(identity); err != nil {
+		w.reply(env, err)
+		return
+	}
+	p := w.await(identity)
+	p.envelopes = append(p.envelopes, env)
+}
+
+// resolve answers a transport's request for identity's handle.
+func (w *owner) resolve(m *link.Resolve) {
+	if m.Ctx.Err() != nil {
+		return
+	}
+	if x := w.find(m.Identity); x != nil {
+		m.Reply <- link.Resolved{H: &x.st.h}
+		return
+	}
+	if err := tokenmanager.CheckIdentity(m.Identity); err != nil {
+		m.Reply <- link.Resolved{Err: err}
+		return
+	}
+	if err := w.failedNow(m.Identity); err != nil {
+		m.Reply <- link.Resolved{Err: err}
+		return
+	}
+	p := w.await(m.Identity)
+	p.resolves = slices.DeleteFunc(p.resolves, func(r *link.Resolve) bool { return r.Ctx.Err() != nil })
+	p.resolves = append(p.resolves, m)
+}
+
+// failedNow returns the identity's settings failure while its backoff
+// lasts.
+func (w *owner) failedNow(identity string) error {
+	return w.failed[identity].Blocking(w.s.Clock.Now())
+}
+
+// await returns the identity's pending entry, starting its SettingsFor
+// call if there is none.
+func (w *owner) await(identity string) *pending {
+	p := w.pending[identity]
+	if p == nil {
+		p = &pending{}
+		w.pending[identity] = p
+		w.pendingPeak = max(w.pendingPeak, len(w.pending))
+		fn := w.s.SettingsFor
+		go func() {
+			s, err := link.SettingsOf(fn, identity)
+			w.sendSelf(&settingsDone{identity: identity, s: s, err: err})
+		}()
+	}
+	return p
+}
+
+func (w *owner) settingsDone(c proto.Context, m *settingsDone) {
+	p := w.pending[m.identity]
+	delete(w.pending, m.identity)
+	w.pending = shrink(w.pending, &w.pendingPeak)
+	if p == nil {
+		p = &pending{}
+	}
+	now := w.s.Clock.Now()
+	if m.err != nil {
+		f := w.failed[m.identity]
+		if f == nil {
+			f = &link.SettingsFailure{}
+			w.failed[m.identity] = f
+		}
+		retryIn := f.Fail(now, m.err)
+		w.answer(p, nil, m.err)
+		w.armSweep()
+		w.settingsFailed(c, m.identity, f, retryIn)
+		return
+	}
+	delete(w.failed, m.identity)
+	x := w.host(m.identity, m.s, now)
+	w.answer(p, x, nil)
+	w.armSweep()
+	w.evictOverCap(x)
+}
+
+// settingsFailed reports a failed SettingsFor call: an event, and a log
+// line (to OwnerSettings.Logger, else the actor system's logger).
+func (w *owner) settingsFailed(c proto.Context, identity string, f *link.SettingsFailure, retryIn time.Duration) {
+	w.o.Bus.Publish(messages.SettingsFailed{Identity: identity, Err: f.Err, ConsecutiveFailures: f.N, RetryIn: retryIn})
+	log := w.s.Logger
+	if log == nil {
+		log = c.Logger()
+	}
+	log.LogAttrs(context.Background(), slog.LevelError, "tokenmanager: SettingsFor failed",
+		slog.String("identity", identity),
+		slog.String("error", f.Err.Error()),
+		slog.Int("consecutive_failures", f.N),
+		slog.Duration("retry_in", retryIn))
+}
+
+// request returns the request side of s (as SettingsFor gave it, before
+// defaults). Settings that differ only in their provider and timing share
+// one: with no Formatter and no callbacks, the request side is a handful
+// of comparable values.
+func (w *owner) request(s tokenmanager.Settings) *link.Request {
+	if s.Formatter != nil || s.OnAuthFail != nil || s.OnRecoveryTry != nil || s.OnRecoveryAbort != nil ||
+		s.OnTokenRefresh != nil || s.OnTokenRequestFail != nil || s.OnTokenTryThreshold != nil {
+		return link.NewRequest(s, link.BothSides)
+	}
+	key := requestKey{
+		header: s.Header, statuses: fmt.Sprint(s.RefreshOnStatus), tries: s.MaxRecoveryTries,
+		withToken: s.AddTokenToLogs, insecure: s.AllowInsecureHTTP, wait: s.WaitTimeout,
+	}
+	r := w.requests[key]
+	if r == nil {
+		if w.requests == nil {
+			w.requests = make(map[requestKey]*link.Request)
+		}
+		r = link.NewRequest(s, link.BothSides)
+		w.requests[key] = r
+	}
+	return r
+}
+
+// requestKey is what a shared request side is looked up by.
+type requestKey struct {
+	header, statuses string
+	tries            int
+	withToken        bool
+	insecure         bool
+	wait             time.Duration
+}
+
+// answer replies to everyone pending: with the identity x, or with err.
+func (w *owner) answer(p *pending, x *hosted, err error) {
+	for _, r := range p.resolves {
+		if r.Ctx.Err() == nil {
+			if x != nil {
+				r.Reply <- link.Resolved{H: &x.st.h}
+			} else {
+				r.Reply <- link.Resolved{Err: err}
+			}
+		}
+	}
+	for _, env := range p.envelopes {
+		if x != nil && w.hosts(x) {
+			w.deliver(x, env)
+		} else {
+			w.reply(env, err)
+		}
+	}
+}
+
+// reply answers a Get that cannot be served with err; other messages
+// have no reply.
+func (w *owner) reply(env envelope, err error) {
+	switch env.msg.(type) {
+	case messages.Get, *messages.Get:
+		if env.sender != nil {
+			w.root.Send(env.sender, &messages.TokenResult{Err: err})
+		}
+	}
+}
