@@ -86,16 +86,17 @@ func NewKind(settingsFor tokenmanager.SettingsFunc) *cluster.Kind {
 
 // NewKindWith is [NewKind] with options.
 func NewKindWith(settingsFor tokenmanager.SettingsFunc, o KindOptions) *cluster.Kind {
+	return cluster.NewKind(Kind, grainProps(settingsFor, o))
+}
+
+// grainProps makes grains with o, its zero fields set to the defaults.
+func grainProps(settingsFor tokenmanager.SettingsFunc, o KindOptions) *proto.Props {
 	if o.Idle <= 0 {
 		o.Idle = defaultGrainIdle
 	}
 	if o.FetchWait <= 0 {
 		o.FetchWait = defaultFetchWait
 	}
-	return cluster.NewKind(Kind, grainProps(settingsFor, o))
-}
-
-func grainProps(settingsFor tokenmanager.SettingsFunc, o KindOptions) *proto.Props {
 	return proto.PropsFromProducer(func() proto.Actor {
 		return &grain{settingsFor: settingsFor, opts: o}
 	})

@@ -207,7 +207,11 @@ func (f TLSFiles) Config() (*tls.Config, error) {
 	if f.ServerName == "" {
 		return nil, errors.New("tokenmanager: tokengrain.TLSFiles: no ServerName")
 	}
-	r := &reloader{files: f}
+	return f.configWith(&reloader{files: f, now: time.Now})
+}
+
+// configWith is Config over r.
+func (f TLSFiles) configWith(r *reloader) (*tls.Config, error) {
 	if _, err := r.current(); err != nil {
 		return nil, err
 	}
@@ -292,6 +296,7 @@ func verifyPeer(cs tls.ConnectionState, pool *x509.CertPool, serverName string, 
 // size or modification time changes (checked at most once a second).
 type reloader struct {
 	files TLSFiles
+	now   func() time.Time
 
 	mu      sync.Mutex
 	checked time.Time
@@ -307,7 +312,7 @@ type credsNow struct {
 func (r *reloader) current() (*credsNow, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	now := time.Now()
+	now := r.now()
 	if r.cr != nil && now.Sub(r.checked) < time.Second {
 		return r.cr, nil
 	}
