@@ -149,7 +149,10 @@ func TestCluster_mutualTLS(t *testing.T) {
 				if st == nil {
 					t.Fatalf("member %d printed no stats: %q", i, members[i].Lines())
 				}
-				t.Logf("member %d: requests=%d failed=%d fallbacks=%d", i, st.Requests, st.Failed, st.Fallbacks)
+				t.Logf("member %d: requests=%d failed=%d fallbacks=%d readiness=%q", i, st.Requests, st.Failed, st.Fallbacks, members[i].Readiness())
+				if members[i].Readiness() != "ok" {
+					t.Errorf("member %d: readiness %q; want ok", i, members[i].Readiness())
+				}
 				if st.Failed != 0 || st.Requests == 0 {
 					t.Errorf("member %d: %d of %d requests failed (%s); want members with credentials served", i, st.Failed, st.Requests, st.FirstErr)
 				}

@@ -169,10 +169,13 @@ func runMember() int {
 		cfg := cluster.Configure("tokenmanager-test", provider, disthash.New(),
 			remote.Configure("127.0.0.1", port, remoteOpts...), append(opts, cluster.WithRequestTimeout(time.Second))...)
 		c = cluster.New(system, cfg)
+		readiness := tokengrain.NewReadiness(c, time.Second)
+		defer readiness.Close()
 		if env(envClient) != "" {
 			c.StartClient()
 		} else {
 			c.StartMember()
+			fmt.Printf("READINESS %s\n", awaitReady(readiness))
 		}
 		ownerSettings.SettingsFor = tokengrain.SettingsFor(c, settingsFor, tokengrain.Options{
 			OnFallback: func(string, error) { fallbacks.Add(1) },
@@ -298,9 +301,18 @@ func strangerRun(c *cluster.Cluster, run time.Duration) Stats {
 	return st
 }
 
-// shutdownClient shuts a cluster client down: cluster.Shutdown needs
-// gossip, which a client has none of.
-func shutdownClient(c *cluster.Cluster) {
-	c.Remote.Shutdown(false)
-	c.ActorSystem.Shutdown()
+// shutdownClient shuts a cluster client down (cluster.Shutdown panics
+// for a client).
+func shutdownClient(c *cluster.Cluster) { tokengrain.ShutdownClient(c, false) }
+
+// awaitReady checks r until the member is ready, for up to 5s, and
+// returns "ok" or the last reason it was not.
+func awaitReady(r *tokengrain.Readiness) string {
+	var err error
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if err = r.Check(context.Background()); err == nil {
+			return "ok"
+		}
+	}
+	return err.Error()
 }

@@ -82,12 +82,13 @@ type Member struct {
 	done  chan struct{}
 	hosts []string
 
-	mu       sync.Mutex
-	ready    bool
-	hosted   int // HOSTED lines: grains activated here
-	progress Progress
-	stats    *Stats
-	lines    []string
+	mu        sync.Mutex
+	ready     bool
+	hosted    int    // HOSTED lines: grains activated here
+	readiness string // its readiness check, once joined: "ok" or why not
+	progress  Progress
+	stats     *Stats
+	lines     []string
 }
 
 // Snapshot returns whether the member said READY, whether a grain was
@@ -97,6 +98,14 @@ func (m *Member) Snapshot() (ready, hosts bool, st *Stats) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.ready, m.hosted > 0, m.stats
+}
+
+// Readiness returns the member's readiness check once it joined: "ok",
+// or why it was not ready; empty before.
+func (m *Member) Readiness() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.readiness
 }
 
 // Hosted returns how many times a grain was activated on the member.
@@ -152,6 +161,8 @@ func (m *Member) read(out io.Reader) {
 		switch {
 		case line == "READY":
 			m.ready = true
+		case strings.HasPrefix(line, "READINESS "):
+			m.readiness = strings.TrimPrefix(line, "READINESS ")
 		case strings.HasPrefix(line, "HOSTED "):
 			m.hosted++
 		case strings.HasPrefix(line, "PROGRESS "):
