@@ -135,7 +135,6 @@ func TestReadiness_notReady(t *testing.T) {
 	}
 }
 
-
 // KindOptions.FetchWait bounds the grain's wait for a fetch in progress,
 // below what the member would allow (WaitMs).
 func TestGrain_fetchWaitConfigurable(t *testing.T) {
