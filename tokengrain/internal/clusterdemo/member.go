@@ -18,8 +18,10 @@ import (
 	proto "github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/cluster"
 	"github.com/asynkron/protoactor-go/cluster/clusterproviders/automanaged"
+	"github.com/asynkron/protoactor-go/cluster/clusterproviders/etcd"
 	"github.com/asynkron/protoactor-go/cluster/identitylookup/disthash"
 	"github.com/asynkron/protoactor-go/remote"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/go-tokenmanager/tokenmanager"
 	"github.com/go-tokenmanager/tokenmanager/providers"
@@ -49,6 +51,8 @@ const (
 	envStranger  = "TM_STRANGER"      // Stranger mode
 	envTLSDir    = "TM_TLS_DIR"       // mutual TLS credentials
 	envAdvertise = "TM_ADVERTISE"     // the address to advertise
+	envEtcd      = "TM_ETCD"          // etcd endpoints (comma-separated): the etcd provider
+	envEtcdKey   = "TM_ETCD_KEY"      // the cluster's base key in etcd
 )
 
 // Identity is the one identity every member serves.
@@ -146,7 +150,18 @@ func runMember() int {
 			hosting.Store(true)
 			return settingsFor(id)
 		}
-		provider := automanaged.NewWithConfig(500*time.Millisecond, autoPort, hosts...)
+		var provider cluster.ClusterProvider = automanaged.NewWithConfig(500*time.Millisecond, autoPort, hosts...)
+		if endpoints := env(envEtcd); endpoints != "" {
+			p, err := etcd.NewWithConfig(env(envEtcdKey), clientv3.Config{
+				Endpoints:   strings.Split(endpoints, ","),
+				DialTimeout: 5 * time.Second,
+			})
+			if err != nil {
+				fmt.Println("ERROR", err)
+				return 1
+			}
+			provider = p
+		}
 		var opts []cluster.ConfigOption
 		if env(envClient) == "" {
 			opts = append(opts, cluster.WithKinds(tokengrain.NewKind(hostingSettings)))

@@ -74,6 +74,13 @@ type Config struct {
 	// (another Start's [Member.Hosts]). Optional; nil means the members
 	// form a cluster of their own.
 	Hosts []string
+	// Etcd are the endpoints of an etcd the members use as their
+	// cluster provider (protoactor's etcd provider), under EtcdKey.
+	// Optional; nil means automanaged.
+	Etcd []string
+	// EtcdKey is the cluster's base key in etcd; give each cluster its
+	// own. Optional; empty means "/tokenmanager-test".
+	EtcdKey string
 }
 
 // Member is a member process as the parent sees it.
@@ -254,6 +261,13 @@ func Start(a *Authority, cfg Config) ([]*Member, error) {
 			cmd.Env = append(cmd.Env, envClient+"=1")
 		case Stranger:
 			cmd.Env = append(cmd.Env, envClient+"=1", envStranger+"=1")
+		}
+		if len(cfg.Etcd) > 0 {
+			key := cfg.EtcdKey
+			if key == "" {
+				key = "/tokenmanager-test"
+			}
+			cmd.Env = append(cmd.Env, envEtcd+"="+strings.Join(cfg.Etcd, ","), envEtcdKey+"="+key)
 		}
 		if cfg.TLSDir != "" {
 			cmd.Env = append(cmd.Env, envTLSDir+"="+cfg.TLSDir)
