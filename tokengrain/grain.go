@@ -48,25 +48,68 @@ const Kind = "tokenmanager-token"
 // stops, its token forgotten, and is activated again on the next one.
 const defaultGrainIdle = 10 * time.Minute
 
-// askTimeout bounds a grain's wait for its token actor; the actor answers
-// a failed fetch at once, so this only guards against a stuck provider.
-const askTimeout = 30 * time.Second
+// defaultFetchWait bounds a grain's wait for its token actor; the actor
+// answers a failed fetch at once, so this only guards against a stuck
+// provider.
+const defaultFetchWait = 30 * time.Second
+
+// KindOptions configures the grains of [NewKindWith]. Zero values mean the
+// defaults.
+type KindOptions struct {
+	// Idle is how long a grain lives without a request; then it stops,
+	// its token forgotten, and the next request activates it again (one
+	// fetch). Optional; zero means 10 minutes.
+	Idle time.Duration
+	// FetchWait bounds how long a grain waits for its token actor to
+	// answer one ask (a fetch in progress); a member's ask is bounded
+	// further by its own Options.Timeout. Optional; zero means 30s.
+	FetchWait time.Duration
+	// Fingerprint returns a non-secret digest of the request-shaping
+	// settings behind identity (client id, scopes, audience, a version of
+	// the secret; never the secret itself), the same function members
+	// pass in Options.Fingerprint. A grain refuses a member whose
+	// fingerprint differs from its own (a rollout that changes an
+	// identity's configuration), and that member fetches on its own.
+	// Optional; nil means not checked.
+	Fingerprint func(identity string) string
+	// Metrics receives the grain side's figures (refusals). Optional.
+	Metrics Recorder
+}
 
 // NewKind returns the cluster kind of token grains: one per identity,
 // owning that identity's token for the whole cluster, fetched with the
 // settings settingsFor returns for it (called when the grain activates).
 // Register it on every member that may host grains.
 func NewKind(settingsFor tokenmanager.SettingsFunc) *cluster.Kind {
-	return cluster.NewKind(Kind, proto.PropsFromProducer(func() proto.Actor {
-		return &grain{settingsFor: settingsFor}
-	}))
+	return NewKindWith(settingsFor, KindOptions{})
+}
+
+// NewKindWith is [NewKind] with options.
+func NewKindWith(settingsFor tokenmanager.SettingsFunc, o KindOptions) *cluster.Kind {
+	return cluster.NewKind(Kind, grainProps(settingsFor, o))
+}
+
+// grainProps makes grains with o, its zero fields set to the defaults.
+func grainProps(settingsFor tokenmanager.SettingsFunc, o KindOptions) *proto.Props {
+	if o.Idle <= 0 {
+		o.Idle = defaultGrainIdle
+	}
+	if o.FetchWait <= 0 {
+		o.FetchWait = defaultFetchWait
+	}
+	return proto.PropsFromProducer(func() proto.Actor {
+		return &grain{settingsFor: settingsFor, opts: o}
+	})
 }
 
 // grain adapts a token actor to the cluster: it answers tokenpb.GetToken
 // from the token actor it spawned for its identity.
 type grain struct {
 	settingsFor tokenmanager.SettingsFunc
+	opts        KindOptions
 	identity    string
+	insecure    error       // why the cluster's remote may not carry tokens
+	fingerprint string      // of the settings the token actor fetches with
 	local       *proto.PID  // the identity's token actor
 	clk         clock.Clock // its settings' clock: tokens expire, and SettingsFor backs off, on it
 
@@ -79,7 +122,7 @@ type grain struct {
 func (g *grain) Receive(c proto.Context) {
 	switch m := c.Message().(type) {
 	case *cluster.ClusterInit:
-		g.init(c, m.Identity.Identity)
+		g.init(c, m.Identity.Identity, m.Cluster)
 	case *tokenpb.GetToken:
 		g.get(c, m)
 	case *proto.ReceiveTimeout:
@@ -87,9 +130,18 @@ func (g *grain) Receive(c proto.Context) {
 	}
 }
 
-func (g *grain) init(c proto.Context, identity string) {
+func (g *grain) init(c proto.Context, identity string, cl *cluster.Cluster) {
 	g.identity = identity
-	c.SetReceiveTimeout(defaultGrainIdle)
+	c.SetReceiveTimeout(g.opts.Idle)
+	if identity == probeIdentity {
+		return // answers probes only: no settings, no token
+	}
+	if g.insecure = CheckRemote(cl); g.insecure != nil {
+		return
+	}
+	if g.opts.Fingerprint != nil {
+		g.fingerprint = g.opts.Fingerprint(identity)
+	}
 	g.start(c)
 }
 
@@ -118,6 +170,14 @@ func (g *grain) start(c proto.Context) {
 // still current), then the actor is asked.
 func (g *grain) get(c proto.Context, m *tokenpb.GetToken) {
 	sender := c.Sender()
+	if m.GetProbe() || g.identity == probeIdentity {
+		c.Send(sender, &tokenpb.TokenReply{})
+		return
+	}
+	if refused := g.refusal(m); refused != "" {
+		c.Send(sender, &tokenpb.TokenReply{Refused: true, Error: refused})
+		return
+	}
 	if g.local == nil && g.failed.Blocking(g.clk.Now()) == nil {
 		g.start(c)
 	}
@@ -129,7 +189,7 @@ func (g *grain) get(c proto.Context, m *tokenpb.GetToken) {
 	if m.GetRejected() != "" {
 		c.Send(g.local, messages.Invalidate{AccessToken: m.GetRejected()})
 	}
-	wait := askTimeout
+	wait := g.opts.FetchWait
 	if ms := m.GetWaitMs(); ms > 0 {
 		wait = min(wait, time.Duration(ms)*time.Millisecond)
 	}
@@ -143,6 +203,21 @@ func (g *grain) get(c proto.Context, m *tokenpb.GetToken) {
 		}
 		c.Send(sender, reply(res, err, g.clk.Now()))
 	})
+}
+
+// refusal says why the grain will not serve m, or "": the cluster's
+// remote may not carry tokens, or the member's settings for the identity
+// differ from the grain's.
+func (g *grain) refusal(m *tokenpb.GetToken) string {
+	if g.insecure != nil {
+		recorder{g.opts.Metrics}.refused(g.identity, RefusedInsecure)
+		return g.insecure.Error()
+	}
+	if fp := m.GetFingerprint(); fp != "" && g.fingerprint != "" && fp != g.fingerprint {
+		recorder{g.opts.Metrics}.refused(g.identity, RefusedStaleConfig)
+		return fmt.Sprintf("tokenmanager: token grain: the settings of %q differ between members (fingerprint %q here, %q asking)", g.identity, g.fingerprint, fp)
+	}
+	return ""
 }
 
 // reply turns the token actor's answer into a TokenReply: the time left,

@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/asynkron/protoactor-go/cluster"
 
 	"github.com/go-tokenmanager/tokenmanager"
 	"github.com/go-tokenmanager/tokenmanager/internal/link"
-	"github.com/go-tokenmanager/tokenmanager/messages"
 	"github.com/go-tokenmanager/tokenmanager/tokengrain/tokenpb"
 )
 
@@ -21,34 +21,60 @@ const defaultTimeout = 750 * time.Millisecond
 
 // Options configures [SettingsFor].
 type Options struct {
-	// Timeout bounds each ask of an identity's grain. When the cluster
-	// does not answer within it (the member hosting the grain died, no
-	// member hosts the kind, the network is down), the member fetches
-	// from the identity provider itself, and asks the grain again on its
-	// next fetch. Optional; zero means 750ms.
+	// Timeout bounds each ask of an identity's grain: the ask bound. When
+	// the cluster does not serve a member within it (the member hosting
+	// the grain died, no member hosts the kind, the network is down, the
+	// grain refused), the member fetches from the identity provider
+	// itself, whatever the reason for the fetch, and asks the grain again
+	// on its next fetch: no request waits longer than Timeout plus the
+	// identity provider's own time, and an unreachable cluster never
+	// counts as a failed fetch. Optional; zero means 750ms.
 	Timeout time.Duration
 	// OnFallback is called, on the fetch's goroutine, each time a member
 	// fetched from the identity provider itself because the cluster did
-	// not answer; err says why. Optional.
+	// not serve it; err says why ([Fallback] carries the reason).
+	// Optional.
 	OnFallback func(identity string, err error)
+	// Fingerprint returns a non-secret digest of the request-shaping
+	// settings behind identity, the same function the kind's
+	// KindOptions.Fingerprint is; each ask carries it, and a grain whose
+	// own differs refuses. Optional; nil means not checked.
+	Fingerprint func(identity string) string
+	// Metrics receives the member side's figures (asks, fallbacks, grain
+	// moves). Optional.
+	Metrics Recorder
 }
+
+// Fallback is the error OnFallback receives: why the cluster did not
+// serve a member, which then fetched on its own.
+type Fallback struct {
+	// Reason is one of the Reason constants (ReasonUnreachable, ...).
+	Reason string
+	// Err is the cluster's error, or the grain's refusal.
+	Err error
+}
+
+func (f *Fallback) Error() string { return f.Err.Error() }
+func (f *Fallback) Unwrap() error { return f.Err }
 
 // SettingsFor wraps settingsFor for a member's owner of many identities
 // (transport.NewMulti, actor.NewOwnerProps): each identity keeps its
 // settings, but its GetCredentials asks the identity's grain on cluster c
 // for the token, passing on the token whose rejection led to the fetch
 // (the grain drops it only if it is still current). When the cluster does
-// not answer within o.Timeout, a member that needs a token fetches it from
-// the identity provider itself; an early refresh, whose cached token is
-// still valid, does not: the member keeps serving that token and asks the
-// grain again after the usual backoff. Failures the grain reports (its identity provider refused)
-// are returned as they are, permanent or not: fetching directly would
-// fail alike.
+// not serve the member within o.Timeout, the member fetches from the
+// identity provider itself, for an early refresh as for a miss, so an
+// unreachable cluster never backs an identity off. Failures the grain
+// reports (its identity provider refused) are returned as they are,
+// permanent or not: fetching directly would fail alike. A member whose
+// cluster fails [CheckRemote] never asks: it fetches on its own.
 //
 // Tokens come with the time they have left when the grain answered,
-// counted down from the member's fetch: member clocks need not agree.
+// counted down from the member's fetch: member clocks need not agree. A
+// token with under a second left (ExpiresIn counts whole seconds) is
+// handed back to the grain as rejected, which fetches a fresh one.
 func SettingsFor(c *cluster.Cluster, settingsFor tokenmanager.SettingsFunc, o Options) tokenmanager.SettingsFunc {
-	return wrap(settingsFor, o, requestOn(c))
+	return wrap(settingsFor, o, requestOn(c, recorder{o.Metrics}))
 }
 
 // requester sends one GetToken to identity's grain and returns its reply,
@@ -60,26 +86,29 @@ func wrap(settingsFor tokenmanager.SettingsFunc, o Options, req requester) token
 	if o.Timeout <= 0 {
 		o.Timeout = defaultTimeout
 	}
+	rec := recorder{o.Metrics}
 	return func(identity string) (tokenmanager.Settings, error) {
 		s, err := settingsFor(identity)
 		if err != nil {
 			return s, err
 		}
+		var fp string
+		if o.Fingerprint != nil {
+			fp = o.Fingerprint(identity)
+		}
 		direct := s.GetCredentials
 		s.GetCredentials = func(ctx context.Context) (tokenmanager.Token, error) {
-			reason, rejected := link.FetchFrom(ctx)
-			tok, err := ask(ctx, req, identity, rejected, o.Timeout)
-			var ge *grainError
-			if err == nil || errors.As(err, &ge) || direct == nil {
+			_, rejected := link.FetchFrom(ctx)
+			tok, err := ask(ctx, req, identity, rejected, fp, o.Timeout)
+			var fb *Fallback
+			if err == nil || !errors.As(err, &fb) || direct == nil {
 				return tok, err
 			}
-			if reason == string(messages.ReasonEarlyRefresh) {
-				// The cached token is still valid: keep serving it, and
-				// ask the grain again after the usual backoff.
-				return tok, err
-			}
+			// Not the identity provider's failure: the cluster's. Fetch
+			// directly, so that the owner does not back the identity off.
+			rec.fellBack(identity, fb.Reason)
 			if o.OnFallback != nil {
-				o.OnFallback(identity, err)
+				o.OnFallback(identity, fb)
 			}
 			return direct(ctx)
 		}
@@ -92,32 +121,33 @@ func wrap(settingsFor tokenmanager.SettingsFunc, o Options, req requester) token
 type grainError struct {
 	msg       string
 	permanent bool
-	cause     error // ErrExpiredOnArrival for a token with under a second left
 }
 
 func (e *grainError) Error() string   { return e.msg }
 func (e *grainError) Permanent() bool { return e.permanent }
-func (e *grainError) Unwrap() error   { return e.cause }
 
 // Ask asks identity's grain on cluster c for its token, as a member's
 // fetch does: a token API for code that does not go through an owner. The
 // grain fetches only if it has no valid token. Each hop to the grain is
 // bounded by timeout (zero: 750ms); while the grain is still fetching, Ask
 // waits for it until ctx ends. The token's ExpiresIn counts from the
-// answer.
+// answer. When the cluster does not serve it, the error is a *[Fallback].
 func Ask(ctx context.Context, c *cluster.Cluster, identity string, timeout time.Duration) (tokenmanager.Token, error) {
 	if timeout <= 0 {
 		timeout = defaultTimeout
 	}
-	return ask(ctx, requestOn(c), identity, "", timeout)
+	return ask(ctx, requestOn(c, recorder{}), identity, "", "", timeout)
 }
 
 // ask asks identity's grain for its token. Each hop is bounded by timeout
 // (and ctx); a grain still fetching answers pending after half of it, and
 // is asked again, so a slow identity provider is never taken for an
-// unreachable grain.
-func ask(ctx context.Context, req requester, identity, rejected string, timeout time.Duration) (tokenmanager.Token, error) {
-	m := &tokenpb.GetToken{Rejected: rejected, WaitMs: max(timeout.Milliseconds()/2, 1)}
+// unreachable grain. A token with under a second left is handed back as
+// rejected, once. When the cluster does not serve the member, the error
+// is a *Fallback.
+func ask(ctx context.Context, req requester, identity, rejected, fingerprint string, timeout time.Duration) (tokenmanager.Token, error) {
+	m := &tokenpb.GetToken{Rejected: rejected, WaitMs: max(timeout.Milliseconds()/2, 1), Fingerprint: fingerprint}
+	shortLived := 0
 	for {
 		hop := timeout
 		if dl, ok := ctx.Deadline(); ok {
@@ -128,12 +158,31 @@ func ask(ctx context.Context, req requester, identity, rejected string, timeout 
 		}
 		r, err := boundedRequest(ctx, req, identity, m, hop)
 		if err != nil {
-			return tokenmanager.Token{}, err
+			reason := ReasonUnreachable
+			if errors.Is(err, ErrInsecureRemote) {
+				reason = ReasonInsecure
+			}
+			return tokenmanager.Token{}, &Fallback{Reason: reason, Err: err}
 		}
-		if !r.GetPending() {
+		next := &tokenpb.GetToken{WaitMs: m.GetWaitMs(), Fingerprint: fingerprint} // the rejection is handed over
+		switch {
+		case r.GetRefused():
+			return tokenmanager.Token{}, &Fallback{Reason: ReasonRefused, Err: errors.New(r.GetError())}
+		case r.GetPending():
+		case r.GetError() == "" && r.GetExpiresInMs() > 0 && r.GetExpiresInMs() < 1000:
+			// ExpiresIn counts whole seconds and 0 means "no expiry": a
+			// token with under a second left cannot be told. Hand it back
+			// as rejected: the grain drops it if it is still current and
+			// fetches a fresh one (once for every member asking).
+			if shortLived++; shortLived > 1 {
+				return tokenmanager.Token{}, &Fallback{Reason: ReasonShortLived,
+					Err: fmt.Errorf("tokenmanager: the token grain of %q twice answered a token with under a second left", identity)}
+			}
+			next.Rejected = r.GetAccessToken()
+		default:
 			return tokenOf(r)
 		}
-		m = &tokenpb.GetToken{WaitMs: m.GetWaitMs()} // the rejection is handed over
+		m = next
 	}
 }
 
@@ -166,9 +215,15 @@ func boundedRequest(ctx context.Context, req requester, identity string, m *toke
 	}
 }
 
-// requestOn reaches the grains of cluster c.
-func requestOn(c *cluster.Cluster) requester {
+// requestOn reaches the grains of cluster c, if its remote may carry
+// tokens (CheckRemote).
+func requestOn(c *cluster.Cluster, rec recorder) requester {
+	var last sync.Map // identity → the address its grain last answered from
 	return func(identity string, m *tokenpb.GetToken, timeout time.Duration) (*tokenpb.TokenReply, error) {
+		if err := CheckRemote(c); err != nil {
+			return nil, err
+		}
+		began := time.Now()
 		res, err := c.Request(identity, Kind, m, cluster.WithTimeout(timeout))
 		if err != nil {
 			return nil, err
@@ -177,8 +232,28 @@ func requestOn(c *cluster.Cluster) requester {
 		if !ok {
 			return nil, fmt.Errorf("the grain answered %T", res)
 		}
+		local := false
+		if pid, ok := c.PidCache.Get(identity, Kind); ok && pid != nil {
+			local = pid.GetAddress() == c.ActorSystem.Address()
+			if prev, seen := last.Swap(identity, pid.GetAddress()); seen && prev != pid.GetAddress() {
+				rec.moved(identity)
+			}
+		}
+		rec.asked(identity, local, time.Since(began), outcomeOf(r))
 		return r, nil
 	}
+}
+
+func outcomeOf(r *tokenpb.TokenReply) string {
+	switch {
+	case r.GetRefused():
+		return OutcomeRefused
+	case r.GetPending():
+		return OutcomePending
+	case r.GetError() != "":
+		return OutcomeError
+	}
+	return OutcomeToken
 }
 
 // tokenOf turns a grain's reply into the member's token, or its error.
@@ -189,13 +264,9 @@ func tokenOf(r *tokenpb.TokenReply) (tokenmanager.Token, error) {
 	tok := tokenmanager.Token{AccessToken: r.GetAccessToken(), TokenType: r.GetTokenType(), Scope: r.GetScope()}
 	if ms := r.GetExpiresInMs(); ms > 0 {
 		if ms < 1000 {
-			// ExpiresIn counts whole seconds and 0 means "no expiry":
-			// a token with under a second left cannot be told; the
-			// member fetches again after its backoff.
-			return tokenmanager.Token{}, &grainError{
-				msg:   fmt.Sprintf("tokenmanager: the grain's token has only %dms left", ms),
-				cause: tokenmanager.ErrExpiredOnArrival,
-			}
+			// ask hands such a token back; one that got here cannot be
+			// told in whole seconds.
+			return tokenmanager.Token{}, &grainError{msg: fmt.Sprintf("tokenmanager: the grain's token has only %dms left", ms)}
 		}
 		tok.ExpiresIn = ms / 1000 // rounded down: expiring early is safe
 	}

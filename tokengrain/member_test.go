@@ -44,15 +44,18 @@ func startMembers(t *testing.T, a *clusterdemo.Authority, n int, direct bool, st
 // startMembersWith is startMembers with a mode for every member; they
 // are killed when the test ends.
 func startMembersWith(t *testing.T, a *clusterdemo.Authority, n int, mode clusterdemo.Mode, startAt time.Time, run time.Duration) []*clusterdemo.Member {
-	members, err := clusterdemo.Start(a, clusterdemo.Config{
-		Members:  n,
-		Mode:     mode,
-		StartAt:  startAt,
-		Run:      run,
-		Workers:  8,
-		Progress: true,
-		Args:     []string{"-test.run=^$"},
-	})
+	return startMembersCfg(t, a, clusterdemo.Config{Members: n, Mode: mode, StartAt: startAt, Run: run})
+}
+
+// startMembersCfg is startMembersWith with a whole configuration; 8
+// workers and progress reports unless cfg says otherwise.
+func startMembersCfg(t *testing.T, a *clusterdemo.Authority, cfg clusterdemo.Config) []*clusterdemo.Member {
+	if cfg.Workers == 0 {
+		cfg.Workers = 8
+	}
+	cfg.Progress = true
+	cfg.Args = []string{"-test.run=^$"}
+	members, err := clusterdemo.Start(a, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

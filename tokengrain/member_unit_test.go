@@ -77,8 +77,10 @@ func TestMember_fallbackRules(t *testing.T) {
 			[]func() (*tokenpb.TokenReply, error){answer(nil, errUnreachable)}, "direct", false, 1, false},
 		{"unreachable after expiry: direct fetch", messages.ReasonExpired,
 			[]func() (*tokenpb.TokenReply, error){answer(nil, errUnreachable)}, "direct", false, 1, false},
-		{"unreachable at early refresh: keep the valid token", messages.ReasonEarlyRefresh,
-			[]func() (*tokenpb.TokenReply, error){answer(nil, errUnreachable)}, "", true, 0, false},
+		{"unreachable at early refresh: direct fetch, no failure to back off from", messages.ReasonEarlyRefresh,
+			[]func() (*tokenpb.TokenReply, error){answer(nil, errUnreachable)}, "direct", false, 1, false},
+		{"grain refused (insecure remote, other settings): direct fetch", messages.ReasonColdStart,
+			[]func() (*tokenpb.TokenReply, error){answer(&tokenpb.TokenReply{Refused: true, Error: "settings differ"}, nil)}, "direct", false, 1, false},
 		{"grain hangs: bounded, then direct", messages.ReasonInvalidated,
 			[]func() (*tokenpb.TokenReply, error){func() (*tokenpb.TokenReply, error) { <-hung; return nil, errUnreachable }}, "direct", false, 1, false},
 		{"grain's provider refused: passed on, no direct fetch", messages.ReasonColdStart,
@@ -89,8 +91,13 @@ func TestMember_fallbackRules(t *testing.T) {
 				answer(&tokenpb.TokenReply{Pending: true}, nil),
 				answer(&tokenpb.TokenReply{AccessToken: "slow", ExpiresInMs: 5000}, nil),
 			}, "slow", false, 0, false},
-		{"under a second left: expired on arrival, no direct fetch", messages.ReasonColdStart,
-			[]func() (*tokenpb.TokenReply, error){answer(&tokenpb.TokenReply{AccessToken: "g", ExpiresInMs: 400}, nil)}, "", true, 0, false},
+		{"under a second left: handed back as rejected, the fresh token served", messages.ReasonColdStart,
+			[]func() (*tokenpb.TokenReply, error){
+				answer(&tokenpb.TokenReply{AccessToken: "g", ExpiresInMs: 400}, nil),
+				answer(&tokenpb.TokenReply{AccessToken: "g2", ExpiresInMs: 2000}, nil),
+			}, "g2", false, 0, false},
+		{"under a second left twice: direct fetch", messages.ReasonEarlyRefresh,
+			[]func() (*tokenpb.TokenReply, error){answer(&tokenpb.TokenReply{AccessToken: "g", ExpiresInMs: 400}, nil)}, "direct", false, 1, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -126,5 +133,38 @@ func TestMember_rejectedTokenHandedOnce(t *testing.T) {
 	}
 	if w := grains.sent[0].GetWaitMs(); w != 25 {
 		t.Errorf("WaitMs = %d; want half the 50ms bound", w)
+	}
+}
+
+func TestMember_shortLivedTokenHandedBackAsRejected(t *testing.T) {
+	grains := &fakeGrains{answers: []func() (*tokenpb.TokenReply, error){
+		answer(&tokenpb.TokenReply{AccessToken: "old", ExpiresInMs: 999}, nil),
+		answer(&tokenpb.TokenReply{AccessToken: "new", ExpiresInMs: 1999}, nil),
+	}}
+	var fallbacks atomic.Int64
+	get, _ := member(grains, &fallbacks)
+	tok, err := get(fetchCtx(messages.ReasonEarlyRefresh, ""))
+	if err != nil || tok.AccessToken != "new" || tok.ExpiresIn != 1 {
+		t.Fatalf("got %v, %v; want new with 1s", tok, err)
+	}
+	if len(grains.sent) != 2 || grains.sent[1].GetRejected() != "old" {
+		t.Errorf("sent %v; want the short-lived token handed back as rejected", grains.sent)
+	}
+}
+
+func TestMember_fingerprintCarriedInEveryAsk(t *testing.T) {
+	grains := &fakeGrains{answers: []func() (*tokenpb.TokenReply, error){
+		answer(&tokenpb.TokenReply{Pending: true}, nil),
+		answer(&tokenpb.TokenReply{AccessToken: "t", ExpiresInMs: 5000}, nil),
+	}}
+	settingsFor := func(string) (tokenmanager.Settings, error) { return tokenmanager.Settings{}, nil }
+	s, _ := wrap(settingsFor, Options{Timeout: 50 * time.Millisecond, Fingerprint: func(id string) string { return "fp-" + id }}, grains.request)("a")
+	if _, err := s.GetCredentials(fetchCtx(messages.ReasonColdStart, "")); err != nil {
+		t.Fatal(err)
+	}
+	for i, m := range grains.sent {
+		if m.GetFingerprint() != "fp-a" {
+			t.Errorf("ask %d carried fingerprint %q; want fp-a", i, m.GetFingerprint())
+		}
 	}
 }

@@ -1,7 +1,10 @@
 package tokengrain
 
 import (
+	"bytes"
 	"errors"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -56,5 +59,16 @@ func TestMessages_neverLoggedAsDeadLetters(t *testing.T) {
 		if _, ok := m.(interface{ IgnoreDeadLetterLogging() }); !ok {
 			t.Errorf("%T would be logged as a dead letter", m)
 		}
+	}
+}
+
+func TestMessages_loggedWithoutTokens(t *testing.T) {
+	// protoactor logs a cluster request's message at debug level.
+	var buf bytes.Buffer
+	logger := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	logger.Debug("Requesting", slog.Any("message", &tokenpb.GetToken{Rejected: "rejected-secret", WaitMs: 5}))
+	logger.Debug("reply", slog.Any("message", &tokenpb.TokenReply{AccessToken: "access-secret", ExpiresInMs: 5}))
+	if out := buf.String(); strings.Contains(out, "secret") || !strings.Contains(out, "wait_ms=5") {
+		t.Errorf("logged %q; want the fields without the tokens", out)
 	}
 }

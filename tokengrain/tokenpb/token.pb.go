@@ -31,7 +31,15 @@ type GetToken struct {
 	// wait_ms bounds how long the grain waits for a token it is fetching
 	// before it answers pending, so the member can tell a slow identity
 	// provider from an unreachable grain.
-	WaitMs        int64 `protobuf:"varint,2,opt,name=wait_ms,json=waitMs,proto3" json:"wait_ms,omitempty"`
+	WaitMs int64 `protobuf:"varint,2,opt,name=wait_ms,json=waitMs,proto3" json:"wait_ms,omitempty"`
+	// fingerprint is a non-secret digest of the asking member's
+	// request-shaping settings for the identity (Options.Fingerprint); a
+	// grain whose own differs refuses, rather than hand out a token fetched
+	// with another configuration. Empty: not checked.
+	Fingerprint string `protobuf:"bytes,3,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
+	// probe asks only whether the grain answers (a readiness check): the
+	// grain replies at once, with no token and no fetch.
+	Probe         bool `protobuf:"varint,4,opt,name=probe,proto3" json:"probe,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -80,6 +88,20 @@ func (x *GetToken) GetWaitMs() int64 {
 	return 0
 }
 
+func (x *GetToken) GetFingerprint() string {
+	if x != nil {
+		return x.Fingerprint
+	}
+	return ""
+}
+
+func (x *GetToken) GetProbe() bool {
+	if x != nil {
+		return x.Probe
+	}
+	return false
+}
+
 // TokenReply is the grain's answer to GetToken.
 type TokenReply struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
@@ -96,7 +118,11 @@ type TokenReply struct {
 	// permanent says the failure will not go away by retrying.
 	Permanent bool `protobuf:"varint,6,opt,name=permanent,proto3" json:"permanent,omitempty"`
 	// pending says the grain is still fetching: ask again.
-	Pending       bool `protobuf:"varint,7,opt,name=pending,proto3" json:"pending,omitempty"`
+	Pending bool `protobuf:"varint,7,opt,name=pending,proto3" json:"pending,omitempty"`
+	// refused says the grain would not serve the member: a cluster problem
+	// (an insecure remote, settings that differ between members), not the
+	// identity provider's; error says why. The member fetches on its own.
+	Refused       bool `protobuf:"varint,8,opt,name=refused,proto3" json:"refused,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -180,14 +206,23 @@ func (x *TokenReply) GetPending() bool {
 	return false
 }
 
+func (x *TokenReply) GetRefused() bool {
+	if x != nil {
+		return x.Refused
+	}
+	return false
+}
+
 var File_token_proto protoreflect.FileDescriptor
 
 const file_token_proto_rawDesc = "" +
 	"\n" +
-	"\vtoken.proto\x12\x1atokenmanager.tokengrain.v1\"?\n" +
+	"\vtoken.proto\x12\x1atokenmanager.tokengrain.v1\"w\n" +
 	"\bGetToken\x12\x1a\n" +
 	"\brejected\x18\x01 \x01(\tR\brejected\x12\x17\n" +
-	"\await_ms\x18\x02 \x01(\x03R\x06waitMs\"\xd6\x01\n" +
+	"\await_ms\x18\x02 \x01(\x03R\x06waitMs\x12 \n" +
+	"\vfingerprint\x18\x03 \x01(\tR\vfingerprint\x12\x14\n" +
+	"\x05probe\x18\x04 \x01(\bR\x05probe\"\xf0\x01\n" +
 	"\n" +
 	"TokenReply\x12!\n" +
 	"\faccess_token\x18\x01 \x01(\tR\vaccessToken\x12\x1d\n" +
@@ -197,7 +232,8 @@ const file_token_proto_rawDesc = "" +
 	"\rexpires_in_ms\x18\x04 \x01(\x03R\vexpiresInMs\x12\x14\n" +
 	"\x05error\x18\x05 \x01(\tR\x05error\x12\x1c\n" +
 	"\tpermanent\x18\x06 \x01(\bR\tpermanent\x12\x18\n" +
-	"\apending\x18\a \x01(\bR\apendingB<Z:github.com/go-tokenmanager/tokenmanager/tokengrain/tokenpbb\x06proto3"
+	"\apending\x18\a \x01(\bR\apending\x12\x18\n" +
+	"\arefused\x18\b \x01(\bR\arefusedB<Z:github.com/go-tokenmanager/tokenmanager/tokengrain/tokenpbb\x06proto3"
 
 var (
 	file_token_proto_rawDescOnce sync.Once

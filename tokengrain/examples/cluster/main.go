@@ -21,9 +21,15 @@
 // exits with status 1 if any request failed.
 //
 //	cd tokengrain && go run ./examples/cluster
+//
+// Flags: -etcd http://127.0.0.1:2379 makes the members use protoactor's
+// etcd provider with that etcd (comma-separate several endpoints)
+// instead of automanaged; -tls puts the members' remote on mutual TLS
+// (tokengrain.MutualTLS), with a CA and a certificate made for the run.
 package main
 
 import (
+	"flag"
 	"fmt"
 	"os"
 	"strings"
@@ -52,7 +58,30 @@ func main() {
 	os.Exit(run())
 }
 
+// cluster is the flags' configuration of the cluster run.
+var cluster clusterdemo.Config
+
 func run() int {
+	etcd := flag.String("etcd", "", "etcd endpoints (comma-separated): use protoactor's etcd provider")
+	mtls := flag.Bool("tls", false, "mutual TLS between members")
+	flag.Parse()
+	if *etcd != "" {
+		cluster.Etcd = strings.Split(*etcd, ",")
+		cluster.EtcdKey = fmt.Sprintf("/tokenmanager-example-%d", time.Now().UnixNano())
+	}
+	if *mtls {
+		dir, err := os.MkdirTemp("", "tokengrain-example-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		if err := clusterdemo.WriteCredentials(dir); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		cluster.TLSDir = dir
+	}
 	fmt.Printf("%d member processes on 127.0.0.1, one identity (%s), %v tokens\n", members, clusterdemo.Identity, lifetime)
 
 	fmt.Printf("\nbaseline: every member fetches on its own, for %v\n", baselineRun)
@@ -94,13 +123,11 @@ type result struct {
 // hosting the grain that far into the run.
 func runPhase(a *clusterdemo.Authority, mode clusterdemo.Mode, startup, run, kill time.Duration) (result, error) {
 	start := time.Now().Add(startup)
-	ms, err := clusterdemo.Start(a, clusterdemo.Config{
-		Members:  members,
-		Mode:     mode,
-		StartAt:  start,
-		Run:      run,
-		Progress: true,
-	})
+	cfg := clusterdemo.Config{Members: members, Mode: mode, StartAt: start, Run: run, Progress: true}
+	if mode == clusterdemo.Cluster {
+		cfg.Etcd, cfg.EtcdKey, cfg.TLSDir = cluster.Etcd, cluster.EtcdKey, cluster.TLSDir
+	}
+	ms, err := clusterdemo.Start(a, cfg)
 	if err != nil {
 		return result{}, err
 	}

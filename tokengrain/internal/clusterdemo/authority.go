@@ -121,3 +121,14 @@ func (a *Authority) Counts() (fetches, accepted int) {
 	defer a.mu.Unlock()
 	return len(a.fetches), len(a.accepted)
 }
+
+// Tokens returns every token issued so far.
+func (a *Authority) Tokens() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]string, len(a.fetches))
+	for i := range out {
+		out[i] = fmt.Sprintf("tok-%d", i+1)
+	}
+	return out
+}

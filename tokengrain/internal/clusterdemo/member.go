@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,8 +18,10 @@ import (
 	proto "github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/cluster"
 	"github.com/asynkron/protoactor-go/cluster/clusterproviders/automanaged"
+	"github.com/asynkron/protoactor-go/cluster/clusterproviders/etcd"
 	"github.com/asynkron/protoactor-go/cluster/identitylookup/disthash"
 	"github.com/asynkron/protoactor-go/remote"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/go-tokenmanager/tokenmanager"
 	"github.com/go-tokenmanager/tokenmanager/providers"
@@ -34,17 +37,22 @@ const MemberEnv = "TM_MEMBER"
 
 // The rest of a member's configuration, set by [Start].
 const (
-	envPort     = "TM_PORT"          // the member's remote port
-	envAutoPort = "TM_AUTO_PORT"     // its automanaged provider's port
-	envHosts    = "TM_HOSTS"         // every member's automanaged host:port
-	envTokenURL = "TM_TOKEN_URL"     // the token endpoint
-	envAPIURL   = "TM_API_URL"       // the API to call
-	envRun      = "TM_RUN"           // how long to send requests
-	envWorkers  = "TM_WORKERS"       // how many workers send them
-	envStart    = "TM_START_UNIX_MS" // when to start, in Unix milliseconds
-	envProgress = "TM_PROGRESS"      // print PROGRESS lines
-	envDirect   = "TM_DIRECT"        // Direct mode
-	envClient   = "TM_CLIENT"        // Client mode
+	envPort      = "TM_PORT"          // the member's remote port
+	envAutoPort  = "TM_AUTO_PORT"     // its automanaged provider's port
+	envHosts     = "TM_HOSTS"         // every member's automanaged host:port
+	envTokenURL  = "TM_TOKEN_URL"     // the token endpoint
+	envAPIURL    = "TM_API_URL"       // the API to call
+	envRun       = "TM_RUN"           // how long to send requests
+	envWorkers   = "TM_WORKERS"       // how many workers send them
+	envStart     = "TM_START_UNIX_MS" // when to start, in Unix milliseconds
+	envProgress  = "TM_PROGRESS"      // print PROGRESS lines
+	envDirect    = "TM_DIRECT"        // Direct mode
+	envClient    = "TM_CLIENT"        // Client mode
+	envStranger  = "TM_STRANGER"      // Stranger mode
+	envTLSDir    = "TM_TLS_DIR"       // mutual TLS credentials
+	envAdvertise = "TM_ADVERTISE"     // the address to advertise
+	envEtcd      = "TM_ETCD"          // etcd endpoints (comma-separated): the etcd provider
+	envEtcdKey   = "TM_ETCD_KEY"      // the cluster's base key in etcd
 )
 
 // Identity is the one identity every member serves.
@@ -61,6 +69,7 @@ type Stats struct {
 	MaxMs     int64 `json:"max_ms"`
 	Fallbacks int64 `json:"fallbacks"` // fetches of its own: the cluster did not answer
 	FirstErr  string
+	Tokens    int64 `json:"tokens"` // Stranger mode: asks answered with a token
 	// Hosts says the member hosted the grain when it measured AskP50Us
 	// and AskP99Us: the latency of asking the grain for its cached token
 	// (a member's miss), in microseconds, over 200 asks.
@@ -141,18 +150,47 @@ func runMember() int {
 			hosting.Store(true)
 			return settingsFor(id)
 		}
-		provider := automanaged.NewWithConfig(500*time.Millisecond, autoPort, hosts...)
+		var provider cluster.ClusterProvider = automanaged.NewWithConfig(500*time.Millisecond, autoPort, hosts...)
+		if endpoints := env(envEtcd); endpoints != "" {
+			p, err := etcd.NewWithConfig(env(envEtcdKey), clientv3.Config{
+				Endpoints:   strings.Split(endpoints, ","),
+				DialTimeout: 5 * time.Second,
+			})
+			if err != nil {
+				fmt.Println("ERROR", err)
+				return 1
+			}
+			provider = p
+		}
 		var opts []cluster.ConfigOption
 		if env(envClient) == "" {
 			opts = append(opts, cluster.WithKinds(tokengrain.NewKind(hostingSettings)))
 		}
+		var remoteOpts []remote.ConfigOption
+		if dir := env(envTLSDir); dir != "" {
+			tlsCfg, err := tokengrain.TLSFiles{
+				CertFile: filepath.Join(dir, "tls.crt"), KeyFile: filepath.Join(dir, "tls.key"),
+				CAFile: filepath.Join(dir, "ca.crt"), ServerName: ServerName,
+			}.Config()
+			if err != nil {
+				fmt.Println("ERROR", err)
+				return 1
+			}
+			remoteOpts = append(remoteOpts, tokengrain.MutualTLS(tlsCfg))
+		}
+		if adv := env(envAdvertise); adv != "" {
+			remoteOpts = append(remoteOpts, remote.WithAdvertisedHost(adv))
+		}
 		cfg := cluster.Configure("tokenmanager-test", provider, disthash.New(),
-			remote.Configure("127.0.0.1", port), append(opts, cluster.WithRequestTimeout(time.Second))...)
+			remote.Configure("127.0.0.1", port, remoteOpts...), append(opts, cluster.WithRequestTimeout(time.Second))...)
 		c = cluster.New(system, cfg)
+		readiness := tokengrain.NewReadiness(c, time.Second)
+		defer readiness.Close()
 		if env(envClient) != "" {
 			c.StartClient()
 		} else {
 			c.StartMember()
+			fmt.Printf("READINESS %s\n", awaitReady(readiness))
 		}
 		ownerSettings.SettingsFor = tokengrain.SettingsFor(c, settingsFor, tokengrain.Options{
 			OnFallback: func(string, error) { fallbacks.Add(1) },
@@ -167,6 +205,14 @@ func runMember() int {
 	// Start together: the parent says when.
 	startAt, _ := strconv.ParseInt(env(envStart), 10, 64)
 	time.Sleep(time.Until(time.UnixMilli(startAt)))
+	if env(envStranger) != "" {
+		st := strangerRun(c, run)
+		out, _ := json.Marshal(st)
+		fmt.Printf("STATS %s\n", out)
+		m.Close()
+		shutdownClient(c)
+		return 0
+	}
 
 	var st Stats
 	var mu sync.Mutex
@@ -236,9 +282,7 @@ func runMember() int {
 	switch {
 	case c == nil:
 	case env(envClient) != "":
-		// Shutdown needs gossip, which a client has none of.
-		c.Remote.Shutdown(false)
-		c.ActorSystem.Shutdown()
+		shutdownClient(c)
 	default:
 		c.Shutdown(true)
 	}
@@ -250,4 +294,40 @@ func statusOf(resp *http.Response) string {
 		return ""
 	}
 	return resp.Status
+}
+
+// strangerRun asks the grain for the token, and nothing else, for run.
+func strangerRun(c *cluster.Cluster, run time.Duration) Stats {
+	var st Stats
+	for deadline := time.Now().Add(run); time.Now().Before(deadline); {
+		st.Requests++
+		tok, err := tokengrain.Ask(context.Background(), c, Identity, 300*time.Millisecond)
+		switch {
+		case err != nil:
+			st.Failed++
+			if st.FirstErr == "" {
+				st.FirstErr = err.Error()
+			}
+		case tok.AccessToken != "":
+			st.Tokens++
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return st
+}
+
+// shutdownClient shuts a cluster client down (cluster.Shutdown panics
+// for a client).
+func shutdownClient(c *cluster.Cluster) { tokengrain.ShutdownClient(c, false) }
+
+// awaitReady checks r until the member is ready, for up to 5s, and
+// returns "ok" or the last reason it was not.
+func awaitReady(r *tokengrain.Readiness) string {
+	var err error
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if err = r.Check(context.Background()); err == nil {
+			return "ok"
+		}
+	}
+	return err.Error()
 }

@@ -29,6 +29,12 @@ const (
 	// no member hosting the kind, every ask of the grain fails and they
 	// fall back to fetching on their own.
 	Client
+	// Stranger members join as cluster clients and only ask the grain
+	// for the token (tokengrain.Ask), never the token endpoint: what any
+	// process that reaches a member's port could do. Their Stats count
+	// asks (Requests), failed asks and asks answered with a token
+	// (Tokens).
+	Stranger
 )
 
 // Config configures the members [Start] runs.
@@ -54,19 +60,42 @@ type Config struct {
 	// Stderr receives the members' standard error. Optional; nil means
 	// os.Stderr.
 	Stderr io.Writer
+	// TLSDir holds ca.crt, tls.crt and tls.key ([WriteCredentials]): the
+	// members' remote uses tokengrain.MutualTLS with them. Optional;
+	// empty means a plaintext remote (on 127.0.0.1).
+	TLSDir string
+	// Ports are the members' remote ports. Optional; nil means free
+	// ports picked by Start.
+	Ports []int
+	// Advertise are the addresses the members advertise to the cluster
+	// (host:port; a proxy in front of each, say). Optional.
+	Advertise []string
+	// Hosts are the automanaged health addresses of the cluster to join
+	// (another Start's [Member.Hosts]). Optional; nil means the members
+	// form a cluster of their own.
+	Hosts []string
+	// Etcd are the endpoints of an etcd the members use as their
+	// cluster provider (protoactor's etcd provider), under EtcdKey.
+	// Optional; nil means automanaged.
+	Etcd []string
+	// EtcdKey is the cluster's base key in etcd; give each cluster its
+	// own. Optional; empty means "/tokenmanager-test".
+	EtcdKey string
 }
 
 // Member is a member process as the parent sees it.
 type Member struct {
-	cmd  *exec.Cmd
-	done chan struct{}
+	cmd   *exec.Cmd
+	done  chan struct{}
+	hosts []string
 
-	mu       sync.Mutex
-	ready    bool
-	hosted   int // HOSTED lines: grains activated here
-	progress Progress
-	stats    *Stats
-	lines    []string
+	mu        sync.Mutex
+	ready     bool
+	hosted    int    // HOSTED lines: grains activated here
+	readiness string // its readiness check, once joined: "ok" or why not
+	progress  Progress
+	stats     *Stats
+	lines     []string
 }
 
 // Snapshot returns whether the member said READY, whether a grain was
@@ -76,6 +105,14 @@ func (m *Member) Snapshot() (ready, hosts bool, st *Stats) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.ready, m.hosted > 0, m.stats
+}
+
+// Readiness returns the member's readiness check once it joined: "ok",
+// or why it was not ready; empty before.
+func (m *Member) Readiness() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.readiness
 }
 
 // Hosted returns how many times a grain was activated on the member.
@@ -99,6 +136,10 @@ func (m *Member) Lines() []string {
 	defer m.mu.Unlock()
 	return append([]string(nil), m.lines...)
 }
+
+// Hosts returns the automanaged health addresses of the member's
+// cluster, for [Config.Hosts].
+func (m *Member) Hosts() []string { return m.hosts }
 
 // Pid returns the member's process id.
 func (m *Member) Pid() int { return m.cmd.Process.Pid }
@@ -127,6 +168,8 @@ func (m *Member) read(out io.Reader) {
 		switch {
 		case line == "READY":
 			m.ready = true
+		case strings.HasPrefix(line, "READINESS "):
+			m.readiness = strings.TrimPrefix(line, "READINESS ")
 		case strings.HasPrefix(line, "HOSTED "):
 			m.hosted++
 		case strings.HasPrefix(line, "PROGRESS "):
@@ -182,9 +225,14 @@ func Start(a *Authority, cfg Config) ([]*Member, error) {
 	if err != nil {
 		return nil, err
 	}
-	var hosts []string
-	for i := range n {
-		hosts = append(hosts, fmt.Sprintf("127.0.0.1:%d", ports[n+i]))
+	if cfg.Ports != nil {
+		copy(ports, cfg.Ports)
+	}
+	hosts := cfg.Hosts
+	if hosts == nil {
+		for i := range n {
+			hosts = append(hosts, fmt.Sprintf("127.0.0.1:%d", ports[n+i]))
+		}
 	}
 	var members []*Member
 	fail := func(err error) ([]*Member, error) {
@@ -211,6 +259,21 @@ func Start(a *Authority, cfg Config) ([]*Member, error) {
 			cmd.Env = append(cmd.Env, envDirect+"=1")
 		case Client:
 			cmd.Env = append(cmd.Env, envClient+"=1")
+		case Stranger:
+			cmd.Env = append(cmd.Env, envClient+"=1", envStranger+"=1")
+		}
+		if len(cfg.Etcd) > 0 {
+			key := cfg.EtcdKey
+			if key == "" {
+				key = "/tokenmanager-test"
+			}
+			cmd.Env = append(cmd.Env, envEtcd+"="+strings.Join(cfg.Etcd, ","), envEtcdKey+"="+key)
+		}
+		if cfg.TLSDir != "" {
+			cmd.Env = append(cmd.Env, envTLSDir+"="+cfg.TLSDir)
+		}
+		if i < len(cfg.Advertise) {
+			cmd.Env = append(cmd.Env, envAdvertise+"="+cfg.Advertise[i])
 		}
 		if cfg.Progress {
 			cmd.Env = append(cmd.Env, envProgress+"=1")
@@ -223,7 +286,7 @@ func Start(a *Authority, cfg Config) ([]*Member, error) {
 		if err := cmd.Start(); err != nil {
 			return fail(fmt.Errorf("starting member %d: %w", i, err))
 		}
-		m := &Member{cmd: cmd, done: make(chan struct{})}
+		m := &Member{cmd: cmd, done: make(chan struct{}), hosts: hosts}
 		go m.read(out)
 		members = append(members, m)
 	}
