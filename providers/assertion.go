@@ -25,6 +25,8 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/cryptosigner"
 	"github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/go-tokenmanager/tokenmanager"
 )
 
 // JWTAssertionConfig describes a self-signed JWT assertion (RFC 7523
@@ -42,6 +44,9 @@ type JWTAssertionConfig struct {
 	// Audience is the aud claim. Optional; by default the URL of the
 	// token endpoint the assertion is sent to.
 	Audience string
+	// IssuerAudience sends the issuer identifier found by discovery as
+	// aud, as in [PrivateKeyJWTConfig]. Optional; not with Audience.
+	IssuerAudience bool
 	// Key, KeyPEM, KeyID, Certificate and Algorithm are as in
 	// [PrivateKeyJWTConfig]: set Key or KeyPEM.
 	Key         crypto.Signer
@@ -77,7 +82,7 @@ func JWTAssertion(cfg JWTAssertionConfig) (AssertionFunc, error) {
 		}
 	}
 	a := newAssertionMaker(assertionSettings{
-		issuer: cfg.Issuer, subject: sub, audience: cfg.Audience, lifetime: cfg.Lifetime, claims: maps.Clone(cfg.Claims),
+		issuer: cfg.Issuer, subject: sub, audience: cfg.Audience, issuerAudience: cfg.IssuerAudience, lifetime: cfg.Lifetime, claims: maps.Clone(cfg.Claims),
 		key: signingKey{key: cfg.Key, pem: cfg.KeyPEM, kid: cfg.KeyID, cert: cfg.Certificate, alg: cfg.Algorithm},
 	}, "JWTAssertionConfig", &p)
 	if err := p.err(); err != nil {
@@ -88,8 +93,8 @@ func JWTAssertion(cfg JWTAssertionConfig) (AssertionFunc, error) {
 
 // Format prints c without its key.
 func (c JWTAssertionConfig) Format(f fmt.State, verb rune) {
-	fmt.Fprintf(f, "JWTAssertionConfig{Issuer:%q Subject:%q Audience:%q Key:%s KeyID:%q Certificate:%s Algorithm:%q Lifetime:%v Claims:%q}",
-		c.Issuer, c.Subject, c.Audience, keyText(c.Key, c.KeyPEM), c.KeyID, certText(c.Certificate), c.Algorithm,
+	fmt.Fprintf(f, "JWTAssertionConfig{Issuer:%q Subject:%q Audience:%q IssuerAudience:%v Key:%s KeyID:%q Certificate:%s Algorithm:%q Lifetime:%v Claims:%q}",
+		c.Issuer, c.Subject, c.Audience, c.IssuerAudience, keyText(c.Key, c.KeyPEM), c.KeyID, certText(c.Certificate), c.Algorithm,
 		c.Lifetime, slices.Sorted(maps.Keys(c.Claims)))
 }
 
@@ -119,6 +124,7 @@ type signingKey struct {
 type assertionSettings struct {
 	issuer, subject string
 	audience        string // "": the token URL
+	issuerAudience  bool   // aud is the discovered issuer
 	lifetime        time.Duration
 	claims          map[string]any
 	key             signingKey
@@ -127,6 +133,7 @@ type assertionSettings struct {
 // assertionMaker signs assertions.
 type assertionMaker struct {
 	issuer, subject, audience string
+	issuerAudience            bool
 	lifetime                  time.Duration
 	claims                    map[string]any
 	signer                    jose.Signer
@@ -144,6 +151,9 @@ func newAssertionMaker(s assertionSettings, where string, p *problems) *assertio
 	}
 	if s.lifetime == 0 {
 		s.lifetime = defaultAssertionLifetime
+	}
+	if s.issuerAudience && s.audience != "" {
+		p.add("%s: Audience and IssuerAudience are both set; set one", where)
 	}
 	key, cert := loadKey(s.key, where, p)
 	if key == nil {
@@ -178,7 +188,7 @@ func newAssertionMaker(s assertionSettings, where string, p *problems) *assertio
 		return nil
 	}
 	return &assertionMaker{
-		issuer: s.issuer, subject: s.subject, audience: s.audience, lifetime: s.lifetime, claims: s.claims,
+		issuer: s.issuer, subject: s.subject, audience: s.audience, issuerAudience: s.issuerAudience, lifetime: s.lifetime, claims: s.claims,
 		signer: signer, alg: alg, kid: s.key.kid, x5t: cert != nil, now: time.Now,
 	}
 }
@@ -186,7 +196,14 @@ func newAssertionMaker(s assertionSettings, where string, p *problems) *assertio
 // assertion signs a new assertion for r, an AssertionFunc.
 func (m *assertionMaker) assertion(_ context.Context, r AssertionRequest) (string, error) {
 	aud := m.audience
-	if aud == "" {
+	switch {
+	case m.issuerAudience:
+		if r.Issuer == "" {
+			return "", tokenmanager.Permanent(errors.New("IssuerAudience is set and the grant has no Issuer to take it from; " +
+				"configure the grant with an Issuer, or set Audience"))
+		}
+		aud = r.Issuer
+	case aud == "":
 		aud = r.TokenURL
 	}
 	now := m.now()
@@ -222,6 +239,9 @@ func (m *assertionMaker) describe(name string) string {
 	}
 	if m.audience != "" {
 		fmt.Fprintf(&b, ", aud %q", m.audience)
+	}
+	if m.issuerAudience {
+		b.WriteString(", aud issuer")
 	}
 	b.WriteString(", key [redacted])")
 	return b.String()
