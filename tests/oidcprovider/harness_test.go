@@ -3,6 +3,7 @@ package oidcprovider_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -26,22 +27,32 @@ func secretClientMetadata() map[string]any {
 // introspect asks the provider about tok, as secretClient.
 func introspect(t testing.TB, hc *http.Client, endpoint, tok string) map[string]any {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, endpoint, strings.NewReader(url.Values{"token": {tok}}.Encode()))
+	v, err := introspectToken(hc, endpoint, tok)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return v
+}
+
+// introspectToken is introspect for the API's handler, which may not
+// call t.Fatal.
+func introspectToken(hc *http.Client, endpoint, tok string) (map[string]any, error) {
+	req, err := http.NewRequest(http.MethodPost, endpoint, strings.NewReader(url.Values{"token": {tok}}.Encode()))
+	if err != nil {
+		return nil, err
 	}
 	req.SetBasicAuth(secretClient, secretClientSecret)
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	resp, err := hc.Do(req)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	defer resp.Body.Close()
 	var v map[string]any
 	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
-		t.Fatal(err)
+		return nil, fmt.Errorf("introspection answered %d: %w", resp.StatusCode, err)
 	}
-	return v
+	return v, nil
 }
 
 // TestHarness checks the harness itself: the provider starts, serves its

@@ -24,6 +24,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -276,7 +277,7 @@ func newFront(cas *x509.CertPool, secret string) *front {
 			}
 			leaf := r.In.TLS.PeerCertificates[0]
 			block := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Raw})
-			r.Out.Header.Set("X-Client-Cert", url.QueryEscape(string(block)))
+			r.Out.Header.Set("X-Client-Cert", url.PathEscape(string(block))) // decodeURIComponent leaves "+" alone
 			r.Out.Header.Set("X-Client-Cert-Dn", leaf.Subject.String())
 			if cas != nil {
 				inter := x509.NewCertPool()
@@ -292,6 +293,7 @@ func newFront(cas *x509.CertPool, secret string) *front {
 	}
 	f.srv = httptest.NewUnstartedServer(proxy)
 	f.srv.TLS = &tls.Config{ClientAuth: tls.RequireAnyClientCert}
+	f.srv.Config.ErrorLog = log.New(io.Discard, "", 0) // handshakes cut short at Close
 	f.srv.StartTLS()
 	return f
 }
