@@ -217,6 +217,13 @@ type PrivateKeyJWTConfig struct {
 	// credentials): its SHA-1 and SHA-256 thumbprints are sent as the
 	// x5t and x5t#S256 headers. Optional; its public key must be Key's.
 	Certificate *x509.Certificate
+	// SendCertificateChain sends the certificate chain in the x5c header
+	// (RFC 7515 §4.1.6), the key's certificate first, as Microsoft Entra
+	// ID's subject name and issuer authentication needs (azidentity's
+	// SendCertificateChain, MSAL's WithX5C): Certificate alone when it is
+	// set, else every certificate in KeyPEM, the key's first and the
+	// others in their order there. Optional; it needs a certificate.
+	SendCertificateChain bool
 	// Algorithm is the JWS algorithm: RS256, RS384, RS512, PS256, PS384,
 	// PS512, ES256, ES384, ES512 or EdDSA. Optional; by default RS256 for
 	// RSA keys, ES256/ES384/ES512 by curve, EdDSA for Ed25519.
@@ -246,7 +253,7 @@ func PrivateKeyJWT(cfg PrivateKeyJWTConfig) (ClientAuth, error) {
 	}
 	a := newAssertionMaker(assertionSettings{
 		issuer: cfg.ClientID, subject: cfg.ClientID, audience: cfg.Audience, issuerAudience: cfg.IssuerAudience, lifetime: cfg.Lifetime,
-		key: signingKey{key: cfg.Key, pem: cfg.KeyPEM, kid: cfg.KeyID, cert: cfg.Certificate, alg: cfg.Algorithm},
+		key: signingKey{key: cfg.Key, pem: cfg.KeyPEM, kid: cfg.KeyID, cert: cfg.Certificate, x5c: cfg.SendCertificateChain, alg: cfg.Algorithm},
 	}, "PrivateKeyJWTConfig", &p)
 	if err := p.err(); err != nil {
 		return nil, err
@@ -256,8 +263,8 @@ func PrivateKeyJWT(cfg PrivateKeyJWTConfig) (ClientAuth, error) {
 
 // Format prints c without its key.
 func (c PrivateKeyJWTConfig) Format(f fmt.State, verb rune) {
-	fmt.Fprintf(f, "PrivateKeyJWTConfig{ClientID:%q Key:%s KeyID:%q Certificate:%s Algorithm:%q Audience:%q IssuerAudience:%v Lifetime:%v}",
-		c.ClientID, keyText(c.Key, c.KeyPEM), c.KeyID, certText(c.Certificate), c.Algorithm, c.Audience, c.IssuerAudience, c.Lifetime)
+	fmt.Fprintf(f, "PrivateKeyJWTConfig{ClientID:%q Key:%s KeyID:%q Certificate:%s SendCertificateChain:%v Algorithm:%q Audience:%q IssuerAudience:%v Lifetime:%v}",
+		c.ClientID, keyText(c.Key, c.KeyPEM), c.KeyID, certText(c.Certificate), c.SendCertificateChain, c.Algorithm, c.Audience, c.IssuerAudience, c.Lifetime)
 }
 
 // LogValue logs c without its key.
