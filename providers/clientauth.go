@@ -16,9 +16,9 @@ import (
 // ClientAuth is how a client proves who it is to the token endpoint
 // (RFC 6749 §2.3, RFC 7521 §4.2), separate from the grant, so every grant
 // can use every method. Its values come from [ClientSecret],
-// [PrivateKeyJWT], [ClientAssertion] and [NoClientAuth]; it is safe for
-// concurrent use, and printing or logging it never shows a secret or a
-// key.
+// [PrivateKeyJWT], [ClientAssertion], [TLSClientAuth] and [NoClientAuth];
+// it is safe for concurrent use, and printing or logging it never shows a
+// secret or a key.
 type ClientAuth interface {
 	// authenticate adds the client's credentials to r.
 	authenticate(ctx context.Context, r *tokenRequest) error

@@ -172,7 +172,7 @@ func (c GrantConfig) Validate() error {
 	p.auth(c.Auth, true)
 	if _, ok := c.Auth.(*noClientAuth); ok {
 		p.add("Auth is NoClientAuth, a public client; the client-credentials grant is only for confidential clients (RFC 6749 §4.4): " +
-			"use ClientSecret, PrivateKeyJWT or ClientAssertion")
+			"use ClientSecret, PrivateKeyJWT, ClientAssertion or TLSClientAuth")
 	}
 	p.endpointParams(c.EndpointParams, c.Scopes, "Auth", clientAuthParams...)
 	return p.err()

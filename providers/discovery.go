@@ -271,10 +271,13 @@ func (i *Issuer) check(md Metadata) error {
 		if e.url == "" {
 			continue
 		}
-		var q problems
-		q.tokenURL(e.url, i.allowInsecure, "the client's credentials")
-		for _, err := range q {
-			p = append(p, fmt.Errorf("providers: discovering %q: %s: %w", i.issuer, e.name, err))
+		switch u, err := url.Parse(e.url); {
+		case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+			p.add("discovering %q: %s %q is not an absolute http or https URL", i.issuer, e.name, e.url)
+		case !i.allowInsecure && !secure.Allowed(u):
+			p = append(p, fmt.Errorf("providers: discovering %q: %s %q is plain http to a host that is not loopback, "+
+				"so credentials would travel in clear text; set IssuerConfig.AllowInsecureHTTP only where something else "+
+				"protects the traffic: %w", i.issuer, e.name, redactURL(u), tokenmanager.ErrInsecureTransport))
 		}
 	}
 	if err := p.err(); err != nil {

@@ -379,7 +379,7 @@ func (p *problems) endpointParams(params url.Values, scopes []string, use string
 func (p *problems) auth(a ClientAuth, required bool) {
 	if a == nil {
 		if required {
-			p.add("Auth is nil; use ClientSecret, PrivateKeyJWT or ClientAssertion")
+			p.add("Auth is nil; use ClientSecret, PrivateKeyJWT, ClientAssertion or TLSClientAuth")
 		}
 		return
 	}
