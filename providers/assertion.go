@@ -25,6 +25,8 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/cryptosigner"
 	"github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/go-tokenmanager/tokenmanager"
 )
 
 // JWTAssertionConfig describes a self-signed JWT assertion (RFC 7523
@@ -42,13 +44,17 @@ type JWTAssertionConfig struct {
 	// Audience is the aud claim. Optional; by default the URL of the
 	// token endpoint the assertion is sent to.
 	Audience string
-	// Key, KeyPEM, KeyID, Certificate and Algorithm are as in
-	// [PrivateKeyJWTConfig]: set Key or KeyPEM.
-	Key         crypto.Signer
-	KeyPEM      []byte
-	KeyID       string
-	Certificate *x509.Certificate
-	Algorithm   string
+	// IssuerAudience sends the issuer identifier found by discovery as
+	// aud, as in [PrivateKeyJWTConfig]. Optional; not with Audience.
+	IssuerAudience bool
+	// Key, KeyPEM, KeyID, Certificate, SendCertificateChain and
+	// Algorithm are as in [PrivateKeyJWTConfig]: set Key or KeyPEM.
+	Key                  crypto.Signer
+	KeyPEM               []byte
+	KeyID                string
+	Certificate          *x509.Certificate
+	SendCertificateChain bool
+	Algorithm            string
 	// Lifetime is how long each assertion is valid. Optional; 5 minutes
 	// by default.
 	Lifetime time.Duration
@@ -77,8 +83,8 @@ func JWTAssertion(cfg JWTAssertionConfig) (AssertionFunc, error) {
 		}
 	}
 	a := newAssertionMaker(assertionSettings{
-		issuer: cfg.Issuer, subject: sub, audience: cfg.Audience, lifetime: cfg.Lifetime, claims: maps.Clone(cfg.Claims),
-		key: signingKey{key: cfg.Key, pem: cfg.KeyPEM, kid: cfg.KeyID, cert: cfg.Certificate, alg: cfg.Algorithm},
+		issuer: cfg.Issuer, subject: sub, audience: cfg.Audience, issuerAudience: cfg.IssuerAudience, lifetime: cfg.Lifetime, claims: maps.Clone(cfg.Claims),
+		key: signingKey{key: cfg.Key, pem: cfg.KeyPEM, kid: cfg.KeyID, cert: cfg.Certificate, x5c: cfg.SendCertificateChain, alg: cfg.Algorithm},
 	}, "JWTAssertionConfig", &p)
 	if err := p.err(); err != nil {
 		return nil, err
@@ -88,8 +94,8 @@ func JWTAssertion(cfg JWTAssertionConfig) (AssertionFunc, error) {
 
 // Format prints c without its key.
 func (c JWTAssertionConfig) Format(f fmt.State, verb rune) {
-	fmt.Fprintf(f, "JWTAssertionConfig{Issuer:%q Subject:%q Audience:%q Key:%s KeyID:%q Certificate:%s Algorithm:%q Lifetime:%v Claims:%q}",
-		c.Issuer, c.Subject, c.Audience, keyText(c.Key, c.KeyPEM), c.KeyID, certText(c.Certificate), c.Algorithm,
+	fmt.Fprintf(f, "JWTAssertionConfig{Issuer:%q Subject:%q Audience:%q IssuerAudience:%v Key:%s KeyID:%q Certificate:%s SendCertificateChain:%v Algorithm:%q Lifetime:%v Claims:%q}",
+		c.Issuer, c.Subject, c.Audience, c.IssuerAudience, keyText(c.Key, c.KeyPEM), c.KeyID, certText(c.Certificate), c.SendCertificateChain, c.Algorithm,
 		c.Lifetime, slices.Sorted(maps.Keys(c.Claims)))
 }
 
@@ -112,6 +118,7 @@ type signingKey struct {
 	pem  []byte
 	kid  string
 	cert *x509.Certificate
+	x5c  bool // send the chain as the x5c header
 	alg  string
 }
 
@@ -119,6 +126,7 @@ type signingKey struct {
 type assertionSettings struct {
 	issuer, subject string
 	audience        string // "": the token URL
+	issuerAudience  bool   // aud is the discovered issuer
 	lifetime        time.Duration
 	claims          map[string]any
 	key             signingKey
@@ -127,12 +135,13 @@ type assertionSettings struct {
 // assertionMaker signs assertions.
 type assertionMaker struct {
 	issuer, subject, audience string
+	issuerAudience            bool
 	lifetime                  time.Duration
 	claims                    map[string]any
 	signer                    jose.Signer
 	alg                       jose.SignatureAlgorithm
 	kid                       string
-	x5t                       bool
+	x5t, x5c                  bool
 	now                       func() time.Time
 }
 
@@ -145,7 +154,10 @@ func newAssertionMaker(s assertionSettings, where string, p *problems) *assertio
 	if s.lifetime == 0 {
 		s.lifetime = defaultAssertionLifetime
 	}
-	key, cert := loadKey(s.key, where, p)
+	if s.issuerAudience && s.audience != "" {
+		p.add("%s: Audience and IssuerAudience are both set; set one", where)
+	}
+	key, chain := loadKey(s.key, where, p)
 	if key == nil {
 		return nil
 	}
@@ -155,6 +167,22 @@ func newAssertionMaker(s assertionSettings, where string, p *problems) *assertio
 		return nil
 	}
 	opts := (&jose.SignerOptions{}).WithType("JWT")
+	var cert *x509.Certificate
+	if len(chain) > 0 {
+		cert = chain[0]
+	}
+	if s.key.x5c {
+		if cert == nil {
+			p.add("%s: SendCertificateChain is set and there is no certificate; set Certificate, or put it in KeyPEM", where)
+			return nil
+		}
+		// RFC 7515 §4.1.6: standard base64 DER, the key's certificate first.
+		x5c := make([]string, len(chain))
+		for i, c := range chain {
+			x5c[i] = base64.StdEncoding.EncodeToString(c.Raw)
+		}
+		opts = opts.WithHeader("x5c", x5c)
+	}
 	if cert != nil {
 		eq, ok := cert.PublicKey.(interface{ Equal(crypto.PublicKey) bool })
 		if !ok || !eq.Equal(key.Public()) {
@@ -178,15 +206,22 @@ func newAssertionMaker(s assertionSettings, where string, p *problems) *assertio
 		return nil
 	}
 	return &assertionMaker{
-		issuer: s.issuer, subject: s.subject, audience: s.audience, lifetime: s.lifetime, claims: s.claims,
-		signer: signer, alg: alg, kid: s.key.kid, x5t: cert != nil, now: time.Now,
+		issuer: s.issuer, subject: s.subject, audience: s.audience, issuerAudience: s.issuerAudience, lifetime: s.lifetime, claims: s.claims,
+		signer: signer, alg: alg, kid: s.key.kid, x5t: cert != nil, x5c: s.key.x5c, now: time.Now,
 	}
 }
 
 // assertion signs a new assertion for r, an AssertionFunc.
 func (m *assertionMaker) assertion(_ context.Context, r AssertionRequest) (string, error) {
 	aud := m.audience
-	if aud == "" {
+	switch {
+	case m.issuerAudience:
+		if r.Issuer == "" {
+			return "", tokenmanager.Permanent(errors.New("IssuerAudience is set and the grant has no Issuer to take it from; " +
+				"configure the grant with an Issuer, or set Audience"))
+		}
+		aud = r.Issuer
+	case aud == "":
 		aud = r.TokenURL
 	}
 	now := m.now()
@@ -220,22 +255,33 @@ func (m *assertionMaker) describe(name string) string {
 	if m.x5t {
 		b.WriteString(", x5t")
 	}
+	if m.x5c {
+		b.WriteString(", x5c")
+	}
 	if m.audience != "" {
 		fmt.Fprintf(&b, ", aud %q", m.audience)
+	}
+	if m.issuerAudience {
+		b.WriteString(", aud issuer")
 	}
 	b.WriteString(", key [redacted])")
 	return b.String()
 }
 
-// loadKey returns the signing key and its certificate, or nil after
-// adding the problem to p.
-func loadKey(k signingKey, where string, p *problems) (crypto.Signer, *x509.Certificate) {
+// loadKey returns the signing key and its certificate chain, the key's
+// certificate first (none when it has none), or nil after adding the
+// problem to p. The chain is Certificate alone when it is set, else
+// KeyPEM's certificates, the key's first and the others in their order.
+func loadKey(k signingKey, where string, p *problems) (crypto.Signer, []*x509.Certificate) {
 	switch {
 	case k.key != nil && len(k.pem) > 0:
 		p.add("%s: Key and KeyPEM are both set; set one", where)
 		return nil, nil
 	case k.key != nil:
-		return k.key, k.cert
+		if k.cert == nil {
+			return k.key, nil
+		}
+		return k.key, []*x509.Certificate{k.cert}
 	case len(k.pem) == 0:
 		p.add("%s: no key; set Key or KeyPEM", where)
 		return nil, nil
@@ -246,14 +292,23 @@ func loadKey(k signingKey, where string, p *problems) (crypto.Signer, *x509.Cert
 		return nil, nil
 	}
 	if k.cert != nil {
-		return key, k.cert
+		return key, []*x509.Certificate{k.cert}
 	}
 	cert, err := keyCertificate(key, certs)
 	if err != nil {
 		p.add("%s: KeyPEM %v", where, err)
 		return nil, nil
 	}
-	return key, cert
+	if cert == nil {
+		return key, nil
+	}
+	chain := []*x509.Certificate{cert}
+	for _, c := range certs {
+		if c != cert {
+			chain = append(chain, c)
+		}
+	}
+	return key, chain
 }
 
 // keyCertificate returns the certificate among certs whose public key is

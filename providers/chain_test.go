@@ -71,7 +71,7 @@ func TestPrivateKeyJWT_certificateChain(t *testing.T) {
 			if err != nil {
 				t.Fatalf("PrivateKeyJWT: %v", err)
 			}
-			r := &tokenRequest{tokenURL: "https://idp.example/token", form: map[string][]string{}}
+			r := &tokenRequest{target: target{tokenURL: "https://idp.example/token"}, form: map[string][]string{}}
 			if err := auth.authenticate(context.Background(), r); err != nil {
 				t.Fatal(err)
 			}
@@ -101,7 +101,7 @@ func TestPrivateKeyJWT_certificateChain(t *testing.T) {
 		if err != nil {
 			t.Fatalf("PrivateKeyJWT: %v", err)
 		}
-		r := &tokenRequest{tokenURL: "https://idp.example/token", form: map[string][]string{}}
+		r := &tokenRequest{target: target{tokenURL: "https://idp.example/token"}, form: map[string][]string{}}
 		if err := auth.authenticate(context.Background(), r); err != nil {
 			t.Fatal(err)
 		}

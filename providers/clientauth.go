@@ -16,9 +16,9 @@ import (
 // ClientAuth is how a client proves who it is to the token endpoint
 // (RFC 6749 §2.3, RFC 7521 §4.2), separate from the grant, so every grant
 // can use every method. Its values come from [ClientSecret],
-// [PrivateKeyJWT], [ClientAssertion] and [NoClientAuth]; it is safe for
-// concurrent use, and printing or logging it never shows a secret or a
-// key.
+// [PrivateKeyJWT], [ClientAssertion], [TLSClientAuth] and [NoClientAuth];
+// it is safe for concurrent use, and printing or logging it never shows a
+// secret or a key.
 type ClientAuth interface {
 	// authenticate adds the client's credentials to r.
 	authenticate(ctx context.Context, r *tokenRequest) error
@@ -117,8 +117,14 @@ type AssertionRequest struct {
 	// assertion, the Auth's ("" without one).
 	ClientID string
 	// TokenURL is the token endpoint the assertion is sent to, the usual
-	// audience (aud) of a signed assertion.
+	// audience (aud) of a signed assertion. With discovery it is the
+	// metadata's token_endpoint, even when the request goes to its
+	// mutual-TLS alias.
 	TokenURL string
+	// Issuer is the authorization server's issuer identifier when the
+	// grant was configured with an [Issuer], "" otherwise: the audience
+	// some servers want instead of TokenURL.
+	Issuer string
 }
 
 // AssertionFunc returns an assertion, a JWT for RFC 7523, to send to a
@@ -153,7 +159,7 @@ type clientAssertion struct {
 }
 
 func (a *clientAssertion) authenticate(ctx context.Context, r *tokenRequest) error {
-	tok, err := a.fn(ctx, AssertionRequest{ClientID: a.id, TokenURL: r.tokenURL})
+	tok, err := a.fn(ctx, AssertionRequest{ClientID: a.id, TokenURL: r.tokenURL, Issuer: r.issuer})
 	if err != nil {
 		return fmt.Errorf("providers: %s: making the client assertion: %w", a.name, err)
 	}
@@ -211,6 +217,13 @@ type PrivateKeyJWTConfig struct {
 	// credentials): its SHA-1 and SHA-256 thumbprints are sent as the
 	// x5t and x5t#S256 headers. Optional; its public key must be Key's.
 	Certificate *x509.Certificate
+	// SendCertificateChain sends the certificate chain in the x5c header
+	// (RFC 7515 §4.1.6), the key's certificate first, as Microsoft Entra
+	// ID's subject name and issuer authentication needs (azidentity's
+	// SendCertificateChain, MSAL's WithX5C): Certificate alone when it is
+	// set, else every certificate in KeyPEM, the key's first and the
+	// others in their order there. Optional; it needs a certificate.
+	SendCertificateChain bool
 	// Algorithm is the JWS algorithm: RS256, RS384, RS512, PS256, PS384,
 	// PS512, ES256, ES384, ES512 or EdDSA. Optional; by default RS256 for
 	// RSA keys, ES256/ES384/ES512 by curve, EdDSA for Ed25519.
@@ -219,6 +232,11 @@ type PrivateKeyJWTConfig struct {
 	// endpoint's URL, which Entra ID, Okta and Keycloak accept; some
 	// servers (ZITADEL, Keycloak optionally) want their issuer URL.
 	Audience string
+	// IssuerAudience sends the issuer identifier found by discovery as
+	// aud instead of the token endpoint's URL, as
+	// draft-ietf-oauth-rfc7523bis and FAPI 2.0 ask: the grant must be
+	// configured with an [Issuer]. Optional; not with Audience.
+	IssuerAudience bool
 	// Lifetime is how long each assertion is valid. Optional; 5 minutes
 	// by default.
 	Lifetime time.Duration
@@ -234,8 +252,8 @@ func PrivateKeyJWT(cfg PrivateKeyJWTConfig) (ClientAuth, error) {
 		p.add("PrivateKeyJWTConfig: ClientID is empty; the client's identifier is required (iss and sub)")
 	}
 	a := newAssertionMaker(assertionSettings{
-		issuer: cfg.ClientID, subject: cfg.ClientID, audience: cfg.Audience, lifetime: cfg.Lifetime,
-		key: signingKey{key: cfg.Key, pem: cfg.KeyPEM, kid: cfg.KeyID, cert: cfg.Certificate, alg: cfg.Algorithm},
+		issuer: cfg.ClientID, subject: cfg.ClientID, audience: cfg.Audience, issuerAudience: cfg.IssuerAudience, lifetime: cfg.Lifetime,
+		key: signingKey{key: cfg.Key, pem: cfg.KeyPEM, kid: cfg.KeyID, cert: cfg.Certificate, x5c: cfg.SendCertificateChain, alg: cfg.Algorithm},
 	}, "PrivateKeyJWTConfig", &p)
 	if err := p.err(); err != nil {
 		return nil, err
@@ -245,8 +263,8 @@ func PrivateKeyJWT(cfg PrivateKeyJWTConfig) (ClientAuth, error) {
 
 // Format prints c without its key.
 func (c PrivateKeyJWTConfig) Format(f fmt.State, verb rune) {
-	fmt.Fprintf(f, "PrivateKeyJWTConfig{ClientID:%q Key:%s KeyID:%q Certificate:%s Algorithm:%q Audience:%q Lifetime:%v}",
-		c.ClientID, keyText(c.Key, c.KeyPEM), c.KeyID, certText(c.Certificate), c.Algorithm, c.Audience, c.Lifetime)
+	fmt.Fprintf(f, "PrivateKeyJWTConfig{ClientID:%q Key:%s KeyID:%q Certificate:%s SendCertificateChain:%v Algorithm:%q Audience:%q IssuerAudience:%v Lifetime:%v}",
+		c.ClientID, keyText(c.Key, c.KeyPEM), c.KeyID, certText(c.Certificate), c.SendCertificateChain, c.Algorithm, c.Audience, c.IssuerAudience, c.Lifetime)
 }
 
 // LogValue logs c without its key.

@@ -29,9 +29,14 @@ const (
 // names follow golang.org/x/oauth2/clientcredentials.Config.
 type ClientCredentialsConfig struct {
 	// TokenURL is the token endpoint, an absolute http or https URL.
-	// Required. Plain http is accepted only to a loopback host, unless
-	// AllowInsecureHTTP is set.
+	// Required unless Issuer is set. Plain http is accepted only to a
+	// loopback host, unless AllowInsecureHTTP is set.
 	TokenURL string
+	// Issuer finds the token endpoint by discovery: set it instead of
+	// TokenURL. Its metadata's token_endpoint is used (its mutual-TLS
+	// alias with [TLSClientAuth]), and its IssuerConfig.AllowInsecureHTTP
+	// applies to the token requests too. Optional.
+	Issuer *Issuer
 	// ClientID is the client's identifier. Required.
 	ClientID string
 	// ClientSecret is the client's secret. Optional: empty for a public
@@ -67,7 +72,7 @@ type ClientCredentialsConfig struct {
 // Validate reports every problem with c at once, or nil when c is usable.
 func (c ClientCredentialsConfig) Validate() error {
 	var p problems
-	p.tokenURL(c.TokenURL, c.AllowInsecureHTTP, "the client secret")
+	p.endpoint(c.TokenURL, c.Issuer, c.AllowInsecureHTTP, "the client secret")
 	if c.ClientID == "" {
 		p.add("ClientID is empty; the client's identifier is required")
 	}
@@ -122,7 +127,7 @@ func ClientCredentials(cfg ClientCredentialsConfig) tokenmanager.TokenProvider {
 func newClientCredentials(cfg ClientCredentialsConfig) *endpoint {
 	auth := &clientSecret{id: cfg.ClientID, secret: cfg.ClientSecret, style: cfg.AuthStyle}
 	form := baseForm("client_credentials", cfg.Scopes, cfg.EndpointParams)
-	return newEndpoint(cfg.TokenURL, cfg.HTTPClient, cfg.AllowInsecureHTTP, auth, form, cfg.Validate())
+	return newEndpoint(cfg.TokenURL, cfg.Issuer, cfg.HTTPClient, cfg.AllowInsecureHTTP, auth, form, cfg.Validate())
 }
 
 // GrantConfig describes a client-credentials grant with any client
@@ -131,11 +136,17 @@ func newClientCredentials(cfg ClientCredentialsConfig) *endpoint {
 // federated credential). See [ClientCredentialsGrant].
 type GrantConfig struct {
 	// TokenURL is the token endpoint, an absolute http or https URL.
-	// Required. Plain http is accepted only to a loopback host, unless
-	// AllowInsecureHTTP is set.
+	// Required unless Issuer is set. Plain http is accepted only to a
+	// loopback host, unless AllowInsecureHTTP is set.
 	TokenURL string
+	// Issuer finds the token endpoint by discovery: set it instead of
+	// TokenURL. Its metadata's token_endpoint is used (its mutual-TLS
+	// alias with [TLSClientAuth]), and its IssuerConfig.AllowInsecureHTTP
+	// applies to the token requests too. Optional.
+	Issuer *Issuer
 	// Auth authenticates the client: [ClientSecret], [PrivateKeyJWT] or
-	// [ClientAssertion]. Required. [NoClientAuth] is refused: RFC 6749
+	// [ClientAssertion], or a client certificate: [TLSClientAuth].
+	// Required. [NoClientAuth] is refused: RFC 6749
 	// §4.4 reserves this grant for confidential clients.
 	Auth ClientAuth
 	// Scopes are sent space-separated in the scope parameter. Optional.
@@ -157,11 +168,11 @@ type GrantConfig struct {
 // Validate reports every problem with c at once, or nil when c is usable.
 func (c GrantConfig) Validate() error {
 	var p problems
-	p.tokenURL(c.TokenURL, c.AllowInsecureHTTP, "the client's credentials")
+	p.endpoint(c.TokenURL, c.Issuer, c.AllowInsecureHTTP, "the client's credentials")
 	p.auth(c.Auth, true)
 	if _, ok := c.Auth.(*noClientAuth); ok {
 		p.add("Auth is NoClientAuth, a public client; the client-credentials grant is only for confidential clients (RFC 6749 §4.4): " +
-			"use ClientSecret, PrivateKeyJWT or ClientAssertion")
+			"use ClientSecret, PrivateKeyJWT, ClientAssertion or TLSClientAuth")
 	}
 	p.endpointParams(c.EndpointParams, c.Scopes, "Auth", clientAuthParams...)
 	return p.err()
@@ -184,7 +195,7 @@ func ClientCredentialsGrant(cfg GrantConfig) tokenmanager.TokenProvider {
 
 func newClientCredentialsGrant(cfg GrantConfig) *endpoint {
 	form := baseForm("client_credentials", cfg.Scopes, cfg.EndpointParams)
-	return newEndpoint(cfg.TokenURL, cfg.HTTPClient, cfg.AllowInsecureHTTP, cfg.Auth, form, cfg.Validate())
+	return newEndpoint(cfg.TokenURL, cfg.Issuer, cfg.HTTPClient, cfg.AllowInsecureHTTP, cfg.Auth, form, cfg.Validate())
 }
 
 // String returns the style's name, as written in Go.

@@ -13,7 +13,8 @@
 // from the grant, so every grant can use every method. A [ClientAuth] is
 // a client secret ([ClientSecret]), a signed private_key_jwt assertion
 // ([PrivateKeyJWT], RFC 7523 §2.2, with kid and the x5t/x5t#S256
-// thumbprints Entra ID certificate credentials use), an assertion from a
+// thumbprints Entra ID certificate credentials use), a client certificate
+// ([TLSClientAuth]), an assertion from a
 // callback ([ClientAssertion]: a Kubernetes projected service-account
 // token, any federated credential) or none ([NoClientAuth], for the
 // grants other than client credentials, which RFC 6749 §4.4 reserves for
@@ -22,6 +23,21 @@
 // self-signed [JWTAssertion] or a callback) and [TokenExchange] (RFC
 // 8693); they share ClientCredentials' answer handling, and redact every
 // assertion and subject token a server echoes, as they do the secret.
+//
+// Discovery: every grant's config takes an [Issuer] instead of a
+// TokenURL. [NewIssuer] names the authorization server by its issuer URL
+// alone; its metadata (RFC 8414, OpenID Connect Discovery) is fetched when
+// first needed, checked (the issuer must be the one asked for, the
+// endpoints https), kept for a day and fetched again sooner when a token
+// request fails for want of new endpoints.
+//
+// Mutual TLS (RFC 8705): [TLSClientAuth] authenticates the client with its
+// TLS certificate (tls_client_auth and self_signed_tls_client_auth), to
+// the metadata's mtls_endpoint_aliases when there are any;
+// [CertificateTransport] sends certificate-bound access tokens to APIs
+// over the same certificate. SendCertificateChain puts an assertion's
+// certificate chain in its x5c header, as Entra ID's subject name and
+// issuer authentication needs.
 //
 // [FromTokenSource] adapts any golang.org/x/oauth2 TokenSource, for the
 // flows that package covers (Google credentials, JWT bearer grants, ...).

@@ -20,36 +20,86 @@ import (
 // answer. ClientCredentials, ClientCredentialsGrant, JWTBearer and
 // TokenExchange are all an endpoint's fetch.
 type endpoint struct {
-	tokenURL string
+	tokenURL string  // "" when issuer is set
+	issuer   *Issuer // nil when tokenURL is set
 	client   *http.Client
 	auth     ClientAuth // nil: the client does not authenticate
 	form     url.Values // fixed parameters: grant_type, scope, EndpointParams, ...
 	// params returns the parameters fetched anew for every token
 	// (assertions, subject tokens) and, among their values, those that
 	// must never show in an error. Nil for a grant without any.
-	params  func(ctx context.Context) (url.Values, []string, error)
+	params  func(ctx context.Context, t target) (url.Values, []string, error)
 	err     error        // from Validate; returned by every fetch
 	learned atomic.Int32 // the AuthStyle that auto-detection settled on
 	now     func() time.Time
 }
 
-// newEndpoint returns an endpoint; err, when not nil, is returned by every
-// fetch, marked permanent.
-func newEndpoint(tokenURL string, hc *http.Client, allowInsecure bool, auth ClientAuth, form url.Values, err error) *endpoint {
+// newEndpoint returns an endpoint sending its requests to tokenURL, or to
+// the token endpoint iss's metadata names; err, when not nil, is returned
+// by every fetch, marked permanent.
+func newEndpoint(tokenURL string, iss *Issuer, hc *http.Client, allowInsecure bool, auth ClientAuth, form url.Values, err error) *endpoint {
 	if hc == nil {
 		hc = http.DefaultClient
+	}
+	if a, ok := auth.(*tlsClientAuth); ok {
+		c, cerr := a.clientWithCertificate(hc)
+		if cerr != nil {
+			err = errors.Join(err, cerr)
+		} else {
+			hc = c
+		}
+	}
+	if iss != nil {
+		allowInsecure = allowInsecure || iss.allowInsecure
 	}
 	if !allowInsecure {
 		hc = refuseInsecureRedirects(hc)
 	}
-	return &endpoint{tokenURL: tokenURL, client: hc, auth: auth, form: form,
+	return &endpoint{tokenURL: tokenURL, issuer: iss, client: hc, auth: auth, form: form,
 		err: tokenmanager.Permanent(err), now: time.Now}
+}
+
+// target is where one token request goes, and what its assertions name.
+type target struct {
+	url      string // where the request is sent: the token endpoint, or its mutual-TLS alias
+	tokenURL string // the token endpoint: an assertion's audience by default
+	issuer   string // the issuer identifier, when found by discovery
+}
+
+// target returns where the next token request goes: TokenURL, or the
+// token endpoint from the issuer's metadata (its mutual-TLS alias when
+// the client authenticates with a certificate).
+func (e *endpoint) target(ctx context.Context) (target, error) {
+	if e.issuer == nil {
+		return target{url: e.tokenURL, tokenURL: e.tokenURL}, nil
+	}
+	md, err := e.issuer.Metadata(ctx)
+	if err != nil {
+		return target{}, err
+	}
+	t := target{url: md.TokenEndpoint, tokenURL: md.TokenEndpoint, issuer: md.Issuer}
+	if _, ok := e.auth.(*tlsClientAuth); ok && md.MTLSEndpointAliases.TokenEndpoint != "" {
+		t.url = md.MTLSEndpointAliases.TokenEndpoint
+	}
+	return t, nil
+}
+
+// metadataSuspect reports whether err, from a token request, may come
+// from outdated metadata: the endpoint unreachable, or not there.
+func metadataSuspect(err error) bool {
+	var re *RetrieveError
+	if errors.As(err, &re) {
+		return re.StatusCode == http.StatusNotFound || re.StatusCode == http.StatusMethodNotAllowed || re.StatusCode == http.StatusGone
+	}
+	var ue *url.Error
+	return errors.As(err, &ue) && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
 }
 
 // tokenRequest is one token request being built, handed to the client
 // authentication to add its part.
 type tokenRequest struct {
-	tokenURL string
+	target
+
 	// style says how a client secret travels in this request: in the
 	// header or in the body (never AuthStyleAutoDetect).
 	style   AuthStyle
@@ -68,6 +118,19 @@ func (e *endpoint) fetch(ctx context.Context) (tokenmanager.Token, error) {
 	if err := ctx.Err(); err != nil {
 		return tokenmanager.Token{}, fmt.Errorf("providers: fetching token: %w", err)
 	}
+	t, err := e.target(ctx)
+	if err != nil {
+		return tokenmanager.Token{}, err
+	}
+	tok, err := e.fetchFrom(ctx, t)
+	if err != nil && e.issuer != nil && metadataSuspect(err) {
+		e.issuer.invalidate()
+	}
+	return tok, err
+}
+
+// fetchFrom gets one token from t.
+func (e *endpoint) fetchFrom(ctx context.Context, t target) (tokenmanager.Token, error) {
 	// Each attempt gets its own grant parameters: a JWT assertion's jti
 	// is single-use, so the auto-detect retry must not resend it.
 	attempt := func(style AuthStyle) (tokenmanager.Token, error) {
@@ -75,11 +138,11 @@ func (e *endpoint) fetch(ctx context.Context) (tokenmanager.Token, error) {
 		var secrets []string
 		if e.params != nil {
 			var err error
-			if params, secrets, err = e.params(ctx); err != nil {
+			if params, secrets, err = e.params(ctx, t); err != nil {
 				return tokenmanager.Token{}, err
 			}
 		}
-		return e.retrieve(ctx, params, secrets, style)
+		return e.retrieve(ctx, t, params, secrets, style)
 	}
 	style, detect := AuthStyleInParams, false
 	if cs, ok := e.auth.(*clientSecret); ok {
@@ -110,13 +173,13 @@ func (e *endpoint) fetch(ctx context.Context) (tokenmanager.Token, error) {
 
 // retrieve makes one token request: the fixed parameters, params, and the
 // client authentication (a client secret travelling as style says).
-func (e *endpoint) retrieve(ctx context.Context, params url.Values, secrets []string, style AuthStyle) (tokenmanager.Token, error) {
+func (e *endpoint) retrieve(ctx context.Context, t target, params url.Values, secrets []string, style AuthStyle) (tokenmanager.Token, error) {
 	r := &tokenRequest{
-		tokenURL: e.tokenURL,
-		style:    style,
-		form:     make(url.Values, len(e.form)+len(params)+3),
-		header:   make(http.Header),
-		secrets:  append([]string(nil), secrets...),
+		target:  t,
+		style:   style,
+		form:    make(url.Values, len(e.form)+len(params)+3),
+		header:  make(http.Header),
+		secrets: append([]string(nil), secrets...),
 	}
 	for k, v := range e.form {
 		r.form[k] = v
@@ -129,7 +192,7 @@ func (e *endpoint) retrieve(ctx context.Context, params url.Values, secrets []st
 			return tokenmanager.Token{}, err
 		}
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, e.tokenURL, strings.NewReader(r.form.Encode()))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.url, strings.NewReader(r.form.Encode()))
 	if err != nil {
 		return tokenmanager.Token{}, fmt.Errorf("providers: building token request: %w", err)
 	}
@@ -266,12 +329,22 @@ func (p *problems) add(format string, args ...any) {
 	*p = append(*p, fmt.Errorf("providers: "+format, args...))
 }
 
+// endpoint checks a grant's TokenURL and Issuer: one of them is set.
+func (p *problems) endpoint(tokenURL string, iss *Issuer, allowInsecure bool, what string) {
+	switch {
+	case iss != nil && tokenURL != "":
+		p.add("TokenURL and Issuer are both set; set one")
+	case iss == nil:
+		p.tokenURL(tokenURL, allowInsecure, what)
+	}
+}
+
 // tokenURL checks a TokenURL. what names what would travel in clear text
 // over plain http.
 func (p *problems) tokenURL(tokenURL string, allowInsecure bool, what string) {
 	switch u, err := url.Parse(tokenURL); {
 	case tokenURL == "":
-		p.add("TokenURL is empty; the token endpoint's URL is required")
+		p.add("TokenURL is empty; the token endpoint's URL, or an Issuer, is required")
 	case err != nil:
 		p.add("TokenURL is not a valid URL: %v", err)
 	case u.Scheme != "http" && u.Scheme != "https":
@@ -306,7 +379,7 @@ func (p *problems) endpointParams(params url.Values, scopes []string, use string
 func (p *problems) auth(a ClientAuth, required bool) {
 	if a == nil {
 		if required {
-			p.add("Auth is nil; use ClientSecret, PrivateKeyJWT or ClientAssertion")
+			p.add("Auth is nil; use ClientSecret, PrivateKeyJWT, ClientAssertion or TLSClientAuth")
 		}
 		return
 	}

@@ -193,7 +193,7 @@ func TestNewGrants_Validate(t *testing.T) {
 		{name: "GrantConfig valid", validate: GrantConfig{TokenURL: "https://idp.example/t", Auth: ClientSecret("c", "s", AuthStyleInParams)}.Validate},
 		{name: "GrantConfig public client", validate: GrantConfig{TokenURL: "https://idp.example/t", Auth: NoClientAuth("c")}.Validate,
 			provider: ClientCredentialsGrant(GrantConfig{TokenURL: "https://idp.example/t", Auth: NoClientAuth("c")}),
-			want:     []string{"Auth is NoClientAuth", "only for confidential clients (RFC 6749 §4.4)", "use ClientSecret, PrivateKeyJWT or ClientAssertion"}},
+			want:     []string{"Auth is NoClientAuth", "only for confidential clients (RFC 6749 §4.4)", "use ClientSecret, PrivateKeyJWT, ClientAssertion or TLSClientAuth"}},
 		{name: "GrantConfig empty", validate: GrantConfig{}.Validate, provider: ClientCredentialsGrant(GrantConfig{}),
 			want: []string{"TokenURL is empty", "Auth is nil"}},
 		{name: "GrantConfig bad auth", validate: GrantConfig{TokenURL: "https://idp.example/t", Auth: ClientSecret("", "s", 9)}.Validate,

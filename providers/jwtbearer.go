@@ -18,9 +18,14 @@ const grantTypeJWTBearer = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 // [JWTBearer].
 type JWTBearerConfig struct {
 	// TokenURL is the token endpoint, an absolute http or https URL.
-	// Required. Plain http is accepted only to a loopback host, unless
-	// AllowInsecureHTTP is set.
+	// Required unless Issuer is set. Plain http is accepted only to a
+	// loopback host, unless AllowInsecureHTTP is set.
 	TokenURL string
+	// Issuer finds the token endpoint by discovery: set it instead of
+	// TokenURL. Its metadata's token_endpoint is used (its mutual-TLS
+	// alias with [TLSClientAuth]), and its IssuerConfig.AllowInsecureHTTP
+	// applies to the token requests too. Optional.
+	Issuer *Issuer
 	// Assertion returns the assertion to send, for every token request:
 	// [JWTAssertion]'s signer, or a callback. Required.
 	Assertion AssertionFunc
@@ -45,7 +50,7 @@ type JWTBearerConfig struct {
 // Validate reports every problem with c at once, or nil when c is usable.
 func (c JWTBearerConfig) Validate() error {
 	var p problems
-	p.tokenURL(c.TokenURL, c.AllowInsecureHTTP, "the assertion")
+	p.endpoint(c.TokenURL, c.Issuer, c.AllowInsecureHTTP, "the assertion")
 	if c.Assertion == nil {
 		p.add("Assertion is nil; use JWTAssertion's signer or a function returning the assertion")
 	}
@@ -71,14 +76,14 @@ func JWTBearer(cfg JWTBearerConfig) tokenmanager.TokenProvider { return newJWTBe
 
 func newJWTBearer(cfg JWTBearerConfig) *endpoint {
 	form := baseForm(grantTypeJWTBearer, cfg.Scopes, cfg.EndpointParams)
-	e := newEndpoint(cfg.TokenURL, cfg.HTTPClient, cfg.AllowInsecureHTTP, cfg.Auth, form, cfg.Validate())
-	assertion, tokenURL := cfg.Assertion, cfg.TokenURL
+	e := newEndpoint(cfg.TokenURL, cfg.Issuer, cfg.HTTPClient, cfg.AllowInsecureHTTP, cfg.Auth, form, cfg.Validate())
+	assertion := cfg.Assertion
 	clientID := ""
 	if cfg.Auth != nil {
 		clientID = cfg.Auth.clientID()
 	}
-	e.params = func(ctx context.Context) (url.Values, []string, error) {
-		a, err := assertion(ctx, AssertionRequest{ClientID: clientID, TokenURL: tokenURL})
+	e.params = func(ctx context.Context, t target) (url.Values, []string, error) {
+		a, err := assertion(ctx, AssertionRequest{ClientID: clientID, TokenURL: t.tokenURL, Issuer: t.issuer})
 		if err != nil {
 			return nil, nil, fmt.Errorf("providers: JWTBearer: making the assertion: %w", err)
 		}

@@ -28,9 +28,14 @@ const (
 // another audience or with other scopes. See [TokenExchange].
 type TokenExchangeConfig struct {
 	// TokenURL is the token endpoint, an absolute http or https URL.
-	// Required. Plain http is accepted only to a loopback host, unless
-	// AllowInsecureHTTP is set.
+	// Required unless Issuer is set. Plain http is accepted only to a
+	// loopback host, unless AllowInsecureHTTP is set.
 	TokenURL string
+	// Issuer finds the token endpoint by discovery: set it instead of
+	// TokenURL. Its metadata's token_endpoint is used (its mutual-TLS
+	// alias with [TLSClientAuth]), and its IssuerConfig.AllowInsecureHTTP
+	// applies to the token requests too. Optional.
+	Issuer *Issuer
 	// SubjectToken returns the token that stands for the party the new
 	// token is for: a Kubernetes service-account token, an ID token, an
 	// access token from another provider. It is called for every token
@@ -74,7 +79,7 @@ type TokenExchangeConfig struct {
 // Validate reports every problem with c at once, or nil when c is usable.
 func (c TokenExchangeConfig) Validate() error {
 	var p problems
-	p.tokenURL(c.TokenURL, c.AllowInsecureHTTP, "the subject token")
+	p.endpoint(c.TokenURL, c.Issuer, c.AllowInsecureHTTP, "the subject token")
 	if c.SubjectToken == nil {
 		p.add("SubjectToken is nil; a function returning the subject token is required")
 	}
@@ -145,9 +150,9 @@ func newTokenExchange(cfg TokenExchangeConfig) *endpoint {
 	if len(cfg.Resource) > 0 {
 		form["resource"] = append([]string(nil), cfg.Resource...)
 	}
-	e := newEndpoint(cfg.TokenURL, cfg.HTTPClient, cfg.AllowInsecureHTTP, cfg.Auth, form, cfg.Validate())
+	e := newEndpoint(cfg.TokenURL, cfg.Issuer, cfg.HTTPClient, cfg.AllowInsecureHTTP, cfg.Auth, form, cfg.Validate())
 	subject, actor := cfg.SubjectToken, cfg.ActorToken
-	e.params = func(ctx context.Context) (url.Values, []string, error) {
+	e.params = func(ctx context.Context, _ target) (url.Values, []string, error) {
 		sub, err := subject(ctx)
 		if err != nil {
 			return nil, nil, fmt.Errorf("providers: TokenExchange: getting the subject token: %w", err)
