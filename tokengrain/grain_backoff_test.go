@@ -7,6 +7,7 @@ import (
 
 	proto "github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/cluster"
+	"github.com/asynkron/protoactor-go/remote"
 	"github.com/benbjohnson/clock"
 
 	"github.com/go-tokenmanager/tokenmanager"
@@ -27,7 +28,8 @@ func TestGrain_settingsBackoffOnSettingsClock(t *testing.T) {
 	defer system.Shutdown()
 	pid := system.Root.Spawn(proto.PropsFromProducer(func() proto.Actor { return &grain{settingsFor: settingsFor} }))
 	defer func() { _ = system.Root.StopFuture(pid).Wait() }()
-	system.Root.Send(pid, &cluster.ClusterInit{Identity: cluster.NewClusterIdentity("tenant", Kind)})
+	// A loopback remote: the grain may serve tokens over it.
+	system.Root.Send(pid, &cluster.ClusterInit{Identity: cluster.NewClusterIdentity("tenant", Kind), Cluster: clusterOn(remote.Configure("127.0.0.1", 0))})
 
 	get := func() *tokenpb.TokenReply {
 		t.Helper()
