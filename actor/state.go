@@ -293,6 +293,18 @@ func (st *state) publish(ev messages.Event) {
 	st.h.Bus.Publish(ev)
 }
 
+// publisher returns a func publishing as [state.publish] does, safe to
+// call from the provider's goroutine: it holds the bus (safe for
+// concurrent use) and the callbacks as they are now, not the state.
+func (st *state) publisher() func(messages.Event) {
+	bus := st.h.Bus
+	if st.pol.events == eventsSharedBus {
+		callbacks := st.h.Request.Callbacks
+		return func(ev messages.Event) { bus.PublishWith(ev, callbacks) }
+	}
+	return bus.Publish
+}
+
 // launch starts the provider call the state began (effects.fetch) on a
 // goroutine of its own; its outcome is handed to done, which must not
 // block (it sends a message to the host).
@@ -304,6 +316,7 @@ func (st *state) launch(done func(*fetchDone)) {
 		dropped = st.drops.last
 	}
 	ctx = link.WithFetch(ctx, string(st.fetch.why.reason()), dropped)
+	ctx = eventbus.WithPublisher(ctx, st.publisher())
 	st.fetch.cancel = cancel
 	calls := &st.fetch.calls
 	go func() {
