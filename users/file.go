@@ -58,11 +58,11 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 type FileStore struct {
 	path string
 
-	mu    sync.RWMutex // guards everything below
-	f     *os.File
-	size  int64            // bytes in the file, all of them valid records
-	live  int64            // bytes of the records index points at
-	index map[string]entry // identity → its latest put
+	mu     sync.RWMutex // guards everything below
+	f      *os.File
+	size   int64            // bytes in the file, all of them valid records
+	live   int64            // bytes of the records index points at
+	index  map[string]entry // identity → its latest put
 	closed bool
 }
 
