@@ -27,6 +27,8 @@ const (
 	KeyError               = "error"                // why a fetch failed, why a pushed token was refused, or why an identity's settings failed
 	KeyDetail              = "detail"               // the event's Message (holds the token only with AddTokenToLogs)
 	KeyEvicted             = "evicted"              // whether a passivated identity was evicted to stay within the cap (false: it was idle)
+	KeyVersion             = "version"              // the stored refresh token's version after a rotation
+	KeyKeyID               = "key_id"               // the id of the key that sealed a rotated refresh token
 )
 
 // SlogHandler returns an event subscriber, for the Subscribe of
@@ -63,11 +65,13 @@ func SlogHandler(logger *slog.Logger) func(messages.Event) {
 // recovered from on its own) and a refused pushed token; Error when
 // fetches keep failing (a token try threshold), a request is given back
 // rejected (recovery aborted) or an identity's settings cannot be had
-// (settings failed: its requests fail until they can). Unknown events
-// are Info.
+// (settings failed: its requests fail until they can). A rotated refresh
+// token is Info; a revoked one, whose user must sign in again, is Warn.
+// Unknown events are Info.
 func Level(ev messages.Event) slog.Level {
 	switch ev.(type) {
-	case messages.AuthFailed, messages.TokenRequestFailed, messages.RecoveryTried, messages.PushRejected:
+	case messages.AuthFailed, messages.TokenRequestFailed, messages.RecoveryTried, messages.PushRejected,
+		messages.RefreshTokenRevoked:
 		return slog.LevelWarn
 	case messages.TokenTryThresholdReached, messages.RecoveryAborted, messages.SettingsFailed:
 		return slog.LevelError
@@ -98,6 +102,10 @@ func logMessage(ev messages.Event) string {
 		return "identity settings failed"
 	case messages.Closed:
 		return "token manager closed"
+	case messages.RefreshTokenRotated:
+		return "refresh token rotated"
+	case messages.RefreshTokenRevoked:
+		return "refresh token revoked; the user must sign in again"
 	}
 	return "token manager event"
 }
@@ -167,6 +175,12 @@ func Attrs(ev messages.Event) []slog.Attr {
 		attrs = append(attrs,
 			slog.Int(KeyConsecutiveFailures, e.ConsecutiveFailures),
 			slog.Duration(KeyRetryIn, e.RetryIn))
+	case messages.RefreshTokenRotated:
+		attrs = append(attrs, slog.Uint64(KeyVersion, e.Version), slog.String(KeyKeyID, e.KeyID))
+	case messages.RefreshTokenRevoked:
+		if e.Err != nil {
+			attrs = append(attrs, slog.String(KeyError, e.Err.Error()))
+		}
 	case messages.Closed:
 		// KeyEvent alone.
 	}
