@@ -40,7 +40,7 @@ func newUserFixture(t *testing.T) *userFixture {
 	hs := httptest.NewServer(f.srv)
 	t.Cleanup(hs.Close)
 	f.url = hs.URL + "/token"
-	f.store = openStore(t, f.path)
+	f.store = testutil.OpenFileStore(t, f.path)
 	var err error
 	if f.keys, err = users.NewKeys("k1", map[string][]byte{"k1": bytes.Repeat([]byte{7}, users.KeySize)}); err != nil {
 		t.Fatal(err)
@@ -50,16 +50,6 @@ func newUserFixture(t *testing.T) *userFixture {
 		t.Fatal(err)
 	}
 	return f
-}
-
-func openStore(t *testing.T, path string) *users.FileStore {
-	t.Helper()
-	s, err := users.OpenFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
 }
 
 func (f *userFixture) config(store users.Store) providers.RefreshTokenConfig {
@@ -127,15 +117,7 @@ func TestRefreshToken_managedOneRefresh(t *testing.T) {
 	}}, nil)
 	rec := testutil.Record(t, rt)
 	ctx := context.Background()
-	var wg sync.WaitGroup
-	for range 20 {
-		wg.Go(func() {
-			if _, err := rt.Token(ctx); err != nil {
-				t.Error(err)
-			}
-		})
-	}
-	wg.Wait()
+	testutil.Burst(t, 20, rt.Token)
 	if n := f.srv.Refreshes(); n != 1 {
 		t.Fatalf("20 requests at cold start made %d refreshes; want 1", n)
 	}
@@ -175,7 +157,7 @@ func TestRefreshToken_managedOneRefresh(t *testing.T) {
 // revokes the family, and both must sign in again.
 func TestRefreshToken_independentRefreshersRevokeTheFamily(t *testing.T) {
 	f := newUserFixture(t)
-	other := openStore(t, filepath.Join(t.TempDir(), "replica.db"))
+	other := testutil.OpenFileStore(t, filepath.Join(t.TempDir(), "replica.db"))
 	if _, err := users.Seed(context.Background(), other, f.keys, userID, f.seed); err != nil {
 		t.Fatal(err)
 	}
@@ -250,7 +232,7 @@ func TestRefreshToken_invalidGrant(t *testing.T) {
 func TestRefreshToken_restart(t *testing.T) {
 	f := newUserFixture(t)
 	for round := range 3 {
-		store := openStore(t, f.path)
+		store := testutil.OpenFileStore(t, f.path)
 		rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: providers.RefreshToken(f.config(store))}, nil)
 		if _, err := rt.Token(context.Background()); err != nil {
 			t.Fatalf("manager %d: %v", round+1, err)

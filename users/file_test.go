@@ -9,29 +9,20 @@ import (
 	"testing"
 
 	"github.com/go-tokenmanager/tokenmanager/internal/storetest"
+	"github.com/go-tokenmanager/tokenmanager/internal/testutil"
 	"github.com/go-tokenmanager/tokenmanager/users"
 )
 
-func openFile(t *testing.T, path string) *users.FileStore {
-	t.Helper()
-	s, err := users.OpenFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
-}
-
 func TestFileStore_contract(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) users.Store {
-		return openFile(t, filepath.Join(t.TempDir(), "tokens.db"))
+		return testutil.OpenFileStore(t, filepath.Join(t.TempDir(), "tokens.db"))
 	})
 }
 
 func TestFileStore_reopen(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "tokens.db")
-	s := openFile(t, path)
+	s := testutil.OpenFileStore(t, path)
 	for v := uint64(1); v <= 3; v++ {
 		if err := s.Save(ctx, "a", users.Entry{Version: v, Sealed: fmt.Appendf(nil, "a%d", v)}); err != nil {
 			t.Fatal(err)
@@ -43,7 +34,7 @@ func TestFileStore_reopen(t *testing.T) {
 	if _, err := s.Load(ctx, "a"); err == nil {
 		t.Fatal("Load after Close succeeded")
 	}
-	r := openFile(t, path)
+	r := testutil.OpenFileStore(t, path)
 	if got, err := r.Load(ctx, "a"); err != nil || got.Version != 3 || string(got.Sealed) != "a3" {
 		t.Fatalf("after reopen: %+v, %v; want a3 at version 3", got, err)
 	}
@@ -58,7 +49,7 @@ func TestFileStore_reopen(t *testing.T) {
 func TestFileStore_tornTail(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "tokens.db")
-	s := openFile(t, path)
+	s := testutil.OpenFileStore(t, path)
 	s.Save(ctx, "a", users.Entry{Version: 1, Sealed: []byte("a1")})
 	s.Save(ctx, "a", users.Entry{Version: 2, Sealed: []byte("a2-longer-value")})
 	s.Close()
@@ -79,7 +70,7 @@ func TestFileStore_tornTail(t *testing.T) {
 			t.Fatalf("cut %d: write after recovery: %v", cut, err)
 		}
 		r.Close()
-		r = openFile(t, path)
+		r = testutil.OpenFileStore(t, path)
 		if got, _ := r.Load(ctx, "a"); string(got.Sealed) != "again" {
 			t.Fatalf("cut %d: after reopen %q; want again", cut, got.Sealed)
 		}
@@ -100,7 +91,7 @@ func TestFileStore_notAStore(t *testing.T) {
 func TestFileStore_compacts(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "tokens.db")
-	s := openFile(t, path)
+	s := testutil.OpenFileStore(t, path)
 	big := make([]byte, 4096)
 	for id := range 4 {
 		for v := uint64(1); v <= 100; v++ {
@@ -115,7 +106,7 @@ func TestFileStore_compacts(t *testing.T) {
 		t.Fatalf("file is %d bytes after 400 writes of 4 KiB to 4 identities; want it compacted", st.Size())
 	}
 	s.Close()
-	r := openFile(t, path)
+	r := testutil.OpenFileStore(t, path)
 	for id := range 4 {
 		got, err := r.Load(ctx, fmt.Sprint(id))
 		if err != nil || got.Version != 100 || got.Sealed[0] != 100 || len(got.Sealed) != 4096 {
@@ -126,7 +117,7 @@ func TestFileStore_compacts(t *testing.T) {
 
 func TestSeed(t *testing.T) {
 	ctx := context.Background()
-	s := openFile(t, filepath.Join(t.TempDir(), "tokens.db"))
+	s := testutil.OpenFileStore(t, filepath.Join(t.TempDir(), "tokens.db"))
 	k, _ := users.NewKeys("k1", map[string][]byte{"k1": key(1)})
 	for want := uint64(1); want <= 2; want++ {
 		v, err := users.Seed(ctx, s, k, "id", fmt.Sprint("rt", want))

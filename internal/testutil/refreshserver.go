@@ -1,12 +1,17 @@
 package testutil
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"testing"
+
+	"github.com/go-tokenmanager/tokenmanager"
+	"github.com/go-tokenmanager/tokenmanager/users"
 )
 
 // RefreshServer is a token endpoint for the refresh token grant with
@@ -140,4 +145,31 @@ func randomHex() string {
 	b := make([]byte, 16)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// Burst calls get from n goroutines at once, as n requests arriving
+// together, and fails the test for each error.
+func Burst(t testing.TB, n int, get func(context.Context) (tokenmanager.Token, error)) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			if _, err := get(context.Background()); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// OpenFileStore opens the refresh-token store file at path, closed when
+// the test ends.
+func OpenFileStore(t testing.TB, path string) *users.FileStore {
+	t.Helper()
+	s, err := users.OpenFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
 }

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/url"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -68,11 +67,7 @@ func userKeys(t *testing.T) *users.Keys {
 
 func seededStore(t *testing.T, path string, keys *users.Keys, rt string) *users.FileStore {
 	t.Helper()
-	s, err := users.OpenFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s := testutil.OpenFileStore(t, path)
 	if rt != "" {
 		if _, err := users.Seed(context.Background(), s, keys, fositeUser, rt); err != nil {
 			t.Fatal(err)
@@ -98,20 +93,12 @@ func TestFosite_refreshManaged(t *testing.T) {
 	rt, mock := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: providers.RefreshToken(f.userConfig(store, keys))}, nil)
 	rec := testutil.Record(t, rt)
 	ctx := context.Background()
-	var wg sync.WaitGroup
-	for range 20 {
-		wg.Go(func() {
-			if _, err := rt.Token(ctx); err != nil {
-				t.Error(err)
-			}
-		})
-	}
-	wg.Wait()
+	testutil.Burst(t, 20, rt.Token)
 	for i := 2; i <= 4; i++ {
 		// fosite's access tokens last an hour: the early refresh comes
 		// 10s before.
 		testutil.AdvanceUntil(t, mock, time.Minute, 120, "early refresh", func() bool {
-			return len(testutil.EventsOf[messages.RefreshTokenRotated](rec)) == i
+			return len(testutil.EventsOf[messages.RefreshTokenRotated](rec)) >= i
 		})
 	}
 	tok, err := rt.Token(ctx)
