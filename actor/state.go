@@ -304,6 +304,9 @@ func (st *state) launch(done func(*fetchDone)) {
 		dropped = st.drops.last
 	}
 	ctx = link.WithFetch(ctx, string(st.fetch.why.reason()), dropped)
+	if bus := st.h.Bus; bus != nil {
+		ctx = link.WithPublish(ctx, bus.Publish) // the Bus is safe for concurrent use
+	}
 	st.fetch.cancel = cancel
 	calls := &st.fetch.calls
 	go func() {

@@ -104,12 +104,23 @@ func TestMember_fallbackRules(t *testing.T) {
 			grains := &fakeGrains{answers: tt.answers}
 			var fallbacks atomic.Int64
 			get, direct := member(grains, &fallbacks)
-			tok, err := get(fetchCtx(tt.reason, ""))
+			var published []messages.Event
+			ctx := link.WithPublish(fetchCtx(tt.reason, ""), func(ev messages.Event) { published = append(published, ev) })
+			tok, err := get(ctx)
 			if (err != nil) != tt.wantErr || tok.AccessToken != tt.wantToken {
 				t.Fatalf("got %q, %v; want %q (error %v)", tok.AccessToken, err, tt.wantToken, tt.wantErr)
 			}
 			if got := direct.Load(); got != tt.wantDirect || fallbacks.Load() != tt.wantDirect {
 				t.Errorf("direct fetches %d, OnFallback %d; want %d", got, fallbacks.Load(), tt.wantDirect)
+			}
+			if int64(len(published)) != tt.wantDirect {
+				t.Errorf("%d events published; want one messages.ClusterFallback per direct fetch (%d)", len(published), tt.wantDirect)
+			}
+			for _, ev := range published {
+				fb, ok := ev.(messages.ClusterFallback)
+				if !ok || fb.Identity != "a" || fb.Reason == "" || fb.Err == nil {
+					t.Errorf("published %#v; want a messages.ClusterFallback for \"a\" with a reason and an error", ev)
+				}
 			}
 			if tokenmanager.IsPermanent(err) != tt.wantPermanet {
 				t.Errorf("permanent = %v; want %v", tokenmanager.IsPermanent(err), tt.wantPermanet)
