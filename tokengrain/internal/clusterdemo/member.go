@@ -74,8 +74,8 @@ type Stats struct {
 	// token_request_failed events (each a backoff).
 	FallbackEvents int64 `json:"fallback_events"`
 	FetchFailures  int64 `json:"fetch_failures"`
-	FirstErr  string
-	Tokens    int64 `json:"tokens"` // Stranger mode: asks answered with a token
+	FirstErr       string
+	Tokens         int64 `json:"tokens"` // Stranger mode: asks answered with a token
 	// Hosts says the member hosted the grain when it measured AskP50Us
 	// and AskP99Us: the latency of asking the grain for its cached token
 	// (a member's miss), in microseconds, over 200 asks.
