@@ -10,7 +10,7 @@ import (
 	"github.com/asynkron/protoactor-go/cluster"
 
 	"github.com/go-tokenmanager/tokenmanager"
-	"github.com/go-tokenmanager/tokenmanager/internal/link"
+	"github.com/go-tokenmanager/tokenmanager/internal/protocol"
 	"github.com/go-tokenmanager/tokenmanager/messages"
 	"github.com/go-tokenmanager/tokenmanager/tokengrain/tokenpb"
 )
@@ -101,7 +101,7 @@ func wrap(settingsFor tokenmanager.SettingsFunc, o Options, req requester) token
 		}
 		direct := s.GetCredentials
 		s.GetCredentials = func(ctx context.Context) (tokenmanager.Token, error) {
-			_, rejected := link.FetchFrom(ctx)
+			_, rejected := protocol.FetchFrom(ctx)
 			tok, err := ask(ctx, req, identity, rejected, fp, o.Timeout)
 			var fb *Fallback
 			if err == nil || !errors.As(err, &fb) || direct == nil {
@@ -110,7 +110,7 @@ func wrap(settingsFor tokenmanager.SettingsFunc, o Options, req requester) token
 			// Not the identity provider's failure: the cluster's. Fetch
 			// directly, so that the owner does not back the identity off.
 			rec.fellBack(identity, fb.Reason)
-			if publish := link.PublishFrom(ctx); publish != nil {
+			if publish := protocol.PublishFrom(ctx); publish != nil {
 				publish(messages.ClusterFallback{Identity: identity, Reason: fb.Reason, Err: fb})
 			}
 			if o.OnFallback != nil {

@@ -11,7 +11,7 @@ import (
 
 	"github.com/go-tokenmanager/tokenmanager"
 	"github.com/go-tokenmanager/tokenmanager/internal/core"
-	"github.com/go-tokenmanager/tokenmanager/internal/link"
+	"github.com/go-tokenmanager/tokenmanager/internal/request"
 	"github.com/go-tokenmanager/tokenmanager/internal/secure"
 )
 
@@ -55,7 +55,7 @@ type httpCall struct {
 	base http.RoundTripper
 	req  *http.Request
 	resp *http.Response
-	r    *link.Request
+	r    *request.Request
 	body io.ReadCloser // the next attempt's body
 }
 
@@ -139,8 +139,8 @@ func applyOptions(opts []Option) options {
 	return o
 }
 
-// ask asks the actor at pid for what it shares (msg is link.Attach or
-// link.AttachOwner); kind names the constructor it should come from.
+// ask asks the actor at pid for what it shares (msg is protocol.Attach or
+// protocol.AttachOwner); kind names the constructor it should come from.
 func ask[T any](system *proto.ActorSystem, pid *proto.PID, msg any, kind string) (T, error) {
 	var zero T
 	res, err := system.Root.RequestFuture(pid, msg, attachTimeout).Result()
