@@ -294,9 +294,10 @@ func (st *state) publish(ev messages.Event) {
 	st.h.Bus.Publish(ev)
 }
 
-// publisher returns a func publishing as [state.publish] does, safe to
-// call from the provider's goroutine: it holds the bus (safe for
-// concurrent use) and the callbacks as they are now, not the state.
+// publisher returns a func publishing as [state.publish] does, for the
+// provider's own events (protocol.WithPublish), safe to call from the
+// provider's goroutine: it holds the bus (safe for concurrent use) and
+// the callbacks as they are now, not the state.
 func (st *state) publisher() func(messages.Event) {
 	bus := st.h.Bus
 	if st.pol.events == eventsSharedBus {
@@ -317,7 +318,9 @@ func (st *state) launch(done func(*fetchDone)) {
 		dropped = st.drops.last
 	}
 	ctx = protocol.WithFetch(ctx, string(st.fetch.why.reason()), dropped)
-	ctx = eventbus.WithPublisher(ctx, st.publisher())
+	if st.h.Bus != nil {
+		ctx = protocol.WithPublish(ctx, st.publisher())
+	}
 	st.fetch.cancel = cancel
 	calls := &st.fetch.calls
 	go func() {

@@ -9,7 +9,7 @@ import (
 	"sync"
 
 	"github.com/go-tokenmanager/tokenmanager"
-	"github.com/go-tokenmanager/tokenmanager/internal/eventbus"
+	"github.com/go-tokenmanager/tokenmanager/internal/protocol"
 	"github.com/go-tokenmanager/tokenmanager/messages"
 	"github.com/go-tokenmanager/tokenmanager/users"
 )
@@ -222,7 +222,7 @@ func (r *refresher) fetch(ctx context.Context) (tokenmanager.Token, error) {
 		return tokenmanager.Token{}, fmt.Errorf("providers: RefreshToken: saving the rotated refresh token: %w", err)
 	}
 	if next != old {
-		eventbus.PublishFrom(ctx, messages.RefreshTokenRotated{Identity: r.identity, Version: e.Version, KeyID: r.keys.Current()})
+		publish(ctx, messages.RefreshTokenRotated{Identity: r.identity, Version: e.Version, KeyID: r.keys.Current()})
 	}
 	return a.tok, nil
 }
@@ -236,7 +236,7 @@ func (r *refresher) savePending(ctx context.Context) error {
 	}
 	switch err := r.store.Save(ctx, r.identity, *r.pending); {
 	case err == nil:
-		eventbus.PublishFrom(ctx, messages.RefreshTokenRotated{Identity: r.identity, Version: r.pending.Version, KeyID: r.keys.Current()})
+		publish(ctx, messages.RefreshTokenRotated{Identity: r.identity, Version: r.pending.Version, KeyID: r.keys.Current()})
 	case errors.Is(err, users.ErrConflict):
 		// Someone else stored a token meanwhile: theirs is newer.
 	default:
@@ -263,7 +263,7 @@ func (r *refresher) failed(ctx context.Context, cur users.Entry, err error) erro
 		err = errors.Join(err, fmt.Errorf("providers: RefreshToken: removing the refused refresh token: %w", derr))
 	}
 	reauth := &ReauthError{Identity: r.identity, Err: err}
-	eventbus.PublishFrom(ctx, messages.RefreshTokenRevoked{Identity: r.identity, Err: reauth})
+	publish(ctx, messages.RefreshTokenRevoked{Identity: r.identity, Err: reauth})
 	return reauth
 }
 
@@ -274,3 +274,11 @@ type temporary struct{ error }
 
 func (e temporary) Unwrap() error   { return e.error }
 func (e temporary) Permanent() bool { return false }
+
+// publish puts ev where the manager calling the provider publishes the
+// identity's events; called on its own, the provider publishes nothing.
+func publish(ctx context.Context, ev messages.Event) {
+	if p := protocol.PublishFrom(ctx); p != nil {
+		p(ev)
+	}
+}
