@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"sync"
 
 	"github.com/go-tokenmanager/tokenmanager"
 	"github.com/go-tokenmanager/tokenmanager/internal/protocol"
@@ -114,7 +113,9 @@ func (e *ReauthError) Permanent() bool { return true }
 // Give each identity one provider, used by one manager (or one owner's
 // identity, or a cluster grain): the manager's one fetch at a time is what
 // keeps two refreshes from spending the same refresh token, which a
-// server with reuse detection punishes by revoking the whole family.
+// server with reuse detection punishes by revoking the whole family. The
+// provider's own calls run one at a time too: a call the manager
+// abandoned after FetchTimeout delays the next instead of overlapping it.
 //
 // Failures:
 //   - invalid_grant (the refresh token was revoked, expired, or reused)
@@ -151,7 +152,12 @@ type refresher struct {
 	store    users.Store
 	keys     *users.Keys
 
-	mu sync.Mutex // guards pending
+	// turn lets one fetch at a time run: the manager starts one at a
+	// time, but a fetch it abandoned after FetchTimeout may still be
+	// running when it starts the next, and two refreshes with the same
+	// refresh token would have a server with reuse detection revoke the
+	// family. Holding it guards pending.
+	turn chan struct{}
 	// pending is a rotated token that the store failed to save; it is
 	// saved before anything is sent again.
 	pending *users.Entry
@@ -159,7 +165,7 @@ type refresher struct {
 
 func newRefreshToken(cfg RefreshTokenConfig) *refresher {
 	form := baseForm(grantTypeRefreshToken, cfg.Scopes, cfg.EndpointParams)
-	r := &refresher{identity: cfg.Identity, store: cfg.Store, keys: cfg.Keys}
+	r := &refresher{identity: cfg.Identity, store: cfg.Store, keys: cfg.Keys, turn: make(chan struct{}, 1)}
 	r.e = newEndpoint(cfg.TokenURL, cfg.Issuer, cfg.HTTPClient, cfg.AllowInsecureHTTP, cfg.Auth, form, cfg.Validate())
 	r.e.params = func(ctx context.Context, _ target) (url.Values, []string, error) {
 		rt, _ := ctx.Value(refreshTokenKey{}).(string)
@@ -175,6 +181,12 @@ type refreshTokenKey struct{}
 func (r *refresher) fetch(ctx context.Context) (tokenmanager.Token, error) {
 	if r.e.err != nil {
 		return tokenmanager.Token{}, r.e.err
+	}
+	select {
+	case r.turn <- struct{}{}:
+		defer func() { <-r.turn }()
+	case <-ctx.Done():
+		return tokenmanager.Token{}, fmt.Errorf("providers: RefreshToken: waiting for an earlier refresh of the identity: %w", ctx.Err())
 	}
 	if err := r.savePending(ctx); err != nil {
 		return tokenmanager.Token{}, err
@@ -215,9 +227,7 @@ func (r *refresher) fetch(ctx context.Context) (tokenmanager.Token, error) {
 		return a.tok, nil
 	case err != nil:
 		if next != old {
-			r.mu.Lock()
 			r.pending = &e
-			r.mu.Unlock()
 		}
 		return tokenmanager.Token{}, fmt.Errorf("providers: RefreshToken: saving the rotated refresh token: %w", err)
 	}
@@ -227,10 +237,9 @@ func (r *refresher) fetch(ctx context.Context) (tokenmanager.Token, error) {
 	return a.tok, nil
 }
 
-// savePending saves a rotated token a previous fetch could not save.
+// savePending saves a rotated token a previous fetch could not save; the
+// caller holds the turn.
 func (r *refresher) savePending(ctx context.Context) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	if r.pending == nil {
 		return nil
 	}

@@ -402,3 +402,45 @@ func (s *hookStore) Delete(ctx context.Context, id string, v uint64) error {
 	}
 	return s.Store.Delete(ctx, id, v)
 }
+
+// TestRefreshToken_oneAtATime: a fetch the manager abandoned (after
+// FetchTimeout) may still run when the next starts; the provider lets
+// the next wait, so the same refresh token is never sent twice.
+func TestRefreshToken_oneAtATime(t *testing.T) {
+	f := newUserFixture(t)
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	open := func() { releaseOnce.Do(func() { close(release) }) }
+	var inFlight, most atomic.Int32
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := inFlight.Add(1)
+		defer inFlight.Add(-1)
+		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+		}
+		<-release
+		f.srv.ServeHTTP(w, r)
+	}))
+	defer hs.Close()
+	defer open() // before the server closes, even when the test fails
+	cfg := f.config(f.store)
+	cfg.TokenURL = hs.URL
+	p := providers.RefreshToken(cfg)
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() {
+			_, err := p(context.Background())
+			errs <- err
+		}()
+	}
+	testutil.Eventually(t, "the first refresh at the server", func() bool { return inFlight.Load() == 1 })
+	testutil.Stays(t, "no second refresh while the first runs", func() bool { return inFlight.Load() == 1 })
+	open()
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if most.Load() != 1 || f.srv.Reuses() != 0 || f.srv.Refreshes() != 2 {
+		t.Fatalf("at most %d refreshes at once, %d reuses, %d refreshes; want 1, 0, 2", most.Load(), f.srv.Reuses(), f.srv.Refreshes())
+	}
+}
