@@ -444,3 +444,30 @@ func TestRefreshToken_oneAtATime(t *testing.T) {
 		t.Fatalf("at most %d refreshes at once, %d reuses, %d refreshes; want 1, 0, 2", most.Load(), f.srv.Reuses(), f.srv.Refreshes())
 	}
 }
+
+// TestRefreshToken_crashWindow shows the window docs/users.md describes:
+// the server rotated, and the process ended before the store held the
+// new token (here: the save failed and the provider is gone). The store
+// still holds the spent token; a server that rotates strictly refuses
+// it, and the user must sign in again. With a grace period for the
+// previous token the next process goes on.
+func TestRefreshToken_crashWindow(t *testing.T) {
+	for _, grace := range []bool{false, true} {
+		t.Run(fmt.Sprintf("grace=%v", grace), func(t *testing.T) {
+			f := newUserFixture(t)
+			store := &hookStore{Store: f.store}
+			store.failSaves.Store(1)
+			if _, err := providers.RefreshToken(f.config(store))(context.Background()); err == nil {
+				t.Fatal("the fetch whose save failed succeeded")
+			}
+			f.srv.Grace = grace
+			_, err := providers.RefreshToken(f.config(f.store))(context.Background()) // the next process
+			if grace && err != nil {
+				t.Fatalf("with a grace period: %v; want the spent token accepted", err)
+			}
+			if !grace && !errors.Is(err, tokenmanager.ErrReauthRequired) {
+				t.Fatalf("without a grace period: %v; want ErrReauthRequired", err)
+			}
+		})
+	}
+}

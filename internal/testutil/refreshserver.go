@@ -24,6 +24,9 @@ type RefreshServer struct {
 	// NoRotation makes it answer without a new refresh token; the
 	// presented one stays valid.
 	NoRotation bool
+	// Grace accepts a spent refresh token again, as a server's grace
+	// period (reuse interval) does for a while after a rotation.
+	Grace bool
 	// ExpiresIn is the access tokens' lifetime in seconds; 0 means 3600.
 	ExpiresIn int64
 
@@ -115,7 +118,7 @@ func (s *RefreshServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case !ok, st.family.revoked:
 		refuse("invalid_grant")
 		return
-	case st.spent:
+	case st.spent && !s.Grace:
 		s.reuses.Add(1)
 		st.family.revoked = true // its access tokens too (Live)
 		refuse("invalid_grant")
