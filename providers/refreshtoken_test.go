@@ -231,6 +231,7 @@ func TestRefreshToken_invalidGrant(t *testing.T) {
 // with the rotated token, without invalid_grant.
 func TestRefreshToken_restart(t *testing.T) {
 	f := newUserFixture(t)
+	f.store.Close() // the first process ends
 	for round := range 3 {
 		store := testutil.OpenFileStore(t, f.path)
 		rt := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: providers.RefreshToken(f.config(store))}, nil)

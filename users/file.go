@@ -49,8 +49,9 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // each write extends and fsyncs before returning. It holds in memory only
 // where each identity's entry lies in the file, not the entries.
 //
-// One FileStore at a time may use a file: two processes writing the same
-// file corrupt it. For many replicas, use the PostgreSQL store (module
+// One FileStore at a time may use a file: on Unix, OpenFile takes an
+// exclusive lock (flock) and fails with [ErrLocked] while another store,
+// in this process or another, has the file open. For many replicas, use the PostgreSQL store (module
 // github.com/go-tokenmanager/tokenmanager/pgstore).
 //
 // A FileStore is safe for concurrent use by multiple goroutines; writes
@@ -81,6 +82,10 @@ func OpenFile(path string) (*FileStore, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("users: opening store: %w", err)
+	}
+	if err := lockFile(f); err != nil {
+		f.Close()
+		return nil, err
 	}
 	s := &FileStore{path: path, f: f}
 	if err := s.load(); err != nil {
@@ -196,6 +201,10 @@ func encodeRecord(op byte, identity string, version uint64, data []byte) []byte 
 	return b
 }
 
+// ErrLocked is wrapped by the error of [OpenFile] when another store has
+// the file open.
+var ErrLocked = errors.New("users: store file is locked")
+
 // errClosed is returned by a FileStore's methods after Close.
 var errClosed = errors.New("users: store is closed")
 
@@ -287,6 +296,10 @@ func (s *FileStore) compact() error {
 		f.Close()
 		os.Remove(tmp)
 		return err
+	}
+	// The new file replaces the old one under the same lock.
+	if err := lockFile(f); err != nil {
+		return fail(err)
 	}
 	buf := []byte(fileMagic)
 	index := make(map[string]entry, len(s.index))

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 
 	"github.com/go-tokenmanager/tokenmanager/internal/storetest"
@@ -145,5 +146,34 @@ func TestIdentity(t *testing.T) {
 	}
 	if err := (users.Identity{}).Validate(); err == nil {
 		t.Fatal("empty identity is valid")
+	}
+}
+
+// TestFileStore_locked: a second store on the same file fails at once,
+// also after a compaction replaced the file; it opens once the first
+// is closed.
+func TestFileStore_locked(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("no flock")
+	}
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "tokens.db")
+	s := testutil.OpenFileStore(t, path)
+	if _, err := users.OpenFile(path); !errors.Is(err, users.ErrLocked) {
+		t.Fatalf("second OpenFile: %v; want ErrLocked", err)
+	}
+	big := make([]byte, 8192)
+	for v := uint64(1); v <= 300; v++ { // past 1 MiB, mostly dead: compacted
+		if err := s.Save(ctx, "a", users.Entry{Version: v, Sealed: big}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := users.OpenFile(path); !errors.Is(err, users.ErrLocked) {
+		t.Fatalf("OpenFile after a compaction: %v; want ErrLocked", err)
+	}
+	s.Close()
+	r := testutil.OpenFileStore(t, path)
+	if e, err := r.Load(ctx, "a"); err != nil || e.Version != 300 {
+		t.Fatalf("after reopen: version %d, %v; want 300", e.Version, err)
 	}
 }
