@@ -35,7 +35,7 @@ func (w *owner) host(identity string, s tokenmanager.Settings, now time.Time) *h
 	x.st.h.PID = w.self
 	x.st.h.Touch(now)
 	x.st.s = w.fetchSettings(s)
-	x.st.provider = s.GetCredentials
+	x.st.provider = link.ProviderOf(s)
 	x.st.pol = hostedPolicy
 	w.reg.Store(identity, x)
 	w.live++

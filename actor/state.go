@@ -211,7 +211,7 @@ func newFetchSettings(s tokenmanager.Settings) fetchSettings {
 // subscribers queue up to s.EventBuffer.
 func newState(s tokenmanager.Settings, pol policy) *state {
 	fs := newFetchSettings(s)
-	st := &state{s: &fs, provider: s.GetCredentials, pol: pol}
+	st := &state{s: &fs, provider: link.ProviderOf(s), pol: pol}
 	st.h.Bus = eventbus.New(s.EventBuffer)
 	st.h.Done = make(chan struct{})
 	st.h.Clock = s.Clock
