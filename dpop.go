@@ -120,7 +120,6 @@ func (d *DPoP) SetNonceFor(u *url.URL, nonce string) {
 	d.nonces.Set(dpop.Origin(u), nonce)
 }
 
-
 // String returns "DPoP(<alg> <thumbprint>)": never the key.
 func (d *DPoP) String() string {
 	if d == nil {

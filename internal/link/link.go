@@ -268,25 +268,3 @@ type Wait struct {
 	Ctx   context.Context
 	Reply chan *messages.TokenResult
 }
-
-type dpopKey struct{}
-
-// ProviderOf returns s's GetCredentials, which, when s has a DPoP key,
-// finds it in its context (see [DPoPFrom]): the grants of package
-// providers sign their token requests with it.
-func ProviderOf(s tokenmanager.Settings) tokenmanager.TokenProvider {
-	p, d := s.GetCredentials, s.DPoP
-	if d == nil || p == nil {
-		return p
-	}
-	return func(ctx context.Context) (tokenmanager.Token, error) {
-		return p(context.WithValue(ctx, dpopKey{}, d))
-	}
-}
-
-// DPoPFrom returns the DPoP key of the identity a provider is fetching
-// for, nil when it has none.
-func DPoPFrom(ctx context.Context) *tokenmanager.DPoP {
-	d, _ := ctx.Value(dpopKey{}).(*tokenmanager.DPoP)
-	return d
-}
