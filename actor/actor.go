@@ -9,7 +9,8 @@ import (
 	"github.com/benbjohnson/clock"
 
 	"github.com/go-tokenmanager/tokenmanager"
-	"github.com/go-tokenmanager/tokenmanager/internal/link"
+	"github.com/go-tokenmanager/tokenmanager/internal/protocol"
+	"github.com/go-tokenmanager/tokenmanager/internal/request"
 	"github.com/go-tokenmanager/tokenmanager/messages"
 )
 
@@ -60,7 +61,7 @@ func newTokenActor(s tokenmanager.Settings) *tokenActor {
 	return &tokenActor{
 		st:  newState(s, standalonePolicy),
 		clk: s.Clock,
-		cb:  link.Callbacks(s, link.ActorSide),
+		cb:  request.Callbacks(s, request.ActorSide),
 	}
 }
 
@@ -91,19 +92,19 @@ func (a *tokenActor) Receive(c proto.Context) {
 		a.run(st.pushed(a.clk.Now(), m), nil)
 	case *messages.Refreshed:
 		a.run(st.pushed(a.clk.Now(), *m), nil)
-	case *link.Rejected:
+	case *protocol.Rejected:
 		a.run(st.invalidate(a.clk.Now(), m.AccessToken, m.MaxTries), nil)
-	case *link.Served:
+	case *protocol.Served:
 		st.endStreak()
-	case *link.Wait:
+	case *protocol.Wait:
 		a.run(st.wait(a.clk.Now(), m), func(res any) { reply(m, res.(*messages.TokenResult)) })
-	case *link.Attach:
+	case *protocol.Attach:
 		c.Respond(&st.h)
 	case *fetchDone:
 		a.run(st.fetched(a.clk.Now(), m), nil)
 	case refreshTick:
 		a.run(st.refreshDue(a.clk.Now(), m.gen), nil)
-	case *link.RefreshNow:
+	case *protocol.RefreshNow:
 		a.run(st.refreshDue(a.clk.Now(), m.Gen), nil)
 	case retryTick:
 		a.run(st.retryDue(a.clk.Now(), m.seq), nil)
@@ -157,7 +158,7 @@ func answer(root *proto.RootContext, e effects) {
 }
 
 // reply answers a wait without ever blocking the host.
-func reply(w *link.Wait, res *messages.TokenResult) {
+func reply(w *protocol.Wait, res *messages.TokenResult) {
 	select {
 	case w.Reply <- res:
 	default:

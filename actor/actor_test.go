@@ -17,7 +17,7 @@ import (
 
 	"github.com/go-tokenmanager/tokenmanager"
 	"github.com/go-tokenmanager/tokenmanager/actor"
-	"github.com/go-tokenmanager/tokenmanager/internal/link"
+	"github.com/go-tokenmanager/tokenmanager/internal/protocol"
 	"github.com/go-tokenmanager/tokenmanager/messages"
 )
 
@@ -134,7 +134,7 @@ func (e *env) calls(want int64) {
 
 // barrier returns once the actor has handled everything sent before it.
 func (e *env) barrier() {
-	if _, err := e.sys.Root.RequestFuture(e.pid, &link.Attach{}, 5*time.Second).Result(); err != nil {
+	if _, err := e.sys.Root.RequestFuture(e.pid, &protocol.Attach{}, 5*time.Second).Result(); err != nil {
 		e.t.Fatalf("actor did not answer: %v", err)
 	}
 }

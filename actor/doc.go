@@ -49,7 +49,7 @@
 //	messages.Get                get          token fresh                     reply it; on use past RefreshAt: refreshDue
 //	                                         backing off after a failure     reply the failure
 //	                                         otherwise                       queue the asker; ensureFetch
-//	link.Wait                   wait         token fresh                     reply it
+//	protocol.Wait               wait         token fresh                     reply it
 //	                                         permanent failure, backing off  reply the failure
 //	                                         otherwise                       queue the wait; ensureFetch
 //	(ensureFetch)               ensureFetch  fetch running                   nothing
@@ -63,12 +63,13 @@
 //	                                         failure                         fail: backoff, answer askers (and waits
 //	                                                                         if permanent), arm the retry if needed,
 //	                                                                         TokenRequestFailed (and threshold)
-//	refreshTick, link.RefreshNow refreshDue  same generation                 due; end the streak; ensureFetch
+//	refreshTick,                refreshDue   same generation                 due; end the streak; ensureFetch
+//	protocol.RefreshNow
 //	retryTick                   retryDue     same seq, no fetch, needed      startFetch
 //	messages.Invalidate         invalidate   the cached token (or any)       drop it, stop the refresh; while
-//	link.Rejected                                                            fetching, never cache it again;
+//	protocol.Rejected                                                        fetching, never cache it again;
 //	                                                                         count the streak, maybe hold
-//	link.Served                 endStreak    streak                          end it, lift the hold
+//	protocol.Served             endStreak    streak                          end it, lift the hold
 //	messages.Refreshed          pushed       failure                         fail
 //	                                         invalid token                   PushRejected
 //	                                         valid token                     store

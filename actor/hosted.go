@@ -12,6 +12,7 @@ import (
 	"github.com/go-tokenmanager/tokenmanager"
 	"github.com/go-tokenmanager/tokenmanager/internal/dpopctx"
 	"github.com/go-tokenmanager/tokenmanager/internal/link"
+	"github.com/go-tokenmanager/tokenmanager/internal/protocol"
 	"github.com/go-tokenmanager/tokenmanager/messages"
 )
 
@@ -70,7 +71,7 @@ func (x *hosted) Handle() *link.Handle { return &x.st.h }
 
 // run carries out the effects of one of x's transitions; to hears the
 // reply, if any.
-func (w *owner) run(x *hosted, e effects, to *proto.PID, wait *link.Wait) {
+func (w *owner) run(x *hosted, e effects, to *proto.PID, wait *protocol.Wait) {
 	if e.reply != nil {
 		if to != nil {
 			w.root.Send(to, e.reply)
@@ -127,7 +128,7 @@ func (w *owner) deliver(x *hosted, env envelope) {
 // its handle marked, so requests holding it ask the owner again.
 func (w *owner) passivate(x *hosted, evicted bool) {
 	x.st.h.SetPassivated()
-	w.run(x, x.st.stop(&messages.TokenResult{Err: link.ErrPassivated}), nil, nil)
+	w.run(x, x.st.stop(&messages.TokenResult{Err: protocol.ErrPassivated}), nil, nil)
 	w.reg.CompareAndDelete(x.st.h.Identity, x)
 	w.live--
 	w.o.Live.Store(int64(w.live))

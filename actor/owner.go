@@ -9,8 +9,12 @@ import (
 	"github.com/benbjohnson/clock"
 
 	"github.com/go-tokenmanager/tokenmanager"
+	"github.com/go-tokenmanager/tokenmanager/internal/backoff"
 	"github.com/go-tokenmanager/tokenmanager/internal/eventbus"
 	"github.com/go-tokenmanager/tokenmanager/internal/link"
+	"github.com/go-tokenmanager/tokenmanager/internal/protocol"
+	"github.com/go-tokenmanager/tokenmanager/internal/registry"
+	"github.com/go-tokenmanager/tokenmanager/internal/request"
 	"github.com/go-tokenmanager/tokenmanager/messages"
 )
 
@@ -86,7 +90,7 @@ func (*hostedRetry) IgnoreDeadLetterLogging()  {}
 type owner struct {
 	s   tokenmanager.OwnerSettings
 	o   *link.Owner
-	reg *link.Registry[*hosted] // o.Index
+	reg *registry.Registry[*hosted] // o.Index
 
 	self *proto.PID
 	root *proto.RootContext
@@ -99,9 +103,9 @@ type owner struct {
 	// live counts the identities hosted, each in reg (their only
 	// index: a passivated identity leaves nothing behind).
 	live     int
-	pending  map[string]*pending              // SettingsFor running
-	failed   map[string]*link.SettingsFailure // SettingsFor failed; not called again before NotBefore
-	requests map[requestKey]*link.Request
+	pending  map[string]*pending                 // SettingsFor running
+	failed   map[string]*backoff.SettingsFailure // SettingsFor failed; not called again before NotBefore
+	requests map[requestKey]*request.Request
 	shared   map[fetchSettings]*fetchSettings
 	// pendingPeak is the most identities pending since the map was last
 	// rebuilt.
@@ -111,14 +115,14 @@ type owner struct {
 }
 
 func newOwner(s tokenmanager.OwnerSettings) *owner {
-	reg := link.NewRegistry[*hosted]()
+	reg := registry.New[*hosted]()
 	return &owner{
 		s:   s,
 		reg: reg,
 		o:   &link.Owner{Index: reg, Bus: eventbus.New(s.EventBuffer), Done: make(chan struct{})},
 
 		pending: make(map[string]*pending),
-		failed:  make(map[string]*link.SettingsFailure),
+		failed:  make(map[string]*backoff.SettingsFailure),
 	}
 }
 
@@ -137,28 +141,28 @@ func (w *owner) Receive(c proto.Context) {
 		w.stopping()
 	case *proto.Stopped:
 		w.finished()
-	case *link.AttachOwner:
+	case *protocol.AttachOwner:
 		c.Respond(w.o)
 	case messages.Get, *messages.Get, messages.Refreshed, *messages.Refreshed,
 		messages.Invalidate, *messages.Invalidate:
 		w.route(envelope{msg: m, sender: c.Sender()})
-	case *link.Resolve:
+	case *protocol.Resolve:
 		w.resolve(m)
-	case *link.Wait:
+	case *protocol.Wait:
 		if x := w.lookup(m.H); x != nil {
 			w.run(x, x.st.wait(x.st.h.Clock.Now(), m), nil, m)
 		} else {
-			reply(m, &messages.TokenResult{Err: link.ErrPassivated}) // ask the owner again
+			reply(m, &messages.TokenResult{Err: protocol.ErrPassivated}) // ask the owner again
 		}
-	case *link.Rejected:
+	case *protocol.Rejected:
 		if x := w.lookup(m.H); x != nil {
 			w.run(x, x.st.invalidate(x.st.h.Clock.Now(), m.AccessToken, m.MaxTries), nil, nil)
 		}
-	case *link.Served:
+	case *protocol.Served:
 		if x := w.lookup(m.H); x != nil {
 			x.st.endStreak()
 		}
-	case *link.RefreshNow:
+	case *protocol.RefreshNow:
 		if x := w.lookup(m.H); x != nil {
 			w.run(x, x.st.refreshDue(x.st.h.Clock.Now(), m.Gen), nil, nil)
 		}

@@ -10,13 +10,15 @@ import (
 	proto "github.com/asynkron/protoactor-go/actor"
 
 	"github.com/go-tokenmanager/tokenmanager"
-	"github.com/go-tokenmanager/tokenmanager/internal/link"
+	"github.com/go-tokenmanager/tokenmanager/internal/backoff"
+	"github.com/go-tokenmanager/tokenmanager/internal/protocol"
+	"github.com/go-tokenmanager/tokenmanager/internal/request"
 	"github.com/go-tokenmanager/tokenmanager/messages"
 )
 
 // pending holds what asked for an identity while its settings are fetched.
 type pending struct {
-	resolves  []*link.Resolve
+	resolves  []*protocol.Resolve
 	envelopes []envelope
 }
 
@@ -71,24 +73,24 @@ func (w *owner) route(env envelope) {
 }
 
 // resolve answers a transport's request for identity's handle.
-func (w *owner) resolve(m *link.Resolve) {
+func (w *owner) resolve(m *protocol.Resolve) {
 	if m.Ctx.Err() != nil {
 		return
 	}
 	if x := w.find(m.Identity); x != nil {
-		m.Reply <- link.Resolved{H: &x.st.h}
+		m.Reply <- protocol.Resolved{H: &x.st.h}
 		return
 	}
 	if err := tokenmanager.CheckIdentity(m.Identity); err != nil {
-		m.Reply <- link.Resolved{Err: err}
+		m.Reply <- protocol.Resolved{Err: err}
 		return
 	}
 	if err := w.failedNow(m.Identity); err != nil {
-		m.Reply <- link.Resolved{Err: err}
+		m.Reply <- protocol.Resolved{Err: err}
 		return
 	}
 	p := w.await(m.Identity)
-	p.resolves = slices.DeleteFunc(p.resolves, func(r *link.Resolve) bool { return r.Ctx.Err() != nil })
+	p.resolves = slices.DeleteFunc(p.resolves, func(r *protocol.Resolve) bool { return r.Ctx.Err() != nil })
 	p.resolves = append(p.resolves, m)
 }
 
@@ -108,7 +110,7 @@ func (w *owner) await(identity string) *pending {
 		w.pendingPeak = max(w.pendingPeak, len(w.pending))
 		fn := w.s.SettingsFor
 		go func() {
-			s, err := link.SettingsOf(fn, identity)
+			s, err := backoff.SettingsOf(fn, identity)
 			w.sendSelf(&settingsDone{identity: identity, s: s, err: err})
 		}()
 	}
@@ -126,7 +128,7 @@ func (w *owner) settingsDone(c proto.Context, m *settingsDone) {
 	if m.err != nil {
 		f := w.failed[m.identity]
 		if f == nil {
-			f = &link.SettingsFailure{}
+			f = &backoff.SettingsFailure{}
 			w.failed[m.identity] = f
 		}
 		retryIn := f.Fail(now, m.err)
@@ -144,7 +146,7 @@ func (w *owner) settingsDone(c proto.Context, m *settingsDone) {
 
 // settingsFailed reports a failed SettingsFor call: an event, and a log
 // line (to OwnerSettings.Logger, else the actor system's logger).
-func (w *owner) settingsFailed(c proto.Context, identity string, f *link.SettingsFailure, retryIn time.Duration) {
+func (w *owner) settingsFailed(c proto.Context, identity string, f *backoff.SettingsFailure, retryIn time.Duration) {
 	w.o.Bus.Publish(messages.SettingsFailed{Identity: identity, Err: f.Err, ConsecutiveFailures: f.N, RetryIn: retryIn})
 	log := w.s.Logger
 	if log == nil {
@@ -161,10 +163,10 @@ func (w *owner) settingsFailed(c proto.Context, identity string, f *link.Setting
 // defaults). Settings that differ only in their provider and timing share
 // one: with no Formatter, no callbacks and no DPoP key, the request side is a handful
 // of comparable values.
-func (w *owner) request(s tokenmanager.Settings) *link.Request {
+func (w *owner) request(s tokenmanager.Settings) *request.Request {
 	if s.DPoP != nil || s.Formatter != nil || s.OnAuthFail != nil || s.OnRecoveryTry != nil || s.OnRecoveryAbort != nil ||
 		s.OnTokenRefresh != nil || s.OnTokenRequestFail != nil || s.OnTokenTryThreshold != nil {
-		return link.NewRequest(s, link.BothSides)
+		return request.New(s, request.BothSides)
 	}
 	key := requestKey{
 		header: s.Header, statuses: fmt.Sprint(s.RefreshOnStatus), tries: s.MaxRecoveryTries,
@@ -173,9 +175,9 @@ func (w *owner) request(s tokenmanager.Settings) *link.Request {
 	r := w.requests[key]
 	if r == nil {
 		if w.requests == nil {
-			w.requests = make(map[requestKey]*link.Request)
+			w.requests = make(map[requestKey]*request.Request)
 		}
-		r = link.NewRequest(s, link.BothSides)
+		r = request.New(s, request.BothSides)
 		w.requests[key] = r
 	}
 	return r
@@ -195,9 +197,9 @@ func (w *owner) answer(p *pending, x *hosted, err error) {
 	for _, r := range p.resolves {
 		if r.Ctx.Err() == nil {
 			if x != nil {
-				r.Reply <- link.Resolved{H: &x.st.h}
+				r.Reply <- protocol.Resolved{H: &x.st.h}
 			} else {
-				r.Reply <- link.Resolved{Err: err}
+				r.Reply <- protocol.Resolved{Err: err}
 			}
 		}
 	}

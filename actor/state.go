@@ -12,6 +12,7 @@ import (
 	"github.com/go-tokenmanager/tokenmanager/internal/dpopctx"
 	"github.com/go-tokenmanager/tokenmanager/internal/eventbus"
 	"github.com/go-tokenmanager/tokenmanager/internal/link"
+	"github.com/go-tokenmanager/tokenmanager/internal/protocol"
 	"github.com/go-tokenmanager/tokenmanager/messages"
 )
 
@@ -142,7 +143,7 @@ type waitersState struct {
 	askers []*proto.PID
 	// waits are requests waiting through failures until their context
 	// ends; answered on a token, or a permanent failure.
-	waits []*link.Wait
+	waits []*protocol.Wait
 }
 
 // policy is what differs between the hosts of a state: a token actor of
@@ -229,7 +230,7 @@ type effects struct {
 	// forgot them.
 	answer *messages.TokenResult
 	askers []*proto.PID
-	waits  []*link.Wait
+	waits  []*protocol.Wait
 	// fetch: start the provider call the state just began (fetch.id).
 	fetch bool
 	// arm asks for a timer: a refresh tick for gen seq, or a retry tick
@@ -304,7 +305,7 @@ func (st *state) launch(done func(*fetchDone)) {
 	if st.drops != nil {
 		dropped = st.drops.last
 	}
-	ctx = link.WithFetch(ctx, string(st.fetch.why.reason()), dropped)
+	ctx = protocol.WithFetch(ctx, string(st.fetch.why.reason()), dropped)
 	st.fetch.cancel = cancel
 	calls := &st.fetch.calls
 	go func() {

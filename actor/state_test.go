@@ -11,6 +11,8 @@ import (
 
 	"github.com/go-tokenmanager/tokenmanager"
 	"github.com/go-tokenmanager/tokenmanager/internal/link"
+	"github.com/go-tokenmanager/tokenmanager/internal/protocol"
+	"github.com/go-tokenmanager/tokenmanager/internal/request"
 	"github.com/go-tokenmanager/tokenmanager/messages"
 )
 
@@ -33,7 +35,7 @@ func newMachine(pol policy) *machine {
 	st := newState(raw.WithDefaults(), pol)
 	if pol.events == eventsSharedBus {
 		st.h.Identity = "tenant"
-		st.h.Request = link.NewRequest(raw, link.BothSides)
+		st.h.Request = request.New(raw, request.BothSides)
 	}
 	return &machine{st: st, mock: mock}
 }
@@ -70,8 +72,8 @@ func (m *machine) cached(access string, life int64) {
 	m.fetchOK(access, life)
 }
 
-func newWait() *link.Wait {
-	return &link.Wait{Ctx: context.Background(), Reply: make(chan *messages.TokenResult, 1)}
+func newWait() *protocol.Wait {
+	return &protocol.Wait{Ctx: context.Background(), Reply: make(chan *messages.TokenResult, 1)}
 }
 
 var asker = proto.NewPID("local", "asker")
@@ -336,7 +338,7 @@ func TestTransitions(t *testing.T) {
 			name: "retry tick whose wait gave up: nothing",
 			setup: func(m *machine) {
 				ctx, cancel := context.WithCancel(context.Background())
-				m.st.wait(m.now(), &link.Wait{Ctx: ctx, Reply: make(chan *messages.TokenResult, 1)})
+				m.st.wait(m.now(), &protocol.Wait{Ctx: ctx, Reply: make(chan *messages.TokenResult, 1)})
 				m.fetchErr(boom)
 				cancel()
 				m.mock.Add(time.Second)

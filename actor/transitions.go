@@ -9,7 +9,9 @@ import (
 	proto "github.com/asynkron/protoactor-go/actor"
 
 	"github.com/go-tokenmanager/tokenmanager"
+	"github.com/go-tokenmanager/tokenmanager/internal/backoff"
 	"github.com/go-tokenmanager/tokenmanager/internal/link"
+	"github.com/go-tokenmanager/tokenmanager/internal/protocol"
 	"github.com/go-tokenmanager/tokenmanager/messages"
 )
 
@@ -49,9 +51,9 @@ func (st *state) get(now time.Time, sender *proto.PID) (e effects) {
 	return st.ensureFetch(now)
 }
 
-// wait handles a request's link.Wait: the cached token, the last
+// wait handles a request's protocol.Wait: the cached token, the last
 // permanent failure while backing off, or a place among the waits.
-func (st *state) wait(now time.Time, w *link.Wait) (e effects) {
+func (st *state) wait(now time.Time, w *protocol.Wait) (e effects) {
 	if w.Ctx.Err() != nil {
 		return e
 	}
@@ -105,7 +107,7 @@ func (st *state) waitList() *waitersState {
 
 // handOver returns the askers, and the waits too when all, forgetting
 // them.
-func (st *state) handOver(all bool) (askers []*proto.PID, waits []*link.Wait) {
+func (st *state) handOver(all bool) (askers []*proto.PID, waits []*protocol.Wait) {
 	wl := st.waiters
 	if wl == nil {
 		return nil, nil
@@ -322,7 +324,7 @@ func (st *state) refreshAt(now, start time.Time) (at time.Time, ok bool) {
 }
 
 // refreshDue handles the early refresh of generation gen coming due: by
-// the host's timer, or asked by a reader (link.RefreshNow).
+// the host's timer, or asked by a reader (protocol.RefreshNow).
 func (st *state) refreshDue(now time.Time, gen uint64) (e effects) {
 	if gen != st.cache.gen {
 		return e
@@ -360,7 +362,7 @@ func (st *state) fail(now time.Time, err error) (e effects) {
 	fe := &tokenmanager.FetchError{Attempt: b.failures, Err: err}
 	b.lastErr = fe
 	st.h.SetLastError(fe)
-	delay := link.Backoff(b.failures, st.s.RetryBaseDelay, st.s.RetryMaxDelay)
+	delay := backoff.Backoff(b.failures, st.s.RetryBaseDelay, st.s.RetryMaxDelay)
 	if d := min(retryAfter(err), tokenmanager.MaxRetryAfter); d > delay {
 		delay = d
 	}
@@ -389,7 +391,7 @@ func (st *state) fail(now time.Time, err error) (e effects) {
 // invalidate drops the cached token if it is still token (any, if
 // empty). tries >= 0 says the token was fetched for a recovery and
 // rejected on its first use by a RoundTripper allowing tries recoveries
-// (link.Rejected); tries < 0 is a plain Invalidate.
+// (protocol.Rejected); tries < 0 is a plain Invalidate.
 func (st *state) invalidate(now time.Time, token string, tries int) (e effects) {
 	cur := st.cache.cur
 	if cur == nil || (token != "" && token != cur.Token.AccessToken) {
@@ -437,7 +439,7 @@ func (st *state) invalidate(now time.Time, token string, tries int) (e effects) 
 // back its response at once, without recovery and without dropping the
 // token, so the hold costs the endpoint no fetch (requests already
 // recovering finish their tries). Any token serving a request
-// successfully (link.Served), a token rejected after serving longer than
+// successfully (protocol.Served), a token rejected after serving longer than
 // the window, or one living to its early refresh ends the streak and the
 // hold: tokens that work, however briefly, never lock requests out.
 func (st *state) holdIfRejectedTooOften(now time.Time, tries int) {
@@ -450,12 +452,12 @@ func (st *state) holdIfRejectedTooOften(now time.Time, tries int) {
 	if st.hold.quickRejects < limit {
 		return
 	}
-	d := link.Backoff(st.hold.quickRejects-limit+1, st.s.RetryBaseDelay, st.s.RetryMaxDelay)
+	d := backoff.Backoff(st.hold.quickRejects-limit+1, st.s.RetryBaseDelay, st.s.RetryMaxDelay)
 	st.h.SetHoldUntil(now.Add(d))
 }
 
 // endStreak forgets the tokens rejected on first use and lifts any hold:
-// the transition of link.Served.
+// the transition of protocol.Served.
 func (st *state) endStreak() {
 	if st.hold == nil {
 		return

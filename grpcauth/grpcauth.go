@@ -30,7 +30,7 @@ import (
 
 	"github.com/go-tokenmanager/tokenmanager"
 	"github.com/go-tokenmanager/tokenmanager/internal/core"
-	"github.com/go-tokenmanager/tokenmanager/internal/link"
+	"github.com/go-tokenmanager/tokenmanager/internal/request"
 	"github.com/go-tokenmanager/tokenmanager/transport"
 )
 
@@ -169,7 +169,7 @@ func metadataFor(b core.Binding, value string) map[string]string {
 		return md.M
 	}
 	m := map[string]string{metadataKey(b): value}
-	b.St.MD.Store(&link.Metadata{Value: value, M: m})
+	b.St.MD.Store(&request.Metadata{Value: value, M: m})
 	return m
 }
 

@@ -36,7 +36,7 @@ import (
 
 	"github.com/go-tokenmanager/tokenmanager"
 	"github.com/go-tokenmanager/tokenmanager/actor"
-	"github.com/go-tokenmanager/tokenmanager/internal/link"
+	"github.com/go-tokenmanager/tokenmanager/internal/backoff"
 	"github.com/go-tokenmanager/tokenmanager/messages"
 	"github.com/go-tokenmanager/tokenmanager/tokengrain/tokenpb"
 )
@@ -121,7 +121,7 @@ type grain struct {
 	// failed is the run of failed SettingsFor calls: the owner's backoff,
 	// so a broken entry is not called in a loop, and a fixed one is
 	// picked up.
-	failed link.SettingsFailure
+	failed backoff.SettingsFailure
 }
 
 func (g *grain) Receive(c proto.Context) {
@@ -153,7 +153,7 @@ func (g *grain) init(c proto.Context, identity string, cl *cluster.Cluster) {
 // start spawns the identity's token actor from its settings, or records
 // why it cannot.
 func (g *grain) start(c proto.Context) {
-	s, err := link.SettingsOf(g.settingsFor, g.identity)
+	s, err := backoff.SettingsOf(g.settingsFor, g.identity)
 	if err == nil && s.DPoP != nil {
 		err = errDPoP
 	}
@@ -166,7 +166,7 @@ func (g *grain) start(c proto.Context) {
 		var props *proto.Props
 		if props, err = actor.NewProps(s); err == nil {
 			g.local = c.Spawn(props) // a child: stopped with the grain
-			g.failed = link.SettingsFailure{}
+			g.failed = backoff.SettingsFailure{}
 			return
 		}
 	}

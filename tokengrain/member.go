@@ -10,7 +10,7 @@ import (
 	"github.com/asynkron/protoactor-go/cluster"
 
 	"github.com/go-tokenmanager/tokenmanager"
-	"github.com/go-tokenmanager/tokenmanager/internal/link"
+	"github.com/go-tokenmanager/tokenmanager/internal/protocol"
 	"github.com/go-tokenmanager/tokenmanager/tokengrain/tokenpb"
 )
 
@@ -100,7 +100,7 @@ func wrap(settingsFor tokenmanager.SettingsFunc, o Options, req requester) token
 		}
 		direct := s.GetCredentials
 		s.GetCredentials = func(ctx context.Context) (tokenmanager.Token, error) {
-			_, rejected := link.FetchFrom(ctx)
+			_, rejected := protocol.FetchFrom(ctx)
 			tok, err := ask(ctx, req, identity, rejected, fp, o.Timeout)
 			var fb *Fallback
 			if err == nil || !errors.As(err, &fb) || direct == nil {

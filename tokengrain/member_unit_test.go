@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/go-tokenmanager/tokenmanager"
-	"github.com/go-tokenmanager/tokenmanager/internal/link"
+	"github.com/go-tokenmanager/tokenmanager/internal/protocol"
 	"github.com/go-tokenmanager/tokenmanager/messages"
 	"github.com/go-tokenmanager/tokenmanager/tokengrain/tokenpb"
 )
@@ -56,7 +56,7 @@ func member(grains *fakeGrains, fallbacks *atomic.Int64) (tokenmanager.TokenProv
 }
 
 func fetchCtx(reason messages.RefreshReason, rejected string) context.Context {
-	return link.WithFetch(context.Background(), string(reason), rejected)
+	return protocol.WithFetch(context.Background(), string(reason), rejected)
 }
 
 func TestMember_fallbackRules(t *testing.T) {

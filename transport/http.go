@@ -175,8 +175,8 @@ func applyOptions(opts []Option) options {
 	return o
 }
 
-// ask asks the actor at pid for what it shares (msg is link.Attach or
-// link.AttachOwner); kind names the constructor it should come from.
+// ask asks the actor at pid for what it shares (msg is protocol.Attach or
+// protocol.AttachOwner); kind names the constructor it should come from.
 func ask[T any](system *proto.ActorSystem, pid *proto.PID, msg any, kind string) (T, error) {
 	var zero T
 	res, err := system.Root.RequestFuture(pid, msg, attachTimeout).Result()

@@ -14,6 +14,8 @@ import (
 	"github.com/go-tokenmanager/tokenmanager/internal/core"
 	"github.com/go-tokenmanager/tokenmanager/internal/eventbus"
 	"github.com/go-tokenmanager/tokenmanager/internal/link"
+	"github.com/go-tokenmanager/tokenmanager/internal/protocol"
+	"github.com/go-tokenmanager/tokenmanager/internal/request"
 	"github.com/go-tokenmanager/tokenmanager/messages"
 )
 
@@ -109,7 +111,7 @@ func NewMultiFromActor(system *proto.ActorSystem, pid *proto.PID, opts ...Option
 
 func attachMulti(system *proto.ActorSystem, pid *proto.PID, buffer int, owned bool, opts []Option) (*MultiRoundTripper, error) {
 	o := applyOptions(opts)
-	ow, err := ask[*link.Owner](system, pid, &link.AttachOwner{}, "actor.NewOwnerProps")
+	ow, err := ask[*link.Owner](system, pid, &protocol.AttachOwner{}, "actor.NewOwnerProps")
 	if err != nil {
 		return nil, err
 	}
@@ -122,7 +124,7 @@ func attachMulti(system *proto.ActorSystem, pid *proto.PID, buffer int, owned bo
 	// owner calls the actor side), bound to each event when the request
 	// side published it.
 	m.c.Bus.SubscribeItems(func(it eventbus.Item) {
-		if it.Callbacks != nil && link.IsRequestSide(it.Event) {
+		if it.Callbacks != nil && request.IsRequestSide(it.Event) {
 			it.Callbacks(it.Event)
 		}
 	})
@@ -243,7 +245,7 @@ func (m *MultiRoundTripper) askOwner(ctx context.Context, identity string) (core
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // the owner forgets the request once it ends
-	r := &link.Resolve{Ctx: ctx, Identity: identity, Reply: make(chan link.Resolved, 1)}
+	r := &protocol.Resolve{Ctx: ctx, Identity: identity, Reply: make(chan protocol.Resolved, 1)}
 	m.c.Root.Send(m.c.PID(), r)
 	select {
 	case res := <-r.Reply:

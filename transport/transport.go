@@ -29,6 +29,8 @@ import (
 	"github.com/go-tokenmanager/tokenmanager/actor"
 	"github.com/go-tokenmanager/tokenmanager/internal/core"
 	"github.com/go-tokenmanager/tokenmanager/internal/link"
+	"github.com/go-tokenmanager/tokenmanager/internal/protocol"
+	"github.com/go-tokenmanager/tokenmanager/internal/request"
 	"github.com/go-tokenmanager/tokenmanager/messages"
 )
 
@@ -78,7 +80,7 @@ func New(settings tokenmanager.Settings, opts ...Option) (*RoundTripper, error) 
 	}
 	// The RoundTripper calls all six callbacks from one goroutine, so they
 	// never run concurrently with each other.
-	props, err := actor.NewProps(link.WithoutActorCallbacks(settings))
+	props, err := actor.NewProps(request.WithoutActorCallbacks(settings))
 	if err != nil {
 		return nil, err
 	}
@@ -128,18 +130,18 @@ func NewFromActor(system *proto.ActorSystem, pid *proto.PID, settings tokenmanag
 
 func attach(system *proto.ActorSystem, pid *proto.PID, settings tokenmanager.Settings, owned bool, opts []Option) (*RoundTripper, error) {
 	o := applyOptions(opts)
-	h, err := ask[*link.Handle](system, pid, &link.Attach{}, "actor.NewProps")
+	h, err := ask[*link.Handle](system, pid, &protocol.Attach{}, "actor.NewProps")
 	if err != nil {
 		return nil, err
 	}
-	side := link.RequestSide
+	side := request.RequestSide
 	if owned {
-		side = link.BothSides // one goroutine calls all six callbacks
+		side = request.BothSides // one goroutine calls all six callbacks
 	}
-	req := link.NewRequest(settings, side)
+	req := request.New(settings, side)
 	t := &RoundTripper{base: o.base}
 	t.c.Init(system, pid, h.Bus, settings.WithDefaults().EventBuffer, owned, req.Callbacks)
-	t.b = core.Binding{H: h, PID: pid, Req: req, St: new(link.RequestState)}
+	t.b = core.Binding{H: h, PID: pid, Req: req, St: new(request.State)}
 	return t, nil
 }
 

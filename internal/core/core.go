@@ -17,6 +17,8 @@ import (
 	"github.com/go-tokenmanager/tokenmanager"
 	"github.com/go-tokenmanager/tokenmanager/internal/eventbus"
 	"github.com/go-tokenmanager/tokenmanager/internal/link"
+	"github.com/go-tokenmanager/tokenmanager/internal/protocol"
+	"github.com/go-tokenmanager/tokenmanager/internal/request"
 	"github.com/go-tokenmanager/tokenmanager/messages"
 )
 
@@ -55,8 +57,8 @@ type Core struct {
 type Binding struct {
 	H   *link.Handle
 	PID *proto.PID
-	Req *link.Request
-	St  *link.RequestState
+	Req *request.Request
+	St  *request.State
 }
 
 // BindingOf returns the binding of an owner's identity, whose handle
@@ -67,7 +69,7 @@ func BindingOf(h *link.Handle) Binding {
 
 // ErrPassivated ends a wait whose token actor was stopped for being idle;
 // the core resolves the identity again.
-var ErrPassivated = link.ErrPassivated
+var ErrPassivated = protocol.ErrPassivated
 
 // Init sets c up over the actor at pid and its bus: the actor's events
 // reach c's subscribers; request-side events go to callbacks (when set)
@@ -94,7 +96,7 @@ func (c *Core) Init(system *proto.ActorSystem, pid *proto.PID, actorBus *eventbu
 	if !owned {
 		es := system.EventStream
 		c.Bus.Subscribe(func(ev messages.Event) {
-			if link.IsRequestSide(ev) {
+			if request.IsRequestSide(ev) {
 				es.Publish(ev)
 			}
 		})
@@ -161,17 +163,17 @@ func (c *Core) Fresh(b Binding, snap *link.Snapshot) bool {
 	}
 	b.H.Touch(now)
 	if snap.AskRefresh(now) {
-		c.Root.Send(b.PID, &link.RefreshNow{H: b.H, Gen: snap.Gen})
+		c.Root.Send(b.PID, &protocol.RefreshNow{H: b.H, Gen: snap.Gen})
 	}
 	return true
 }
 
 // Served tells the actor a token was accepted, when it is counting
-// rejected new tokens (see link.Served); otherwise it costs one atomic
+// rejected new tokens (see protocol.Served); otherwise it costs one atomic
 // load.
 func (c *Core) Served(b Binding) {
 	if b.H.Streak() {
-		c.Root.Send(b.PID, &link.Served{H: b.H})
+		c.Root.Send(b.PID, &protocol.Served{H: b.H})
 	}
 }
 
@@ -189,7 +191,7 @@ func (c *Core) HeaderValue(b Binding, tok tokenmanager.Token) (v string, err err
 			return "", errDPoPWithoutKey
 		}
 		v = DPoPScheme + token
-		b.St.Header.Store(&link.HeaderValue{Token: token, Value: v})
+		b.St.Header.Store(&request.HeaderValue{Token: token, Value: v})
 		return v, nil
 	}
 	defer func() {
@@ -198,7 +200,7 @@ func (c *Core) HeaderValue(b Binding, tok tokenmanager.Token) (v string, err err
 		}
 	}()
 	v = b.Req.Formatter(token)
-	b.St.Header.Store(&link.HeaderValue{Token: token, Value: v})
+	b.St.Header.Store(&request.HeaderValue{Token: token, Value: v})
 	return v, nil
 }
 

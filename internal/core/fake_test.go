@@ -13,6 +13,8 @@ import (
 	"github.com/go-tokenmanager/tokenmanager"
 	"github.com/go-tokenmanager/tokenmanager/internal/core"
 	"github.com/go-tokenmanager/tokenmanager/internal/link"
+	"github.com/go-tokenmanager/tokenmanager/internal/protocol"
+	"github.com/go-tokenmanager/tokenmanager/internal/request"
 	"github.com/go-tokenmanager/tokenmanager/internal/testutil"
 	"github.com/go-tokenmanager/tokenmanager/messages"
 )
@@ -31,18 +33,18 @@ type fakeActor struct {
 	manual bool
 	fail   error // auto mode: answer Waits with this error instead
 
-	waits chan *link.Wait // manual mode: the Waits, in order
+	waits chan *protocol.Wait // manual mode: the Waits, in order
 
 	mu          sync.Mutex
 	fetches     int
 	invalidated []string // messages.Invalidate, in order
-	rejected    []string // link.Rejected, in order
+	rejected    []string // protocol.Rejected, in order
 	served      int
 }
 
 func (a *fakeActor) Receive(c proto.Context) {
 	switch m := c.Message().(type) {
-	case *link.Wait:
+	case *protocol.Wait:
 		if a.manual {
 			a.waits <- m
 			return
@@ -65,12 +67,12 @@ func (a *fakeActor) Receive(c proto.Context) {
 		a.invalidated = append(a.invalidated, m.AccessToken)
 		a.mu.Unlock()
 		a.h.Drop(m.AccessToken)
-	case *link.Rejected:
+	case *protocol.Rejected:
 		a.mu.Lock()
 		a.rejected = append(a.rejected, m.AccessToken)
 		a.mu.Unlock()
 		a.h.Drop(m.AccessToken)
-	case *link.Served:
+	case *protocol.Served:
 		a.mu.Lock()
 		a.served++
 		a.mu.Unlock()
@@ -89,7 +91,7 @@ func (a *fakeActor) record() (fetches int, invalidated, rejected []string, serve
 }
 
 // answer takes the next Wait the fake was sent and answers it with token.
-func (a *fakeActor) answer(t *testing.T, token string) *link.Wait {
+func (a *fakeActor) answer(t *testing.T, token string) *protocol.Wait {
 	t.Helper()
 	w := a.nextWait(t)
 	res := &messages.TokenResult{Token: tokenmanager.Token{AccessToken: token}, ExpiresAt: a.clk.Now().Add(tokenTTL)}
@@ -99,7 +101,7 @@ func (a *fakeActor) answer(t *testing.T, token string) *link.Wait {
 }
 
 // nextWait returns the next Wait the fake was sent.
-func (a *fakeActor) nextWait(t *testing.T) *link.Wait {
+func (a *fakeActor) nextWait(t *testing.T) *protocol.Wait {
 	t.Helper()
 	select {
 	case w := <-a.waits:
@@ -151,9 +153,9 @@ func (f *fixture) sync() {
 func (f *fixture) spawn(system *proto.ActorSystem, s tokenmanager.Settings, manual bool) (core.Binding, *fakeActor) {
 	h := link.NewHandle(64, f.clk)
 	h.Identity = "tenant"
-	a := &fakeActor{h: h, clk: f.clk, manual: manual, waits: make(chan *link.Wait, 64)}
+	a := &fakeActor{h: h, clk: f.clk, manual: manual, waits: make(chan *protocol.Wait, 64)}
 	h.PID = system.Root.Spawn(proto.PropsFromProducer(func() proto.Actor { return a }))
-	return core.Binding{H: h, PID: h.PID, Req: link.NewRequest(s, link.RequestSide), St: &link.RequestState{}}, a
+	return core.Binding{H: h, PID: h.PID, Req: request.New(s, request.RequestSide), St: &request.State{}}, a
 }
 
 // close closes the core, which stops the fake and its system and delivers

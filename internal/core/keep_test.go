@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-tokenmanager/tokenmanager/internal/link"
+	"github.com/go-tokenmanager/tokenmanager/internal/request"
 )
 
 // TestKeep_oneTimerPerFlight: callers that fail fast while a fetch is
@@ -13,11 +13,11 @@ import (
 // so an outage under load costs one timer, not one per failed call.
 func TestKeep_oneTimerPerFlight(t *testing.T) {
 	var c Core
-	st := &link.RequestState{}
-	b := Binding{Req: &link.Request{Wait: time.Hour}, St: st}
+	st := &request.State{}
+	b := Binding{Req: &request.Request{Wait: time.Hour}, St: st}
 	_, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	f := &link.Flight{Done: make(chan struct{}), Cancel: cancel, Waiters: 1000}
+	f := &request.Flight{Done: make(chan struct{}), Cancel: cancel, Waiters: 1000}
 	st.Flight = f
 	for range 1000 {
 		c.keep(b, f)

@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/go-tokenmanager/tokenmanager"
-	"github.com/go-tokenmanager/tokenmanager/internal/link"
+	"github.com/go-tokenmanager/tokenmanager/internal/protocol"
 	"github.com/go-tokenmanager/tokenmanager/messages"
 )
 
@@ -194,7 +194,7 @@ func (c *Core) reject(b Binding, used string, first bool) bool {
 	if first {
 		c.Root.Send(b.PID, messages.Invalidate{Identity: b.H.Identity, AccessToken: used})
 	} else {
-		c.Root.Send(b.PID, &link.Rejected{H: b.H, AccessToken: used, MaxTries: b.Req.MaxTries})
+		c.Root.Send(b.PID, &protocol.Rejected{H: b.H, AccessToken: used, MaxTries: b.Req.MaxTries})
 	}
 	return true
 }
@@ -222,7 +222,7 @@ func (c *Core) Invalidate(b Binding, token, where string, status int) bool {
 		return false
 	}
 	b.H.Drop(token)
-	c.Root.Send(b.PID, &link.Rejected{H: b.H, AccessToken: token, MaxTries: b.Req.MaxTries})
+	c.Root.Send(b.PID, &protocol.Rejected{H: b.H, AccessToken: token, MaxTries: b.Req.MaxTries})
 	return true
 }
 

@@ -8,6 +8,8 @@ import (
 
 	"github.com/go-tokenmanager/tokenmanager"
 	"github.com/go-tokenmanager/tokenmanager/internal/link"
+	"github.com/go-tokenmanager/tokenmanager/internal/protocol"
+	"github.com/go-tokenmanager/tokenmanager/internal/request"
 	"github.com/go-tokenmanager/tokenmanager/messages"
 )
 
@@ -99,7 +101,7 @@ func (c *Core) token(ctx context.Context, b *Binding, rejected string, failFast 
 // (nil), ctx ends, or b's last fetch has failed: then it hands its place
 // in f to a timer (see keep), so the actor keeps retrying, and returns
 // the failure.
-func (c *Core) awaitOrFailure(ctx context.Context, b Binding, f *link.Flight) error {
+func (c *Core) awaitOrFailure(ctx context.Context, b Binding, f *request.Flight) error {
 	for {
 		failed := *c.failed.Load() // before LastError: no failure is missed
 		if last := b.H.LastError(); last != nil {
@@ -124,7 +126,7 @@ func (c *Core) awaitOrFailure(ctx context.Context, b Binding, f *link.Flight) er
 // flight ends, and the next caller starts a new one with a timer of its
 // own, so retries go on while calls come and stop at most WaitTimeout
 // after the last one.
-func (c *Core) keep(b Binding, f *link.Flight) {
+func (c *Core) keep(b Binding, f *request.Flight) {
 	b.St.Mu.Lock()
 	first := !f.Kept
 	f.Kept = true
@@ -160,7 +162,7 @@ func waitErr(ctx context.Context, h *link.Handle) error {
 }
 
 // join returns b's flight in progress, starting one if there is none.
-func (c *Core) join(b Binding) *link.Flight {
+func (c *Core) join(b Binding) *request.Flight {
 	b.St.Mu.Lock()
 	defer b.St.Mu.Unlock()
 	f := b.St.Flight
@@ -168,7 +170,7 @@ func (c *Core) join(b Binding) *link.Flight {
 		// A flight lasts while someone waits on it: every waiter has a
 		// deadline (its own or WaitTimeout), and the last to leave ends it.
 		ctx, cancel := context.WithCancel(context.Background())
-		f = &link.Flight{Done: make(chan struct{}), Cancel: cancel}
+		f = &request.Flight{Done: make(chan struct{}), Cancel: cancel}
 		b.St.Flight = f
 		go c.fly(ctx, b, f)
 	}
@@ -184,7 +186,7 @@ func (c *Core) join(b Binding) *link.Flight {
 // next request. (Cancelling it would give callers whose deadline is
 // shorter than the token endpoint's latency a new fetch per request and
 // never a token.)
-func (c *Core) leave(b Binding, f *link.Flight) {
+func (c *Core) leave(b Binding, f *request.Flight) {
 	b.St.Mu.Lock()
 	defer b.St.Mu.Unlock()
 	f.Waiters--
@@ -196,7 +198,7 @@ func (c *Core) leave(b Binding, f *link.Flight) {
 	}
 }
 
-func (c *Core) fly(ctx context.Context, b Binding, f *link.Flight) {
+func (c *Core) fly(ctx context.Context, b Binding, f *request.Flight) {
 	defer f.Cancel()
 	res := c.ask(ctx, b)
 	b.St.Mu.Lock()
@@ -216,7 +218,7 @@ func (c *Core) ask(ctx context.Context, b Binding) *messages.TokenResult {
 		return stopped(b)
 	default:
 	}
-	w := &link.Wait{H: b.H, Ctx: ctx, Reply: make(chan *messages.TokenResult, 1)}
+	w := &protocol.Wait{H: b.H, Ctx: ctx, Reply: make(chan *messages.TokenResult, 1)}
 	c.Root.Send(b.PID, w)
 	select {
 	case res := <-w.Reply:

@@ -1,11 +1,7 @@
-// Package link is the private side channel between the token actor and the
-// RoundTripper: the snapshot the actor publishes for lock-free reads, its
-// event bus, and the messages only the transport sends.
+// Package link holds the handle a token's host publishes its snapshot on: the actor writes it, internal/core and transports read it.
 package link
 
 import (
-	"context"
-	"errors"
 	"sync/atomic"
 	"time"
 
@@ -14,7 +10,7 @@ import (
 
 	"github.com/go-tokenmanager/tokenmanager"
 	"github.com/go-tokenmanager/tokenmanager/internal/eventbus"
-	"github.com/go-tokenmanager/tokenmanager/messages"
+	"github.com/go-tokenmanager/tokenmanager/internal/request"
 )
 
 // Snapshot is an immutable view of the cached token. The actor replaces
@@ -26,7 +22,7 @@ type Snapshot struct {
 	// ExpiresAt is zero when the token has no expiry.
 	ExpiresAt time.Time
 	// RefreshAt, when set, is when a reader should ask the actor for an
-	// early refresh ([RefreshNow]): an actor that refreshes on use arms no
+	// early refresh (protocol.RefreshNow): an actor that refreshes on use arms no
 	// timer. Zero for an actor with a refresh timer of its own.
 	// It is UnixNano on the handle's Clock, so that the snapshot fits
 	// in fewer bytes; 0: none.
@@ -47,15 +43,11 @@ func (s *Snapshot) FreshAt(now time.Time) bool {
 }
 
 // AskRefresh reports whether the reader, at now, should send the actor a
-// [RefreshNow]: the snapshot's refresh time has come and nobody asked yet.
+// protocol.RefreshNow: the snapshot's refresh time has come and nobody asked yet.
 // It returns true once per snapshot.
 func (s *Snapshot) AskRefresh(now time.Time) bool {
 	return s.RefreshAt != 0 && now.UnixNano() >= s.RefreshAt && !s.asked.Load() && s.asked.CompareAndSwap(false, true)
 }
-
-// ErrPassivated ends a wait whose identity was passivated for being idle:
-// the waiter asks the owner again.
-var ErrPassivated = errors.New("tokenmanager: identity passivated")
 
 // Handle is what a token's host (a token actor, or an owner for one of
 // its identities) shares with the transports attached to it. It
@@ -79,7 +71,7 @@ type Handle struct {
 	// Request is the request side of the identity's settings, for an
 	// owner's identities; nil for a token actor of its own, whose
 	// RoundTrippers bring their own.
-	Request *Request
+	Request *request.Request
 
 	lastErr   atomic.Pointer[error]
 	holdUntil atomic.Int64 // UnixNano on Clock; 0: not holding
@@ -88,14 +80,14 @@ type Handle struct {
 	Bus *eventbus.Bus
 	// Done is closed when the host stops: the token actor, or the owner
 	// (shared by its identities; a passivated identity's waits are
-	// answered with ErrPassivated instead).
+	// answered with protocol.ErrPassivated instead).
 	Done chan struct{}
 	// Identity is the identity served; empty for a token actor of its
 	// own (actor.NewProps).
 	Identity string
 	// State is the request side's per-identity state, for an owner's
 	// identities.
-	State RequestState
+	State request.State
 }
 
 // NewHandle returns a handle whose bus queues buffer events per subscriber.
@@ -174,7 +166,7 @@ func (h *Handle) Holding(now time.Time) bool {
 func (h *Handle) SetStreak(on bool) { h.streak.Store(on) }
 
 // Streak reports whether fresh tokens are being rejected on first use; a
-// RoundTripper then tells the actor (with [Served]) when a token works.
+// RoundTripper then tells the actor (with protocol.Served) when a token works.
 func (h *Handle) Streak() bool { return h.streak.Load() }
 
 // LastError returns the last failed fetch's error, nil after a success.
@@ -192,79 +184,4 @@ func (h *Handle) SetLastError(err error) {
 		return
 	}
 	h.lastErr.Store(&err)
-}
-
-// Attach asks the actor for its Handle; send it with RequestFuture, and
-// the reply is the *Handle.
-type Attach struct{}
-
-// IgnoreDeadLetterLogging keeps protoactor from logging the message.
-func (*Attach) IgnoreDeadLetterLogging() {}
-
-// Rejected is messages.Invalidate for a token that was fetched for a
-// recovery and rejected on its first use: the sign of an API that rejects
-// every new token, which the actor answers by backing off.
-type Rejected struct {
-	// H is the handle the token came from: an owner finds the identity
-	// by it (a token actor of its own ignores it).
-	H           *Handle
-	AccessToken string
-	MaxTries    int // the sender's MaxRecoveryTries (>= 0)
-}
-
-// IgnoreDeadLetterLogging keeps protoactor from logging the message.
-func (*Rejected) IgnoreDeadLetterLogging() {}
-
-// IgnoreDeadLetterLogging keeps protoactor from logging the message.
-func (*Wait) IgnoreDeadLetterLogging() {}
-
-type fetchKey struct{}
-
-type fetchInfo struct{ reason, rejected string }
-
-// WithFetch returns ctx telling a provider why it is called (a
-// messages.RefreshReason) and which token's rejection led to the call, if
-// any. A distributed provider passes the rejected token on, so it is
-// dropped only where it is still current, and does not fall back to the
-// identity provider for an early refresh, when the cached token is still
-// valid.
-func WithFetch(ctx context.Context, reason, rejected string) context.Context {
-	return context.WithValue(ctx, fetchKey{}, fetchInfo{reason, rejected})
-}
-
-// FetchFrom returns what WithFetch put in ctx.
-func FetchFrom(ctx context.Context) (reason, rejected string) {
-	f, _ := ctx.Value(fetchKey{}).(fetchInfo)
-	return f.reason, f.rejected
-}
-
-// RefreshNow asks an actor that refreshes on use to refresh the token of
-// generation Gen early (see [Snapshot.AskRefresh]).
-type RefreshNow struct {
-	H   *Handle // as for [Rejected]
-	Gen uint64
-}
-
-// IgnoreDeadLetterLogging keeps protoactor from logging the message.
-func (*RefreshNow) IgnoreDeadLetterLogging() {}
-
-// Served tells the actor that a token was accepted by the API: new tokens
-// are not all rejected, so any streak of rejections, and the hold it may
-// have caused, ends. RoundTrippers send it only while [Handle.Streak]
-// holds, so it costs nothing in normal operation.
-type Served struct {
-	H *Handle // as for [Rejected]
-}
-
-// IgnoreDeadLetterLogging keeps protoactor from logging the message.
-func (*Served) IgnoreDeadLetterLogging() {}
-
-// Wait asks the actor for a valid token on behalf of a request. Unlike
-// messages.Get, a Wait outlives failed fetches: the actor keeps retrying
-// (with backoff) until Ctx ends, then forgets it. Reply must have room for
-// one result so the actor never blocks.
-type Wait struct {
-	H     *Handle // as for [Rejected]
-	Ctx   context.Context
-	Reply chan *messages.TokenResult
 }

@@ -1,7 +1,6 @@
 package link
 
 import (
-	"context"
 	"sync/atomic"
 
 	"github.com/go-tokenmanager/tokenmanager/internal/eventbus"
@@ -31,27 +30,3 @@ type Index interface {
 	// Lookup returns identity's handle while it is hosted, or nil.
 	Lookup(identity string) *Handle
 }
-
-// AttachOwner asks an owner for its *Owner; send it with RequestFuture.
-type AttachOwner struct{}
-
-// IgnoreDeadLetterLogging keeps protoactor from logging the message.
-func (*AttachOwner) IgnoreDeadLetterLogging() {}
-
-// Resolve asks an owner for identity's handle, starting to host it if
-// needed. Reply must have room for one answer; the owner forgets the
-// request once Ctx ends.
-type Resolve struct {
-	Ctx      context.Context
-	Identity string
-	Reply    chan Resolved
-}
-
-// Resolved answers a [Resolve]: the handle, or why there is none.
-type Resolved struct {
-	H   *Handle
-	Err error
-}
-
-// IgnoreDeadLetterLogging keeps protoactor from logging the message.
-func (*Resolve) IgnoreDeadLetterLogging() {}

@@ -1,4 +1,5 @@
-package link
+// Package backoff holds the retry backoff and the settings backoff (SettingsOf, SettingsFailure) of the actor, owners and grains.
+package backoff
 
 import (
 	"math/rand/v2"

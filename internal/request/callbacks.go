@@ -1,4 +1,4 @@
-package link
+package request
 
 import (
 	"github.com/go-tokenmanager/tokenmanager"

@@ -1,10 +1,13 @@
-package link
+// Package registry holds an owner's copy-on-write index of its identities, read by transports on every request.
+package registry
 
 import (
 	"hash/maphash"
 	"maps"
 	"sync"
 	"sync/atomic"
+
+	"github.com/go-tokenmanager/tokenmanager/internal/link"
 )
 
 // registryShards spreads the registry over this many maps, so that a
@@ -15,7 +18,7 @@ const registryShards = 1024
 // it (a pointer), which holds its handle.
 type Hosted interface {
 	comparable
-	Handle() *Handle
+	Handle() *link.Handle
 }
 
 // Registry maps the identities an owner hosts to their entries: the
@@ -31,8 +34,8 @@ type Registry[P Hosted] struct {
 	shards [registryShards]atomic.Pointer[map[string]P]
 }
 
-// NewRegistry returns an empty registry.
-func NewRegistry[P Hosted]() *Registry[P] {
+// New returns an empty registry.
+func New[P Hosted]() *Registry[P] {
 	return &Registry[P]{seed: maphash.MakeSeed()}
 }
 
@@ -49,7 +52,7 @@ func (r *Registry[P]) Load(identity string) (p P, ok bool) {
 }
 
 // Lookup returns identity's handle, or nil.
-func (r *Registry[P]) Lookup(identity string) *Handle {
+func (r *Registry[P]) Lookup(identity string) *link.Handle {
 	if p, ok := r.Load(identity); ok {
 		return p.Handle()
 	}

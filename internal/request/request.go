@@ -1,8 +1,8 @@
-package link
+// Package request holds an identity's request-side settings and state (header cache, gRPC metadata, flights), used by internal/core, facades and owners.
+package request
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -12,24 +12,6 @@ import (
 	"github.com/go-tokenmanager/tokenmanager"
 	"github.com/go-tokenmanager/tokenmanager/messages"
 )
-
-// SettingsOf calls fn for identity, containing a panic, and validates its
-// settings; errors name the identity. Owners and grains call it.
-func SettingsOf(fn tokenmanager.SettingsFunc, identity string) (s tokenmanager.Settings, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("tokenmanager: settings for identity %q: SettingsFor panicked: %v", identity, r)
-		}
-	}()
-	s, err = fn(identity)
-	if err == nil {
-		err = s.Validate()
-	}
-	if err != nil {
-		return s, fmt.Errorf("tokenmanager: settings for identity %q: %w", identity, err)
-	}
-	return s, nil
-}
 
 // Request is the request side of an identity's settings, resolved once:
 // what a RoundTripper needs to attach a token and recover from rejections.
@@ -53,9 +35,9 @@ type Request struct {
 	DPoP *tokenmanager.DPoP
 }
 
-// NewRequest resolves the request side of s (defaults applied), with the
+// New resolves the request side of s (defaults applied), with the
 // callbacks of side.
-func NewRequest(s tokenmanager.Settings, side Side) *Request {
+func New(s tokenmanager.Settings, side Side) *Request {
 	bearer := s.Formatter == nil
 	s = s.WithDefaults()
 	r := &Request{
@@ -81,9 +63,9 @@ func (r *Request) Rejects(status int) bool {
 	return status >= 0 && status < 640 && r.reject[status/64]&(1<<(status%64)) != 0
 }
 
-// RequestState is a RoundTripper's mutable state for one identity: the
+// State is a RoundTripper's mutable state for one identity: the
 // last formatted header and the shared wait in progress.
-type RequestState struct {
+type State struct {
 	Header atomic.Pointer[HeaderValue] // the last formatted token
 	MD     atomic.Pointer[Metadata]    // the last gRPC metadata made
 	Mu     sync.Mutex                  // guards Flight
@@ -109,10 +91,10 @@ type Flight struct {
 	Done    chan struct{} // closed once Res is set
 	Res     *messages.TokenResult
 	Cancel  context.CancelFunc
-	Waiters int // guarded by RequestState.Mu
+	Waiters int // guarded by State.Mu
 	// Kept is set once a timer holds one waiter's place in the flight
 	// after a failed fetch, so that the actor keeps retrying while
 	// fail-fast callers come and go; one timer per flight, not per
-	// caller. Guarded by RequestState.Mu.
+	// caller. Guarded by State.Mu.
 	Kept bool
 }

@@ -1,0 +1,31 @@
+package protocol
+
+import (
+	"context"
+
+	"github.com/go-tokenmanager/tokenmanager/internal/link"
+)
+
+// AttachOwner asks an owner for its *Owner; send it with RequestFuture.
+type AttachOwner struct{}
+
+// IgnoreDeadLetterLogging keeps protoactor from logging the message.
+func (*AttachOwner) IgnoreDeadLetterLogging() {}
+
+// Resolve asks an owner for identity's handle, starting to host it if
+// needed. Reply must have room for one answer; the owner forgets the
+// request once Ctx ends.
+type Resolve struct {
+	Ctx      context.Context
+	Identity string
+	Reply    chan Resolved
+}
+
+// Resolved answers a [Resolve]: the handle, or why there is none.
+type Resolved struct {
+	H   *link.Handle
+	Err error
+}
+
+// IgnoreDeadLetterLogging keeps protoactor from logging the message.
+func (*Resolve) IgnoreDeadLetterLogging() {}
