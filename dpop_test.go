@@ -22,6 +22,7 @@ import (
 
 func TestDPoP_proofs(t *testing.T) {
 	ec384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	ec521, _ := ecdsa.GenerateKey(elliptic.P521(), rand.Reader)
 	_, ed, _ := ed25519.GenerateKey(rand.Reader)
 	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
 	tests := []struct {
@@ -31,6 +32,7 @@ func TestDPoP_proofs(t *testing.T) {
 	}{
 		{"generated", nil, "ES256"},
 		{"P-384", ec384, "ES384"},
+		{"P-521", ec521, "ES512"},
 		{"Ed25519", ed, "EdDSA"},
 		{"RSA", rsaKey, "PS256"},
 	}

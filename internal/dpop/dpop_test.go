@@ -1,8 +1,15 @@
 package dpop
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
 	"net/url"
+	"strings"
 	"testing"
+	"time"
 )
 
 func TestHTU(t *testing.T) {
@@ -75,6 +82,32 @@ func TestChallenge(t *testing.T) {
 	for _, tt := range tests {
 		if got := Challenge(tt.values); got != tt.want {
 			t.Errorf("Challenge(%q) = %v; want %v", tt.values, got, tt.want)
+		}
+	}
+}
+
+func TestProofClaimsJSON(t *testing.T) {
+	priv, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	k, err := NewKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, nonce := range []string{"", "plain-nonce", `odd"nonce\with<chars>&é`} {
+		c := Claims{Method: "PATCH", URL: "https://h/päth\"x", Issued: time.Unix(1700000000, 0), Token: "t", Nonce: nonce}
+		proof, err := k.Proof(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		payload, err := base64.RawURLEncoding.DecodeString(strings.Split(proof, ".")[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got map[string]any
+		if err := json.Unmarshal(payload, &got); err != nil {
+			t.Fatalf("claims %s: %v", payload, err)
+		}
+		if got["htm"] != c.Method || got["htu"] != c.URL || got["iat"] != float64(1700000000) || got["ath"] != ATH("t") || (nonce != "" && got["nonce"] != nonce) || (nonce == "" && got["nonce"] != nil) {
+			t.Errorf("claims %v; want %+v", got, c)
 		}
 	}
 }

@@ -11,7 +11,6 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
-	"encoding/asn1"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -118,39 +117,58 @@ type Claims struct {
 	Nonce  string    // empty: none
 }
 
-// claims is the proof's payload as encoded.
-type claims struct {
-	JTI   string `json:"jti"`
-	HTM   string `json:"htm"`
-	HTU   string `json:"htu"`
-	IAT   int64  `json:"iat"`
-	ATH   string `json:"ath,omitempty"`
-	Nonce string `json:"nonce,omitempty"`
-}
-
 // Proof returns a new signed proof for c, with a fresh random jti.
 func (k *Key) Proof(c Claims) (string, error) {
 	var id [16]byte
 	if _, err := io.ReadFull(rand.Reader, id[:]); err != nil {
 		return "", fmt.Errorf("making a jti: %v", err)
 	}
-	p := claims{JTI: b64.EncodeToString(id[:]), HTM: c.Method, HTU: c.URL, IAT: c.Issued.Unix(), Nonce: c.Nonce}
+	// The claims, as JSON: jti, htm, htu, iat, then ath and nonce when set.
+	p := make([]byte, 0, 160+len(c.URL)+len(c.Nonce))
+	p = append(p, `{"jti":"`...)
+	p = b64.AppendEncode(p, id[:])
+	p = append(p, `","htm":`...)
+	p = appendJSONString(p, c.Method)
+	p = append(p, `,"htu":`...)
+	p = appendJSONString(p, c.URL)
+	p = append(p, `,"iat":`...)
+	p = strconv.AppendInt(p, c.Issued.Unix(), 10)
 	if c.Token != "" {
-		p.ATH = ATH(c.Token)
+		sum := sha256.Sum256([]byte(c.Token))
+		p = append(p, `,"ath":"`...)
+		p = b64.AppendEncode(p, sum[:])
+		p = append(p, '"')
 	}
-	payload, err := json.Marshal(p)
-	if err != nil {
-		return "", err
+	if c.Nonce != "" {
+		p = append(p, `,"nonce":`...)
+		p = appendJSONString(p, c.Nonce)
 	}
-	buf := make([]byte, 0, len(k.header)+b64.EncodedLen(len(payload))+1+b64.EncodedLen(2*66+8))
+	p = append(p, '}')
+
+	buf := make([]byte, 0, len(k.header)+b64.EncodedLen(len(p))+1+b64.EncodedLen(2*66+8))
 	buf = append(buf, k.header...)
-	buf = b64.AppendEncode(buf, payload)
+	buf = b64.AppendEncode(buf, p)
 	sig, err := k.sign(buf)
 	if err != nil {
 		return "", err
 	}
 	buf = append(buf, '.')
 	return string(b64.AppendEncode(buf, sig)), nil
+}
+
+// appendJSONString appends s as a JSON string. Method, URL and nonce are
+// plain ASCII in practice; anything else goes through encoding/json,
+// which also mends invalid UTF-8.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s)
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 // ATH returns the ath claim for token: base64url(SHA-256(token)).
@@ -186,16 +204,49 @@ func (k *Key) sign(msg []byte) ([]byte, error) {
 	return rawECDSA(sig, k.size)
 }
 
-// rawECDSA turns an ASN.1 ECDSA signature (what crypto.Signer returns)
-// into JWS's R || S, each size bytes.
+// rawECDSA turns an ASN.1 ECDSA signature (what crypto.Signer returns),
+// SEQUENCE { INTEGER r, INTEGER s }, into JWS's R || S, each size bytes.
 func rawECDSA(der []byte, size int) ([]byte, error) {
-	var rs struct{ R, S *big.Int }
-	if rest, err := asn1.Unmarshal(der, &rs); err != nil || len(rest) != 0 ||
-		rs.R.Sign() <= 0 || rs.S.Sign() <= 0 || rs.R.BitLen() > 8*size || rs.S.BitLen() > 8*size {
-		return nil, errors.New("signing a DPoP proof: the signer returned a malformed ECDSA signature")
+	bad := errors.New("signing a DPoP proof: the signer returned a malformed ECDSA signature")
+	body, rest, ok := derElement(der, 0x30)
+	if !ok || len(rest) != 0 {
+		return nil, bad
 	}
 	out := make([]byte, 2*size)
-	rs.R.FillBytes(out[:size])
-	rs.S.FillBytes(out[size:])
+	for i := range 2 {
+		var n []byte
+		if n, body, ok = derElement(body, 0x02); !ok {
+			return nil, bad
+		}
+		for len(n) > 0 && n[0] == 0 {
+			n = n[1:] // a leading zero keeps a positive integer positive
+		}
+		if len(n) == 0 || len(n) > size {
+			return nil, bad
+		}
+		copy(out[(i+1)*size-len(n):(i+1)*size], n)
+	}
+	if len(body) != 0 {
+		return nil, bad
+	}
 	return out, nil
+}
+
+// derElement splits off the DER element of tag at the start of b: its
+// contents, and what follows it.
+func derElement(b []byte, tag byte) (contents, rest []byte, ok bool) {
+	if len(b) < 2 || b[0] != tag {
+		return nil, nil, false
+	}
+	n, b := int(b[1]), b[2:]
+	if n&0x80 != 0 { // long form; a signature needs one length byte at most
+		if n != 0x81 || len(b) < 1 {
+			return nil, nil, false
+		}
+		n, b = int(b[0]), b[1:]
+	}
+	if n > len(b) {
+		return nil, nil, false
+	}
+	return b[:n], b[n:], true
 }
