@@ -1,6 +1,8 @@
 package transport_test
 
 import (
+	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +15,7 @@ import (
 	"github.com/go-tokenmanager/tokenmanager"
 	"github.com/go-tokenmanager/tokenmanager/internal/testutil"
 	"github.com/go-tokenmanager/tokenmanager/messages"
+	"github.com/go-tokenmanager/tokenmanager/transport"
 )
 
 // dpopAPI is an API that checks DPoP proofs as RFC 9449 §7 says, against
@@ -253,5 +256,75 @@ func TestDPoP_bearerTokenStaysBearer(t *testing.T) {
 	resp.Body.Close()
 	if got.Get("Authorization") != "Bearer tok-1" || got.Get("DPoP") != "" {
 		t.Errorf("headers %v; want a bearer token without a proof", got)
+	}
+}
+
+// An identity of a MultiRoundTripper with a DPoP key gets proofs and
+// nonces as a RoundTripper does; another identity stays bearer.
+func TestDPoP_multi(t *testing.T) {
+	d, err := tokenmanager.NewDPoP(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bound := testutil.Provider{TokenType: "DPoP", Prefix: "bound-"}
+	var plain testutil.Provider
+	api := newDPoPAPI(t, d.Thumbprint())
+	m := testutil.NewMulti(t, tokenmanager.OwnerSettings{SettingsFor: func(id string) (tokenmanager.Settings, error) {
+		if id == "bound" {
+			return tokenmanager.Settings{GetCredentials: bound.Get, DPoP: d}, nil
+		}
+		return tokenmanager.Settings{GetCredentials: plain.Get}, nil
+	}}, nil)
+	rec := testutil.Record(t, m)
+	for range 2 {
+		req, _ := http.NewRequestWithContext(transport.WithIdentity(context.Background(), "bound"), http.MethodGet, api.URL+"/x", nil)
+		resp, err := m.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+	}
+	if api.challenges.Load() != 1 || bound.Calls.Load() != 1 {
+		t.Errorf("%d challenges, %d fetches; want 1 and 1", api.challenges.Load(), bound.Calls.Load())
+	}
+	testutil.WaitEvents[messages.DPoPNonceRetried](t, rec, 1)
+
+	var got http.Header
+	m2 := testutil.NewMulti(t, tokenmanager.OwnerSettings{SettingsFor: func(string) (tokenmanager.Settings, error) {
+		return tokenmanager.Settings{GetCredentials: plain.Get}, nil
+	}}, testutil.RoundTripFunc(func(r *http.Request) (*http.Response, error) {
+		got = r.Header.Clone()
+		return testutil.TextResponse(r, 200, "ok"), nil
+	}))
+	req, _ := http.NewRequestWithContext(transport.WithIdentity(context.Background(), "plain"), http.MethodGet, "https://api.example.com/", nil)
+	resp, err := m2.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if !strings.HasPrefix(got.Get("Authorization"), "Bearer ") || got.Get("DPoP") != "" {
+		t.Errorf("bearer identity sent %v", got)
+	}
+}
+
+// No event, callback message or error carries a proof or the key.
+func TestDPoP_noProofInEvents(t *testing.T) {
+	var p testutil.Provider
+	_, client, rec := newDPoPRT(t, &p)
+	api := newDPoPAPI(t, "another key") // every request refused: recovery, aborts
+	resp, err := client.Get(api.URL + "/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	testutil.WaitEvents[messages.RecoveryAborted](t, rec, 1)
+	for _, ev := range rec.All() {
+		s := fmt.Sprintf("%+v %#v", ev, ev)
+		if strings.Contains(s, "eyJ") || strings.Contains(s, "tok-") {
+			t.Errorf("event holds a proof or token: %s", s)
+		}
 	}
 }
