@@ -30,21 +30,7 @@ func BenchmarkDPoP(b *testing.B) {
 		{"tokenmanager_bearer", setupTokenManager},
 		{"tokenmanager_dpop", setupDPoP},
 	}
-	for _, row := range rows {
-		b.Run(row.name, func(b *testing.B) {
-			rt, cleanup := row.setup(b, newMemBase())
-			defer cleanup()
-			req := newRequest(b, benchURL)
-			b.ReportAllocs()
-			for b.Loop() {
-				resp, err := rt.RoundTrip(req)
-				if err != nil {
-					b.Fatal(err)
-				}
-				resp.Body.Close()
-			}
-		})
-	}
+	benchRows(b, rows)
 	b.Run("es256_sign", func(b *testing.B) {
 		rt, _ := setupSign(b, nil)
 		req := newRequest(b, benchURL)

@@ -289,36 +289,16 @@ func TestDPoP_load(t *testing.T) {
 	hc := rt.Client()
 
 	const workers, duration = 8, 5 * time.Second
-	var failed atomic.Int64
-	var firstErr sync.Once
-	deadline := time.Now().Add(duration)
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() {
-			for time.Now().Before(deadline) {
-				resp, err := hc.Post(r.api.URL+"/orders", "application/json", strings.NewReader(`{"item":1}`))
-				if err != nil {
-					failed.Add(1)
-					firstErr.Do(func() { t.Errorf("request failed: %v", err) })
-					continue
-				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != http.StatusOK {
-					failed.Add(1)
-					firstErr.Do(func() { t.Errorf("request answered %d", resp.StatusCode) })
-				}
-			}
-		})
-	}
-	wg.Wait()
+	_, failed := load(t, workers, duration, func() (*http.Response, error) {
+		return hc.Post(r.api.URL+"/orders", "application/json", strings.NewReader(`{"item":1}`))
+	})
 	rt.Close() // every event delivered
 	retried := testutil.EventsOf[messages.DPoPNonceRetried](rec)
 	refreshed := testutil.EventsOf[messages.TokenRefreshed](rec)
 	t.Logf("DPoP, %d workers x %v: %d requests succeeded, %d failed, %d refused; API nonce challenges %d, nonce resends %d, token requests %d, tokens %d, recovery tries %d",
-		workers, duration, r.ok.Load(), failed.Load(), r.refused.Load(), r.challenged.Load(), len(retried), r.tokenReq.Load(), len(refreshed), rec.Count("recovery_tried"))
-	if failed.Load() != 0 || r.refused.Load() != 0 || r.ok.Load() == 0 {
-		t.Errorf("%d failed, %d refused, %d succeeded; want 0 failed, 0 refused", failed.Load(), r.refused.Load(), r.ok.Load())
+		workers, duration, r.ok.Load(), failed, r.refused.Load(), r.challenged.Load(), len(retried), r.tokenReq.Load(), len(refreshed), rec.Count("recovery_tried"))
+	if failed != 0 || r.refused.Load() != 0 || r.ok.Load() == 0 {
+		t.Errorf("%d failed, %d refused, %d succeeded; want 0 failed, 0 refused", failed, r.refused.Load(), r.ok.Load())
 	}
 	if int64(len(retried)) != r.challenged.Load() || r.challenged.Load() < 4 {
 		t.Errorf("%d nonce resends for %d challenges; want one each (and the nonce rotated at least 4 times)", len(retried), r.challenged.Load())
