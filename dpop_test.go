@@ -12,6 +12,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"io"
+	"math/big"
 	"strings"
 	"testing"
 	"time"
@@ -120,12 +121,16 @@ func TestDPoP_keyNeverPrinted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	secret := base64.RawURLEncoding.EncodeToString(key.D.Bytes())
+	raw, err := key.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := base64.RawURLEncoding.EncodeToString(raw)
 	s := tokenmanager.Settings{DPoP: d}
 	for _, out := range []string{
 		fmt.Sprint(d), fmt.Sprintf("%v", d), fmt.Sprintf("%+v", d), fmt.Sprintf("%#v", d), fmt.Sprintf("%+v", s), fmt.Sprintf("%#v", s),
 	} {
-		if strings.Contains(out, secret) || strings.Contains(out, key.D.String()) || strings.Contains(out, fmt.Sprintf("%x", key.D.Bytes())) {
+		if strings.Contains(out, secret) || strings.Contains(out, fmt.Sprintf("%x", raw)) || strings.Contains(out, new(big.Int).SetBytes(raw).String()) {
 			t.Errorf("printed the private key: %s", out)
 		}
 	}

@@ -180,8 +180,11 @@ func (s *server) check(jwt, method, htu, token string) (proof, error) {
 	if decode(parts[0], &h) != nil || decode(parts[1], &c) != nil || h.Typ != "dpop+jwt" || h.Alg != "ES256" || h.JWK.Crv != "P-256" {
 		return proof{}, bad
 	}
-	x, y, sig := b64(h.JWK.X), b64(h.JWK.Y), b64(parts[2])
-	key := &ecdsa.PublicKey{Curve: elliptic.P256(), X: new(big.Int).SetBytes(x), Y: new(big.Int).SetBytes(y)}
+	sig := b64(parts[2])
+	key, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), append(append([]byte{4}, b64(h.JWK.X)...), b64(h.JWK.Y)...))
+	if err != nil {
+		return proof{}, bad
+	}
 	sum := sha256.Sum256([]byte(parts[0] + "." + parts[1]))
 	if len(sig) != 64 || !ecdsa.Verify(key, sum[:], new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:])) {
 		return proof{}, bad

@@ -95,7 +95,13 @@ func jwkKey(jwk map[string]string) (crypto.PublicKey, []string, error) {
 		default:
 			return nil, nil, fmt.Errorf("curve %q", jwk["crv"])
 		}
-		return &ecdsa.PublicKey{Curve: c, X: b64int(jwk["x"]), Y: b64int(jwk["y"])}, []string{"crv", "kty", "x", "y"}, nil
+		x, err1 := base64.RawURLEncoding.DecodeString(jwk["x"])
+		y, err2 := base64.RawURLEncoding.DecodeString(jwk["y"])
+		k, err := ecdsa.ParseUncompressedPublicKey(c, append(append([]byte{4}, x...), y...))
+		if err := errors.Join(err1, err2, err); err != nil {
+			return nil, nil, fmt.Errorf("bad EC key: %v", err)
+		}
+		return k, []string{"crv", "kty", "x", "y"}, nil
 	case "OKP":
 		x, err := base64.RawURLEncoding.DecodeString(jwk["x"])
 		if err != nil || jwk["crv"] != "Ed25519" || len(x) != ed25519.PublicKeySize {
