@@ -29,6 +29,10 @@ func dpopAS(t *testing.T, nonce string) (*httptest.Server, *atomic.Int64, *atomi
 	var srv *httptest.Server
 	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		requests.Add(1)
+		if r.URL.Path == "/moved" {
+			http.Redirect(w, r, "/token", http.StatusTemporaryRedirect)
+			return
+		}
 		w.Header().Set("Content-Type", "application/json")
 		p, err := v.Verify(r.Header.Get("DPoP"), "POST", srv.URL+"/token", "", "")
 		switch {
@@ -99,5 +103,21 @@ func TestDPoP_noKeyNoProof(t *testing.T) {
 	_, err := ClientCredentialsGrant(GrantConfig{TokenURL: srv.URL, Auth: ClientSecret("c", "s", AuthStyleInParams)})(context.Background())
 	if err != nil || proof.Load() != "" {
 		t.Errorf("err %v, DPoP header %q; want none", err, proof.Load())
+	}
+}
+
+// A redirected token request carries, at each hop, a proof of that hop's
+// URL: the endpoint checks htu.
+func TestDPoP_tokenRequestRedirect(t *testing.T) {
+	srv, requests, challenges := dpopAS(t, "as-nonce")
+	d, _ := tokenmanager.NewDPoP(nil)
+	get := dpopctx.ProviderOf(tokenmanager.Settings{DPoP: d,
+		GetCredentials: ClientCredentialsGrant(GrantConfig{TokenURL: srv.URL + "/moved", Auth: ClientSecret("c", "s", AuthStyleInParams)})})
+	tok, err := get(context.Background())
+	if err != nil || !tokenmanager.IsDPoP(tok) {
+		t.Fatalf("got %+v, %v; want a DPoP token through the redirect", tok, err)
+	}
+	if requests.Load() != 4 || challenges.Load() != 1 {
+		t.Errorf("%d requests, %d challenges; want 4 (two redirected) and 1", requests.Load(), challenges.Load())
 	}
 }
