@@ -187,9 +187,15 @@ func (k *Key) sign(msg []byte) ([]byte, error) {
 		}
 		return sig, nil
 	}
-	h := k.hash.New()
-	h.Write(msg)
-	digest := h.Sum(nil)
+	var digest []byte
+	if k.hash == crypto.SHA256 {
+		sum := sha256.Sum256(msg)
+		digest = sum[:]
+	} else {
+		h := k.hash.New()
+		h.Write(msg)
+		digest = h.Sum(nil)
+	}
 	var opts crypto.SignerOpts = k.hash
 	if k.alg == "PS256" {
 		opts = &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash, Hash: k.hash}
