@@ -24,6 +24,8 @@ import (
 type dpopAPI struct {
 	*httptest.Server
 	jkt   string // the key tokens are bound to
+	// boundTo, when set, gives the key each token is bound to instead.
+	boundTo func(token string) string
 	v     testutil.DPoPVerifier
 	nonce atomic.Pointer[string]
 	seq   atomic.Int64
@@ -80,7 +82,11 @@ func (a *dpopAPI) check(w http.ResponseWriter, r *http.Request) bool {
 		return false
 	}
 	htu := "http://" + r.Host + r.URL.Path
-	p, err := a.v.Verify(proofs[0], r.Method, htu, token, a.jkt)
+	jkt := a.jkt
+	if a.boundTo != nil {
+		jkt = a.boundTo(token)
+	}
+	p, err := a.v.Verify(proofs[0], r.Method, htu, token, jkt)
 	if a.always.Load() && err == nil {
 		err = testutil.ErrDPoPNonce
 		a.rotate()
@@ -326,5 +332,42 @@ func TestDPoP_noProofInEvents(t *testing.T) {
 		if strings.Contains(s, "eyJ") || strings.Contains(s, "tok-") {
 			t.Errorf("event holds a proof or token: %s", s)
 		}
+	}
+}
+
+// Replacing the key: the cached token, bound to the old key, is refused
+// once, and recovery fetches a token bound to the new key.
+func TestDPoP_keyRotation(t *testing.T) {
+	d, err := tokenmanager.NewDPoP(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	bound := map[string]string{} // token -> the thumbprint when it was issued
+	p := testutil.Provider{TokenType: "DPoP", OnIssue: func(tok string) {
+		mu.Lock()
+		bound[tok] = d.Thumbprint()
+		mu.Unlock()
+	}}
+	client := testutil.NewRT(t, tokenmanager.Settings{GetCredentials: p.Get, DPoP: d}, nil).Client()
+	api := newDPoPAPI(t, "")
+	api.boundTo = func(tok string) string { mu.Lock(); defer mu.Unlock(); return bound[tok] }
+	d.SetNonce(api.URL, *api.nonce.Load())
+	get := func() int {
+		resp, err := client.Get(api.URL + "/x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := get(); got != 200 {
+		t.Fatalf("before rotation: %d", got)
+	}
+	if err := d.SetKey(nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := get(); got != 200 || p.Calls.Load() != 2 || api.rejects.Load() != 1 {
+		t.Errorf("after rotation: %d, %d fetches, %d refused; want 200 after one refusal and a new token", got, p.Calls.Load(), api.rejects.Load())
 	}
 }
