@@ -306,6 +306,9 @@ func (st *state) launch(done func(*fetchDone)) {
 		dropped = st.drops.last
 	}
 	ctx = protocol.WithFetch(ctx, string(st.fetch.why.reason()), dropped)
+	if bus := st.h.Bus; bus != nil {
+		ctx = protocol.WithPublish(ctx, bus.Publish) // the Bus is safe for concurrent use
+	}
 	st.fetch.cancel = cancel
 	calls := &st.fetch.calls
 	go func() {
