@@ -23,12 +23,12 @@ import (
 // rotates on demand.
 type dpopAPI struct {
 	*httptest.Server
-	jkt   string // the key tokens are bound to
+	jkt string // the key tokens are bound to
 	// boundTo, when set, gives the key each token is bound to instead.
 	boundTo func(token string) string
-	v     testutil.DPoPVerifier
-	nonce atomic.Pointer[string]
-	seq   atomic.Int64
+	v       testutil.DPoPVerifier
+	nonce   atomic.Pointer[string]
+	seq     atomic.Int64
 
 	mu     sync.Mutex
 	bodies []string // the body of each request that reached the handler
