@@ -77,6 +77,8 @@ func TestChallenge(t *testing.T) {
 		{[]string{`Bearer realm="x", DPoP error="use_dpop_nonce"`}, true},
 		{[]string{`DPoP error="invalid_token"`}, false},
 		{[]string{`Bearer error="use_dpop_nonce"`}, false},
+		{[]string{`DPoP error="invalid_token", DPoP error="use_dpop_nonce"`}, true},
+		{[]string{`DPoPx error="use_dpop_nonce"`}, false},
 		{nil, false},
 	}
 	for _, tt := range tests {

@@ -198,13 +198,32 @@ func isUnreserved(c byte) bool {
 func Challenge(values []string) bool {
 	for _, v := range values {
 		l := strings.ToLower(v)
-		i := strings.Index(l, "dpop")
-		if i < 0 || (i > 0 && l[i-1] != ' ' && l[i-1] != ',') {
-			continue
-		}
-		if strings.Contains(l[i:], `error="use_dpop_nonce"`) || strings.Contains(l[i:], "error=use_dpop_nonce") {
-			return true
+		for _, params := range dpopChallenges(l) {
+			if strings.Contains(params, `error="use_dpop_nonce"`) || strings.Contains(params, "error=use_dpop_nonce") {
+				return true
+			}
 		}
 	}
 	return false
+}
+
+// dpopChallenges returns the parameters of each DPoP challenge in the
+// lower-cased WWW-Authenticate value l: what follows the scheme name, up
+// to the next DPoP challenge.
+func dpopChallenges(l string) []string {
+	var starts []int
+	for i := 0; i+4 <= len(l); i++ {
+		if l[i:i+4] == "dpop" && (i == 0 || l[i-1] == ' ' || l[i-1] == ',') && (i+4 == len(l) || l[i+4] == ' ') {
+			starts = append(starts, i+4)
+		}
+	}
+	out := make([]string, len(starts))
+	for k, s := range starts {
+		end := len(l)
+		if k+1 < len(starts) {
+			end = starts[k+1] - 4
+		}
+		out[k] = l[s:end]
+	}
+	return out
 }
