@@ -142,7 +142,7 @@ func TestDPoP_keyNeverPrinted(t *testing.T) {
 func TestDPoP_badKeys(t *testing.T) {
 	p224, _ := ecdsa.GenerateKey(elliptic.P224(), rand.Reader)
 	small, _ := rsa.GenerateKey(rand.Reader, 1024)
-	for name, k := range map[string]crypto.Signer{"P-224": p224, "RSA-1024": small, "broken signer": brokenSigner{}} {
+	for name, k := range map[string]crypto.Signer{"P-224": p224, "RSA-1024": small, "broken signer": brokenSigner{}, "panicking signer": &panicSigner{}} {
 		if _, err := tokenmanager.NewDPoP(k); err == nil || !strings.HasPrefix(err.Error(), "tokenmanager: ") {
 			t.Errorf("%s: NewDPoP = %v; want a clear error", name, err)
 		}
@@ -183,5 +183,37 @@ func TestSettings_DPoPValidate(t *testing.T) {
 	err := tokenmanager.Settings{GetCredentials: get, DPoP: d, Header: "X-Token", Formatter: func(s string) string { return s }}.Validate()
 	if err == nil || !strings.Contains(err.Error(), "Formatter") || !strings.Contains(err.Error(), "Header") {
 		t.Errorf("DPoP with Header and Formatter: %v; want both refused", err)
+	}
+}
+
+// panicSigner is an HSM client that panics from its (after-th) call on.
+type panicSigner struct {
+	key   *ecdsa.PrivateKey
+	after int
+	calls int
+}
+
+func (p *panicSigner) Public() crypto.PublicKey {
+	if p.key == nil {
+		p.key, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	}
+	return &p.key.PublicKey
+}
+
+func (p *panicSigner) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	if p.calls++; p.calls > p.after {
+		panic("hsm: session lost")
+	}
+	return p.key.Sign(r, digest, opts)
+}
+
+// A signer that panics fails the proof, and the caller goes on.
+func TestDPoP_panickingSigner(t *testing.T) {
+	d, err := tokenmanager.NewDPoP(&panicSigner{after: 1}) // NewDPoP's own check passes
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Proof("GET", "https://api.example.com/", "t"); err == nil || !strings.Contains(err.Error(), "panicked") {
+		t.Errorf("Proof with a panicking signer: %v; want an error", err)
 	}
 }

@@ -39,11 +39,16 @@ type Key struct {
 // NewKey returns a Key over s. Supported: ECDSA on P-256 (ES256), P-384
 // (ES384) and P-521 (ES512), Ed25519 (EdDSA) and RSA of 2048 bits or more
 // (PS256).
-func NewKey(s crypto.Signer) (*Key, error) {
+func NewKey(s crypto.Signer) (k *Key, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			k, err = nil, errors.New("the key's Public or Sign panicked")
+		}
+	}()
 	if s == nil {
 		return nil, errors.New("the key is nil")
 	}
-	k := &Key{signer: s}
+	k = &Key{signer: s}
 	var members [][2]string // the JWK's required members, in lexical order (RFC 7638)
 	switch pub := s.Public().(type) {
 	case *ecdsa.PublicKey:
@@ -178,10 +183,15 @@ func ATH(token string) string {
 }
 
 // sign signs msg as JWS wants for k's algorithm. Errors say nothing of
-// the key.
-func (k *Key) sign(msg []byte) ([]byte, error) {
+// the key. A panicking Signer (an HSM or KMS client) is contained.
+func (k *Key) sign(msg []byte) (sig []byte, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			sig, err = nil, errors.New("signing a DPoP proof: the signer panicked")
+		}
+	}()
 	if k.hash == 0 {
-		sig, err := k.signer.Sign(rand.Reader, msg, crypto.Hash(0))
+		sig, err = k.signer.Sign(rand.Reader, msg, crypto.Hash(0))
 		if err != nil {
 			return nil, fmt.Errorf("signing a DPoP proof: %v", err)
 		}
@@ -200,7 +210,7 @@ func (k *Key) sign(msg []byte) ([]byte, error) {
 	if k.alg == "PS256" {
 		opts = &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash, Hash: k.hash}
 	}
-	sig, err := k.signer.Sign(rand.Reader, digest, opts)
+	sig, err = k.signer.Sign(rand.Reader, digest, opts)
 	if err != nil {
 		return nil, fmt.Errorf("signing a DPoP proof: %v", err)
 	}
