@@ -220,6 +220,28 @@ type RecoveryAborted struct {
 	Message string
 }
 
+// DPoPNonceRetried is published by the RoundTripper when a request is
+// resent because its server asked for a DPoP nonce (RFC 9449 §9): a 401
+// with a DPoP challenge error="use_dpop_nonce" and a DPoP-Nonce header.
+// The request is resent with the same token and a proof carrying the
+// nonce; the token is not invalidated and no recovery try is used.
+// A request is resent this way at most twice.
+type DPoPNonceRetried struct {
+	// Identity is the identity the event concerns; empty for a manager
+	// of a single identity.
+	Identity string
+	// Host is the host of the request.
+	Host string
+	// Attempt counts this request's nonce resends, from 1.
+	Attempt int
+}
+
+// Name implements [Event].
+func (DPoPNonceRetried) Name() string { return "dpop_nonce_retried" }
+
+// GetIdentity returns e.Identity.
+func (e DPoPNonceRetried) GetIdentity() string { return e.Identity }
+
 // Name implements [Event].
 func (TokenRefreshed) Name() string { return "token_refreshed" }
 

@@ -97,6 +97,8 @@ func logMessage(ev messages.Event) string {
 		return "recovery aborted"
 	case messages.PushRejected:
 		return "pushed token rejected"
+	case messages.DPoPNonceRetried:
+		return "request resent with a DPoP nonce"
 	case messages.IdentityPassivated:
 		return "identity passivated"
 	case messages.SettingsFailed:
@@ -153,6 +155,10 @@ func Attrs(ev messages.Event) []slog.Attr {
 			slog.Bool(KeyPermanent, e.Permanent),
 			slog.Int(KeyConsecutiveFailures, e.ConsecutiveFailures),
 			slog.Duration(KeyRetryIn, e.RetryIn))
+	case messages.DPoPNonceRetried:
+		attrs = append(attrs,
+			slog.String(KeyHost, e.Host),
+			slog.Int(KeyAttempt, e.Attempt))
 	case messages.RecoveryTried:
 		attrs = append(attrs,
 			slog.Int(KeyAttempt, e.Attempt),

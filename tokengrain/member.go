@@ -92,7 +92,9 @@ func wrap(settingsFor tokenmanager.SettingsFunc, o Options, req requester) token
 	rec := recorder{o.Metrics}
 	return func(identity string) (tokenmanager.Settings, error) {
 		s, err := settingsFor(identity)
-		if err != nil {
+		if err != nil || s.DPoP != nil {
+			// A DPoP-bound token works only with its key: the member
+			// fetches its own, bound to its own key.
 			return s, err
 		}
 		var fp string
