@@ -122,7 +122,9 @@ func (e *endpoint) fetch(ctx context.Context) (tokenmanager.Token, error) {
 	return a.tok, err
 }
 
-// fetchAnswer gets one token and what came with it. A client secret with
+// fetchAnswer gets one token and what came with it. On an error the
+// answer holds only the refresh token of an answer whose access token was
+// refused (empty otherwise). A client secret with
 // AuthStyleAutoDetect is sent in the header first and, on a 400 or 401,
 // in the body; the style that worked is remembered.
 func (e *endpoint) fetchAnswer(ctx context.Context) (answer, error) {
@@ -184,8 +186,8 @@ func (e *endpoint) fetchFrom(ctx context.Context, t target) (answer, error) {
 		return tok, nil
 	}
 	var re *RetrieveError
-	if !errors.As(err, &re) || (re.StatusCode != http.StatusBadRequest && re.StatusCode != http.StatusUnauthorized) {
-		return answer{}, err
+	if tok.refreshToken != "" || !errors.As(err, &re) || (re.StatusCode != http.StatusBadRequest && re.StatusCode != http.StatusUnauthorized) {
+		return tok, err
 	}
 	tok, err = attempt(AuthStyleInParams)
 	if err == nil {
@@ -268,25 +270,29 @@ func (e *endpoint) retrieve(ctx context.Context, t target, params url.Values, se
 	if err != nil {
 		return answer{}, err
 	}
+	// From here on the server accepted the request: a refused access
+	// token still comes with the answer's refresh token, which the server
+	// may have rotated (the one sent is then spent).
+	refused := answer{refreshToken: f.refreshToken}
 	if f.errorCode != "" || f.token.AccessToken == "" {
 		re := &RetrieveError{StatusCode: resp.StatusCode, retryAfter: parseRetryAfter(resp.Header, e.now())}
 		setOAuthError(re, f, forms)
 		if re.ErrorCode == "" {
 			re.ErrorDescription = "the response has no access_token"
 		}
-		return answer{}, re
+		return refused, re
 	}
 	if f.expiresErr != nil {
 		// A token answer that decodes but whose expires_in does not: the
 		// server sends the same again, so waiting requests fail at once.
-		return answer{}, tokenmanager.Permanent(f.expiresErr)
+		return refused, tokenmanager.Permanent(f.expiresErr)
 	}
 	tok := f.token
 	if tok.ExpiresIn <= 0 {
 		// Only without a positive expires_in is the JWT looked at.
 		n, err := jwtLifetime(tok.AccessToken, e.now())
 		if err != nil {
-			return answer{}, err
+			return refused, err
 		}
 		tok.ExpiresIn = n
 	}

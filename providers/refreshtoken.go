@@ -131,6 +131,10 @@ func (e *ReauthError) Permanent() bool { return true }
 //     (temporary) and keeps the token in memory; the next fetch saves it
 //     first and does not send the old one. The access token of that
 //     answer is never used.
+//   - An answer whose access token is refused (no access_token, an
+//     expires_in that is not an integer, a JWT already expired) but that
+//     carries a new refresh token fails the fetch; the new refresh token
+//     is saved (or kept pending) first, as the server spent the old one.
 //   - A save that loses the compare-and-swap (another writer saved first)
 //     keeps the other writer's token and returns the access token.
 //   - Everything else is as in [ClientCredentials]: *[RetrieveError]
@@ -207,6 +211,14 @@ func (r *refresher) fetch(ctx context.Context) (tokenmanager.Token, error) {
 	old := string(plain)
 	a, err := r.e.fetchAnswer(context.WithValue(ctx, refreshTokenKey{}, old))
 	if err != nil {
+		if a.refreshToken != "" && a.refreshToken != old {
+			// The server rotated but its access token was refused: the
+			// token sent is spent, so the new one is kept all the same.
+			if serr := r.save(ctx, cur, a.refreshToken, old); serr != nil {
+				err = errors.Join(err, serr)
+			}
+			return tokenmanager.Token{}, err
+		}
 		return tokenmanager.Token{}, r.failed(ctx, cur, err)
 	}
 	next := a.refreshToken
@@ -216,25 +228,35 @@ func (r *refresher) fetch(ctx context.Context) (tokenmanager.Token, error) {
 		}
 		next = old // reseal under the current key
 	}
+	if err := r.save(ctx, cur, next, old); err != nil {
+		return tokenmanager.Token{}, err
+	}
+	return a.tok, nil
+}
+
+// save stores next in place of cur, whose token was old; a rotated token
+// the store fails to save is kept pending. A save that loses the
+// compare-and-swap keeps the other writer's token and reports nil.
+func (r *refresher) save(ctx context.Context, cur users.Entry, next, old string) error {
 	sealed, err := r.keys.Seal(r.identity, []byte(next))
 	if err != nil {
-		return tokenmanager.Token{}, fmt.Errorf("providers: RefreshToken: sealing the new refresh token: %w", err)
+		return fmt.Errorf("providers: RefreshToken: sealing the new refresh token: %w", err)
 	}
 	e := users.Entry{Version: cur.Version + 1, Sealed: sealed}
 	switch err := r.store.Save(ctx, r.identity, e); {
 	case errors.Is(err, users.ErrConflict):
 		// Another writer saved a newer token first; it stays.
-		return a.tok, nil
+		return nil
 	case err != nil:
 		if next != old {
 			r.pending = &e
 		}
-		return tokenmanager.Token{}, fmt.Errorf("providers: RefreshToken: saving the rotated refresh token: %w", err)
+		return fmt.Errorf("providers: RefreshToken: saving the rotated refresh token: %w", err)
 	}
 	if next != old {
 		publish(ctx, messages.RefreshTokenRotated{Identity: r.identity, Version: e.Version, KeyID: r.keys.Current()})
 	}
-	return a.tok, nil
+	return nil
 }
 
 // savePending saves a rotated token a previous fetch could not save; the

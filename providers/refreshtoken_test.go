@@ -2,6 +2,7 @@ package providers_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"context"
 	"errors"
 	"fmt"
@@ -468,6 +469,58 @@ func TestRefreshToken_crashWindow(t *testing.T) {
 			}
 			if !grace && !errors.Is(err, tokenmanager.ErrReauthRequired) {
 				t.Fatalf("without a grace period: %v; want ErrReauthRequired", err)
+			}
+		})
+	}
+}
+
+// TestRefreshToken_refusedAnswerKeepsRotation: an answer whose access
+// token is refused (a fractional expires_in, no access_token) still
+// rotated the refresh token; the new one is stored, so the next fetch
+// does not send the spent one.
+func TestRefreshToken_refusedAnswerKeepsRotation(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		mangle func(map[string]any)
+	}{
+		{"fractional expires_in", func(m map[string]any) { m["expires_in"] = 3600.5 }},
+		{"no access_token", func(m map[string]any) { delete(m, "access_token") }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newUserFixture(t)
+			var mangle atomic.Bool
+			mangle.Store(true)
+			hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if !mangle.Load() {
+					f.srv.ServeHTTP(w, r)
+					return
+				}
+				rec := httptest.NewRecorder()
+				f.srv.ServeHTTP(rec, r)
+				var m map[string]any
+				if err := json.Unmarshal(rec.Body.Bytes(), &m); err != nil {
+					t.Error(err)
+				}
+				tt.mangle(m)
+				w.Header().Set("Content-Type", "application/json")
+				_ = json.NewEncoder(w).Encode(m)
+			}))
+			defer hs.Close()
+			cfg := f.config(f.store)
+			cfg.TokenURL = hs.URL
+			p := providers.RefreshToken(cfg)
+			if _, err := p(context.Background()); err == nil {
+				t.Fatal("fetch with a refused answer succeeded")
+			}
+			if rt, v := f.stored(t, f.store); rt == f.seed || v != 2 {
+				t.Fatalf("stored version %d, rotated %v; want version 2 holding the rotated token", v, rt != f.seed)
+			}
+			mangle.Store(false)
+			if _, err := p(context.Background()); err != nil {
+				t.Fatalf("next fetch: %v", err)
+			}
+			if f.srv.Reuses() != 0 {
+				t.Fatalf("%d reuses; want none", f.srv.Reuses())
 			}
 		})
 	}
