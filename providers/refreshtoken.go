@@ -172,15 +172,20 @@ func newRefreshToken(cfg RefreshTokenConfig) *refresher {
 	r := &refresher{identity: cfg.Identity, store: cfg.Store, keys: cfg.Keys, turn: make(chan struct{}, 1)}
 	r.e = newEndpoint(cfg.TokenURL, cfg.Issuer, cfg.HTTPClient, cfg.AllowInsecureHTTP, cfg.Auth, form, cfg.Validate())
 	r.e.params = func(ctx context.Context, _ target) (url.Values, []string, error) {
-		rt, _ := ctx.Value(refreshTokenKey{}).(string)
-		return url.Values{"refresh_token": {rt}}, []string{rt}, nil
+		rt, _ := ctx.Value(refreshTokenKey{}).(sentToken)
+		return url.Values{"refresh_token": {rt.v}}, []string{rt.v}, nil
 	}
 	return r
 }
 
 // refreshTokenKey carries the refresh token a fetch sends, from fetch to
-// the endpoint's params.
+// the endpoint's params, as a [sentToken].
 type refreshTokenKey struct{}
+
+// sentToken holds the refresh token in the context. It has no String
+// method and no exported field: a context printed (fmt.Sprint(ctx), as a
+// RoundTripper's log may do) shows only its type, never the token.
+type sentToken struct{ v string }
 
 func (r *refresher) fetch(ctx context.Context) (tokenmanager.Token, error) {
 	if r.e.err != nil {
@@ -209,7 +214,7 @@ func (r *refresher) fetch(ctx context.Context) (tokenmanager.Token, error) {
 		return tokenmanager.Token{}, tokenmanager.Permanent(fmt.Errorf("providers: RefreshToken: opening the stored refresh token: %w", err))
 	}
 	old := string(plain)
-	a, err := r.e.fetchAnswer(context.WithValue(ctx, refreshTokenKey{}, old))
+	a, err := r.e.fetchAnswer(context.WithValue(ctx, refreshTokenKey{}, sentToken{old}))
 	if err != nil {
 		if a.refreshToken != "" && a.refreshToken != old {
 			// The server rotated but its access token was refused: the

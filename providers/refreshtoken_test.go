@@ -525,3 +525,39 @@ func TestRefreshToken_refusedAnswerKeepsRotation(t *testing.T) {
 		})
 	}
 }
+
+// logContext is a RoundTripper that prints each request's context, as a
+// logging transport might.
+type logContext struct {
+	mu   sync.Mutex
+	logs []string
+}
+
+func (l *logContext) RoundTrip(r *http.Request) (*http.Response, error) {
+	l.mu.Lock()
+	l.logs = append(l.logs, fmt.Sprint(r.Context()))
+	l.mu.Unlock()
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// TestRefreshToken_contextHidesToken: the refresh token the provider puts
+// in the request's context does not show when the context is printed.
+func TestRefreshToken_contextHidesToken(t *testing.T) {
+	f := newUserFixture(t)
+	l := &logContext{}
+	cfg := f.config(f.store)
+	cfg.HTTPClient = &http.Client{Transport: l}
+	if _, err := providers.RefreshToken(cfg)(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.logs) == 0 {
+		t.Fatal("no request logged")
+	}
+	for _, s := range l.logs {
+		if strings.Contains(s, f.seed) {
+			t.Fatal("a printed context holds the refresh token")
+		}
+	}
+}
