@@ -18,6 +18,10 @@ const KeySize = 32
 // token.
 const maxKeyID = 64
 
+// maxShownKeyID bounds a key id that errors quote: an id as long as a
+// base64 key (43 characters for 32 bytes) may be one, written key first.
+const maxShownKeyID = 16
+
 // sealVersion is the first byte of a sealed token: its layout.
 const sealVersion = 1
 
@@ -51,23 +55,27 @@ func NewKeys(current string, secrets map[string][]byte) (*Keys, error) {
 			continue
 		}
 		if len(secret) != KeySize {
-			errs = append(errs, fmt.Errorf("users: key %q is %d bytes; it must be %d (AES-256)", id, len(secret), KeySize))
+			errs = append(errs, fmt.Errorf("users: %s is %d bytes; it must be %d (AES-256)", keyName(id), len(secret), KeySize))
 			continue
 		}
 		block, err := aes.NewCipher(secret)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("users: key %q: %v", id, err))
+			errs = append(errs, fmt.Errorf("users: %s: %v", keyName(id), err))
 			continue
 		}
 		aead, err := cipher.NewGCM(block)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("users: key %q: %v", id, err))
+			errs = append(errs, fmt.Errorf("users: %s: %v", keyName(id), err))
 			continue
 		}
 		k.aeads[id] = aead
 	}
 	if _, ok := secrets[current]; !ok {
-		errs = append(errs, fmt.Errorf("users: the current key %q is not among the keys", current))
+		name := "key id"
+		if checkKeyID(current) == nil {
+			name = keyName(current)
+		}
+		errs = append(errs, fmt.Errorf("users: the current %s is not among the keys", name))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -79,7 +87,9 @@ func NewKeys(current string, secrets map[string][]byte) (*Keys, error) {
 // secret file): comma-separated id:key pairs, each key 32 bytes in
 // base64 (standard or URL alphabet, padded or not). The first pair is
 // the current key. For example "k2:<base64>,k1:<base64>" seals with k2
-// and still opens what k1 sealed. Errors never hold a key.
+// and still opens what k1 sealed. Errors never hold a key: they name
+// pairs by position, and quote only short valid ids (a pair written key
+// first, base64key:id, has the key where the id belongs).
 func ParseKeys(spec string) (*Keys, error) {
 	spec = strings.TrimSpace(spec)
 	if spec == "" {
@@ -92,12 +102,22 @@ func ParseKeys(spec string) (*Keys, error) {
 		if !ok {
 			return nil, fmt.Errorf("users: key %d has no id; want id:base64key", i+1)
 		}
+		if err := checkKeyID(id); err != nil {
+			return nil, fmt.Errorf("users: key %d has an invalid id (1 to %d letters, digits, '.', '_' or '-'); want id:base64key", i+1, maxKeyID)
+		}
+		name := fmt.Sprintf("key %d", i+1)
+		if len(id) <= maxShownKeyID {
+			name = fmt.Sprintf("key %d (%q)", i+1, id)
+		}
 		if _, dup := secrets[id]; dup {
-			return nil, fmt.Errorf("users: key id %q appears twice", id)
+			return nil, fmt.Errorf("users: %s: its id appears twice", name)
 		}
 		secret, err := decodeKey(b64)
 		if err != nil {
-			return nil, fmt.Errorf("users: key %q is not base64", id)
+			return nil, fmt.Errorf("users: %s is not base64", name)
+		}
+		if len(secret) != KeySize {
+			return nil, fmt.Errorf("users: %s is %d bytes; it must be %d (AES-256)", name, len(secret), KeySize)
 		}
 		secrets[id] = secret
 		if i == 0 {
@@ -119,16 +139,27 @@ func decodeKey(s string) ([]byte, error) {
 	return nil, err
 }
 
+// checkKeyID reports whether id is a valid key id. Its error does not
+// quote id, which may be a key put in the wrong place.
 func checkKeyID(id string) error {
 	if id == "" || len(id) > maxKeyID {
-		return fmt.Errorf("users: key id %q must be 1 to %d characters", id, maxKeyID)
+		return fmt.Errorf("users: a key id must be 1 to %d characters; one is %d", maxKeyID, len(id))
 	}
 	for _, r := range id {
 		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
-			return fmt.Errorf("users: key id %q may hold only letters, digits, '.', '_' and '-'", id)
+			return errors.New("users: a key id may hold only letters, digits, '.', '_' and '-'")
 		}
 	}
 	return nil
+}
+
+// keyName names the key id in an error: quoted when short, by its
+// length otherwise (a long id may be a key put in the wrong place).
+func keyName(id string) string {
+	if len(id) <= maxShownKeyID {
+		return fmt.Sprintf("key %q", id)
+	}
+	return fmt.Sprintf("the key with a %d-character id", len(id))
 }
 
 // Current returns the id of the key that seals.

@@ -73,16 +73,35 @@ func TestParseKeys(t *testing.T) {
 		t.Fatalf("current %q ids %v; want k2 of [k1 k2]", k.Current(), k.IDs())
 	}
 	short := base64.StdEncoding.EncodeToString([]byte("tooshortsecretvalue"))
-	for _, spec := range []string{"", "nokey", "k1:!!!", "k1:" + short, "bad id:" + k1, "k1:" + k1 + ",k1:" + k1} {
+	for _, spec := range []string{
+		"", "nokey", "k1:!!!", "k1:" + short, "bad id:" + k1, "k1:" + k1 + ",k1:" + k1,
+		// Key first: the id is the key.
+		k1 + ":k1", k2 + ":k2", "k1:" + k1 + "," + k2 + ":k2",
+	} {
 		_, err := users.ParseKeys(spec)
 		if err == nil {
 			t.Errorf("ParseKeys(%q) = nil error; want one", spec)
 			continue
 		}
-		for _, secret := range []string{k1, short} {
+		for _, secret := range []string{k1, k2, short} {
 			if strings.Contains(err.Error(), secret) {
 				t.Errorf("ParseKeys(%q) error %q holds the key", spec, err)
 			}
+		}
+	}
+}
+
+// TestNewKeys_keyAsID: a key given as an id is not quoted in the error.
+func TestNewKeys_keyAsID(t *testing.T) {
+	std := base64.StdEncoding.EncodeToString(key(1))
+	raw := base64.RawURLEncoding.EncodeToString(key(2))
+	for _, id := range []string{std, raw} {
+		_, err := users.NewKeys(id, map[string][]byte{id: []byte("short")})
+		if err == nil {
+			t.Fatal("NewKeys with a short key succeeded")
+		}
+		if strings.Contains(err.Error(), id) {
+			t.Errorf("NewKeys error %q quotes the id", err)
 		}
 	}
 }
