@@ -77,7 +77,9 @@ type entry struct {
 
 // OpenFile opens the store in the file at path, creating it (mode 0600)
 // if needed. A record torn by a crash during a write is at the end of
-// the file; it is cut off. Close the store when done.
+// the file; it is cut off. A damaged record with intact records after it
+// is no torn write: OpenFile then fails and leaves the file as it is, so
+// no later record is lost. Close the store when done.
 func OpenFile(path string) (*FileStore, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
@@ -126,7 +128,10 @@ func (s *FileStore) load() error {
 	for off < int64(len(data)) {
 		n, ok := s.apply(data[off:], off)
 		if !ok {
-			break // a torn or corrupt tail: cut it off
+			if intactAfter(data, off) {
+				return fmt.Errorf("users: %s is corrupt: the record at byte %d is damaged and intact records follow it; the file is left as it is", s.path, off)
+			}
+			break // a torn tail: cut it off
 		}
 		off += n
 	}
@@ -142,48 +147,80 @@ func (s *FileStore) load() error {
 	return nil
 }
 
-// apply decodes the record at the start of b (at file offset off) into
-// the index; it reports the record's length and whether it was whole.
-func (s *FileStore) apply(b []byte, off int64) (int64, bool) {
+// intactAfter reports whether a whole record starts anywhere in data
+// after the damaged one at off. A write torn by a crash is the last
+// thing in the file; a damaged record followed by intact ones is
+// corruption, and cutting the file there would lose them.
+func intactAfter(data []byte, off int64) bool {
+	for i := off + 1; i < int64(len(data)); i++ {
+		if _, ok := decodeRecord(data[i:]); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// record is a decoded record.
+type record struct {
+	op      byte
+	version uint64
+	id      string
+	dataOff int // of the data in the payload
+	dataLen uint32
+	len     int64 // of the whole record
+}
+
+// decodeRecord decodes the record at the start of b; it reports whether
+// b starts with a whole, valid one.
+func decodeRecord(b []byte) (record, bool) {
 	if len(b) < 8 {
-		return 0, false
+		return record{}, false
 	}
 	n := binary.BigEndian.Uint32(b)
 	if n > maxRecord || int64(len(b)) < 8+int64(n) {
-		return 0, false
+		return record{}, false
 	}
 	payload := b[8 : 8+n]
 	if crc32.Checksum(payload, castagnoli) != binary.BigEndian.Uint32(b[4:]) {
-		return 0, false
+		return record{}, false
 	}
 	if len(payload) < 11 {
-		return 0, false
+		return record{}, false
 	}
 	op, version := payload[0], binary.BigEndian.Uint64(payload[1:])
+	if op != opPut && op != opDelete {
+		return record{}, false
+	}
 	idLen := int(binary.BigEndian.Uint16(payload[9:]))
 	if len(payload) < 11+idLen+4 {
-		return 0, false
+		return record{}, false
 	}
-	id := string(payload[11 : 11+idLen])
 	dataLen := binary.BigEndian.Uint32(payload[11+idLen:])
 	dataOff := 11 + idLen + 4
 	if len(payload) != dataOff+int(dataLen) {
+		return record{}, false
+	}
+	return record{op: op, version: version, id: string(payload[11 : 11+idLen]), dataOff: dataOff, dataLen: dataLen, len: 8 + int64(n)}, true
+}
+
+// apply decodes the record at the start of b (at file offset off) into
+// the index; it reports the record's length and whether it was whole.
+func (s *FileStore) apply(b []byte, off int64) (int64, bool) {
+	r, ok := decodeRecord(b)
+	if !ok {
 		return 0, false
 	}
-	rec := 8 + int64(n)
-	if old, ok := s.index[id]; ok {
+	if old, ok := s.index[r.id]; ok {
 		s.live -= old.rec
 	}
-	switch op {
+	switch r.op {
 	case opPut:
-		s.index[id] = entry{version: version, off: off + 8 + int64(dataOff), n: int32(dataLen), rec: rec}
-		s.live += rec
+		s.index[r.id] = entry{version: r.version, off: off + 8 + int64(r.dataOff), n: int32(r.dataLen), rec: r.len}
+		s.live += r.len
 	case opDelete:
-		delete(s.index, id)
-	default:
-		return 0, false
+		delete(s.index, r.id)
 	}
-	return rec, true
+	return r.len, true
 }
 
 func encodeRecord(op byte, identity string, version uint64, data []byte) []byte {

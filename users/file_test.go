@@ -1,6 +1,7 @@
 package users_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -76,6 +77,61 @@ func TestFileStore_tornTail(t *testing.T) {
 			t.Fatalf("cut %d: after reopen %q; want again", cut, got.Sealed)
 		}
 		r.Close()
+	}
+}
+
+// TestFileStore_corruptMiddle: a damaged record with intact records
+// after it is no torn tail: OpenFile fails and the file stays as it was.
+// A damaged last record is cut off.
+func TestFileStore_corruptMiddle(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "tokens.db")
+	s := testutil.OpenFileStore(t, path)
+	var ends []int64 // of each record
+	for v := uint64(1); v <= 3; v++ {
+		if err := s.Save(ctx, "a", users.Entry{Version: v, Sealed: fmt.Appendf(nil, "value-%d", v)}); err != nil {
+			t.Fatal(err)
+		}
+		st, _ := os.Stat(path)
+		ends = append(ends, st.Size())
+	}
+	s.Close()
+	full, _ := os.ReadFile(path)
+	for _, tt := range []struct {
+		name string
+		at   int64 // byte to flip
+		want string
+	}{
+		{"payload of the middle record", ends[1] - 2, ""},
+		{"length of the middle record", ends[0], ""},
+		{"checksum of the middle record", ends[0] + 5, ""},
+		{"payload of the last record", ends[2] - 2, "value-2"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			damaged := bytes.Clone(full)
+			damaged[tt.at] ^= 0x40
+			if err := os.WriteFile(path, damaged, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			r, err := users.OpenFile(path)
+			if tt.want == "" {
+				if err == nil {
+					r.Close()
+					t.Fatal("OpenFile of a file damaged before intact records succeeded")
+				}
+				if got, _ := os.ReadFile(path); !bytes.Equal(got, damaged) {
+					t.Fatalf("the file changed: %d bytes, was %d", len(got), len(damaged))
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			if got, err := r.Load(ctx, "a"); err != nil || string(got.Sealed) != tt.want {
+				t.Fatalf("Load = %q, %v; want %q", got.Sealed, err, tt.want)
+			}
+		})
 	}
 }
 
