@@ -81,12 +81,8 @@ type entry struct {
 // is no torn write: OpenFile then fails and leaves the file as it is, so
 // no later record is lost. Close the store when done.
 func OpenFile(path string) (*FileStore, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := openLocked(path)
 	if err != nil {
-		return nil, fmt.Errorf("users: opening store: %w", err)
-	}
-	if err := lockFile(f); err != nil {
-		f.Close()
 		return nil, err
 	}
 	s := &FileStore{path: path, f: f}
@@ -95,6 +91,51 @@ func OpenFile(path string) (*FileStore, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// maxOpenTries bounds how often OpenFile opens the file anew because a
+// compaction replaced it between the open and the lock.
+const maxOpenTries = 100
+
+// afterOpen, when set (by tests), runs between opening the file and
+// locking it.
+var afterOpen func()
+
+// openLocked opens path and locks it. The lock must be on the file that
+// path names once locked: a store compacting meanwhile renames a new
+// file over the old one and unlocks the old one, whose lock then proves
+// nothing. So after the lock the file is compared with path's, and opened
+// again when they differ.
+func openLocked(path string) (*os.File, error) {
+	for try := 0; ; try++ {
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("users: opening store: %w", err)
+		}
+		if afterOpen != nil {
+			afterOpen()
+		}
+		if err := lockFile(f); err != nil {
+			f.Close()
+			return nil, err
+		}
+		held, err := f.Stat()
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("users: opening store: %w", err)
+		}
+		named, err := os.Stat(path)
+		if err == nil && os.SameFile(held, named) {
+			return f, nil
+		}
+		f.Close()
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("users: opening store: %w", err)
+		}
+		if try == maxOpenTries {
+			return nil, fmt.Errorf("users: opening store: %s was replaced %d times while it was being locked", path, maxOpenTries)
+		}
+	}
 }
 
 // load reads the whole log into the index, cutting off a torn tail.
