@@ -798,3 +798,40 @@ func TestClientCredentials_errorTextBounded(t *testing.T) {
 		t.Errorf("ErrorDescription = %q (%d bytes); want one bounded line", re.ErrorDescription[:40], len(re.ErrorDescription))
 	}
 }
+
+// TestAuthStyleAutoDetect_retries: auto-detection sends the secret in
+// the body after a refusal of the client's authentication only; a
+// refused grant (invalid_grant) is not sent again.
+func TestAuthStyleAutoDetect_retries(t *testing.T) {
+	for _, tt := range []struct {
+		status int
+		code   string
+		want   int // requests
+	}{
+		{401, "", 2},
+		{401, "invalid_client", 2},
+		{400, "invalid_client", 2},
+		{400, "", 2},
+		{400, "invalid_request", 2},
+		{400, "invalid_grant", 1},
+		{401, "invalid_grant", 1},
+		{400, "invalid_scope", 1},
+	} {
+		t.Run(fmt.Sprintf("%d %s", tt.status, tt.code), func(t *testing.T) {
+			srv, rec := tokenServer(t, func(w http.ResponseWriter, r *http.Request) {
+				body := map[string]string{}
+				if tt.code != "" {
+					body["error"] = tt.code
+				}
+				writeJSON(w, tt.status, body)
+			})
+			_, err := fetchOnce(t, ClientCredentialsConfig{TokenURL: srv.URL, ClientID: "id", ClientSecret: "s", AuthStyle: AuthStyleAutoDetect})
+			if err == nil {
+				t.Fatal("err = nil")
+			}
+			if got := len(rec.all()); got != tt.want {
+				t.Fatalf("%d requests; want %d", got, tt.want)
+			}
+		})
+	}
+}

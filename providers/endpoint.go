@@ -124,9 +124,9 @@ func (e *endpoint) fetch(ctx context.Context) (tokenmanager.Token, error) {
 
 // fetchAnswer gets one token and what came with it. On an error the
 // answer holds only the refresh token of an answer whose access token was
-// refused (empty otherwise). A client secret with
-// AuthStyleAutoDetect is sent in the header first and, on a 400 or 401,
-// in the body; the style that worked is remembered.
+// refused (empty otherwise). A client secret with AuthStyleAutoDetect is
+// sent in the header first and, when the server refuses that (see
+// authRefused), in the body; the style that worked is remembered.
 func (e *endpoint) fetchAnswer(ctx context.Context) (answer, error) {
 	if e.err != nil {
 		return answer{}, e.err
@@ -185,8 +185,7 @@ func (e *endpoint) fetchFrom(ctx context.Context, t target) (answer, error) {
 		e.learned.Store(int32(AuthStyleInHeader))
 		return tok, nil
 	}
-	var re *RetrieveError
-	if tok.refreshToken != "" || !errors.As(err, &re) || (re.StatusCode != http.StatusBadRequest && re.StatusCode != http.StatusUnauthorized) {
+	if tok.refreshToken != "" || !authRefused(err) {
 		return tok, err
 	}
 	tok, err = attempt(AuthStyleInParams)
@@ -194,6 +193,26 @@ func (e *endpoint) fetchFrom(ctx context.Context, t target) (answer, error) {
 		e.learned.Store(int32(AuthStyleInParams))
 	}
 	return tok, err
+}
+
+// authRefused reports whether err may be the server refusing how the
+// client secret travelled, worth one more request with it in the body: a
+// 401, or a 400 with invalid_client, invalid_request (a server wanting
+// client_id in the body says so) or no error code. Never invalid_grant or
+// another code about the grant: the grant (a refresh token, a code) would
+// be sent twice.
+func authRefused(err error) bool {
+	var re *RetrieveError
+	if !errors.As(err, &re) || re.ErrorCode == "invalid_grant" {
+		return false
+	}
+	switch re.StatusCode {
+	case http.StatusUnauthorized:
+		return true
+	case http.StatusBadRequest:
+		return re.ErrorCode == "invalid_client" || re.ErrorCode == "invalid_request" || re.ErrorCode == ""
+	}
+	return false
 }
 
 // retrieve makes one token request: the fixed parameters, params, and the
