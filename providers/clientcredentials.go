@@ -13,11 +13,10 @@ type AuthStyle int
 
 const (
 	// AuthStyleAutoDetect tries HTTP Basic auth first and, if the server
-	// answers 401, or 400 with invalid_client, invalid_request or no
-	// error code, the
-	// request body; the style that worked is remembered for later
-	// fetches. Any other refusal (invalid_grant above all: a refresh
-	// token or code is not sent twice) is returned at once.
+	// answers 401, or 400 with invalid_client, invalid_request or no error
+	// code, the request body; the style that worked is remembered for
+	// later fetches. Any other refusal (invalid_grant above all: a
+	// refresh token or code is not sent twice) is returned at once.
 	AuthStyleAutoDetect AuthStyle = 0
 	// AuthStyleInHeader sends the client id and secret in an HTTP Basic
 	// Authorization header, each form-url-encoded first as RFC 6749 §2.3.1
