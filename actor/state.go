@@ -309,10 +309,35 @@ func (st *state) launch(done func(*fetchDone)) {
 	calls := &st.fetch.calls
 	go func() {
 		defer cancel()
-		began := time.Now()
-		tok, err := callProvider(ctx, calls, provider)
-		done(&fetchDone{id: id, token: tok, err: err, duration: time.Since(began)})
+		fetch(ctx, calls, provider, func(d *fetchDone) {
+			d.id = id
+			done(d)
+		})
 	}()
+}
+
+// fetch calls provider (see callProvider) and hands done its outcome,
+// timed.
+func fetch(ctx context.Context, calls *atomic.Int32, provider tokenmanager.TokenProvider, done func(*fetchDone)) {
+	began := time.Now()
+	callProvider(ctx, calls, provider, func(tok tokenmanager.Token, err error) {
+		done(&fetchDone{token: tok, err: err, duration: time.Since(began)})
+	})
+}
+
+// firstFetch is the first fetch of a state not made yet, which its host
+// runs on the goroutine that got the state's settings s (as SettingsFor
+// gave them): a cold start, bounded by s's FetchTimeout and by parent.
+// calls is the future state's. done gets the outcome and when the fetch
+// started on s's clock; the host hands both to the state with
+// [state.begin] and [state.fetched].
+func firstFetch(parent context.Context, s tokenmanager.Settings, calls *atomic.Int32, done func(d *fetchDone, start time.Time)) {
+	s = s.WithDefaults()
+	ctx, cancel := context.WithTimeout(parent, s.FetchTimeout)
+	defer cancel()
+	ctx = protocol.WithFetch(ctx, string(reasonColdStart.reason()), "")
+	start := s.Clock.Now()
+	fetch(ctx, calls, s.GetCredentials, func(d *fetchDone) { done(d, start) })
 }
 
 // logPanic logs a provider's panic with its stack trace: a bug to fix,

@@ -238,12 +238,12 @@ func checkIdentity(identity string) error {
 
 // askOwner asks the owner for identity's handle and waits for it.
 func (m *MultiRoundTripper) askOwner(ctx context.Context, identity string) (core.Binding, error) {
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
+	var cancel context.CancelFunc
+	if _, ok := ctx.Deadline(); ok {
+		ctx, cancel = context.WithCancel(ctx)
+	} else {
 		ctx, cancel = context.WithTimeout(ctx, defaultResolveWait)
-		defer cancel()
 	}
-	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // the owner forgets the request once it ends
 	r := &protocol.Resolve{Ctx: ctx, Identity: identity, Reply: make(chan protocol.Resolved, 1)}
 	m.c.Root.Send(m.c.PID(), r)
