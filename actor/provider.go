@@ -36,7 +36,16 @@ func callProvider(ctx context.Context, calls *atomic.Int32, p tokenmanager.Token
 		return
 	}
 	c := &providerCall{report: report}
-	stop := context.AfterFunc(ctx, func() { c.abandon(ctx) })
+	var stop func() bool
+	if deadline, ok := ctx.Deadline(); ok {
+		// Cheaper than context.AfterFunc. Only the host cancels the
+		// context otherwise, as it stops, when no outcome matters: it
+		// is reported when the call returns, or at the deadline.
+		t := time.AfterFunc(time.Until(deadline), func() { c.abandon(ctx) })
+		stop = t.Stop
+	} else {
+		stop = context.AfterFunc(ctx, func() { c.abandon(ctx) })
+	}
 	tok, err := safeCall(ctx, p)
 	calls.Add(-1)
 	stop()
@@ -73,6 +82,7 @@ func (c *providerCall) returned(tok tokenmanager.Token, err error) {
 // returns its own error right after the timeout: it is given a moment, so
 // that error (not "did not return") is what everyone sees.
 func (c *providerCall) abandon(ctx context.Context) {
+	<-ctx.Done() // at once, or as the context's own timer fires
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		c.mu.Lock()
 		if c.reported {

@@ -290,9 +290,9 @@ func (st *state) store(now, start time.Time, tok tokenmanager.Token, expires tim
 	e.answer = st.result()
 	e.askers, e.waits = st.handOver(true)
 
-	msg := fmt.Sprintf("token refreshed (%s)", why)
+	msg := "token refreshed (" + string(why) + ")"
 	if !expires.IsZero() {
-		msg += fmt.Sprintf(", expires in %v", expires.Sub(now).Round(time.Second))
+		msg += ", expires in " + expires.Sub(now).Round(time.Second).String()
 	}
 	if st.s.AddTokenToLogs {
 		msg += ": " + tok.AccessToken
