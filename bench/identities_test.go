@@ -172,22 +172,33 @@ func BenchmarkIdentitiesCachedTokenParallel(b *testing.B) {
 	benchCachedPair(b, true)
 }
 
-func benchCachedPair(b *testing.B, parallel bool) {
-	single, cleanup := setupTokenManager(b, newMemBase())
-	defer cleanup()
+// cachedPair returns the single RoundTripper and the MultiRoundTripper of
+// the cached-token comparison, the latter holding liveIdentities live
+// identities (100 with -short), and a request for each of them.
+func cachedPair(b *testing.B) (single, multi http.RoundTripper, reqs []*http.Request, cleanup func()) {
+	single, closeSingle := setupTokenManager(b, newMemBase())
 	// The real clock, as the single RoundTripper has: a mock's Now takes
 	// a lock.
 	f := (&fleet{}).start(b, longLifetime, tokenmanager.OwnerSettings{IdleTimeout: time.Hour}, newMemBase(), clock.New())
-	defer f.m.Close()
 	n := liveIdentities
 	if testing.Short() {
 		n = 100
 	}
 	f.fill(b, n)
-	reqs := make([]*http.Request, n)
+	reqs = make([]*http.Request, n)
 	for i := range reqs {
 		reqs[i] = newRequest(b, benchURL).WithContext(transport.WithIdentity(context.Background(), identity(i)))
 	}
+	return single, f.m, reqs, func() {
+		f.m.Close()
+		closeSingle()
+	}
+}
+
+func benchCachedPair(b *testing.B, parallel bool) {
+	single, multi, reqs, cleanup := cachedPair(b)
+	defer cleanup()
+	n := len(reqs)
 	var singleNs float64
 	run := func(b *testing.B, rt http.RoundTripper, pick func(i int) *http.Request) {
 		b.ReportAllocs()
@@ -222,7 +233,7 @@ func benchCachedPair(b *testing.B, parallel bool) {
 		singleNs = float64(b.Elapsed().Nanoseconds()) / float64(b.N)
 	})
 	b.Run("multi", func(b *testing.B) {
-		run(b, f.m, func(i int) *http.Request { return reqs[i%n] })
+		run(b, multi, func(i int) *http.Request { return reqs[i%n] })
 		if singleNs > 0 {
 			ns := float64(b.Elapsed().Nanoseconds()) / float64(b.N)
 			b.ReportMetric(ns/singleNs, "ratio-vs-single")
@@ -236,7 +247,7 @@ func benchCachedPair(b *testing.B, parallel bool) {
 		singleNs = float64(b.Elapsed().Nanoseconds()) / float64(b.N)
 	})
 	b.Run("multi_hot", func(b *testing.B) {
-		run(b, f.m, func(i int) *http.Request { return reqs[i%hot] })
+		run(b, multi, func(i int) *http.Request { return reqs[i%hot] })
 		if singleNs > 0 {
 			ns := float64(b.Elapsed().Nanoseconds()) / float64(b.N)
 			b.ReportMetric(ns/singleNs, "ratio-vs-single")
@@ -251,19 +262,9 @@ func benchCachedPair(b *testing.B, parallel bool) {
 // reports each row's median ns per request and ratio-vs-single. On a
 // shared machine this ratio is steadier than one of separate rows.
 func BenchmarkIdentitiesCachedTokenInterleaved(b *testing.B) {
-	single, cleanup := setupTokenManager(b, newMemBase())
+	single, multi, reqs, cleanup := cachedPair(b)
 	defer cleanup()
-	f := (&fleet{}).start(b, longLifetime, tokenmanager.OwnerSettings{IdleTimeout: time.Hour}, newMemBase(), clock.New())
-	defer f.m.Close()
-	n := liveIdentities
-	if testing.Short() {
-		n = 100
-	}
-	f.fill(b, n)
-	reqs := make([]*http.Request, n)
-	for i := range reqs {
-		reqs[i] = newRequest(b, benchURL).WithContext(transport.WithIdentity(context.Background(), identity(i)))
-	}
+	n := len(reqs)
 	// Goroutine g starts at its own place in the cycle through all n.
 	pick := func(g, i int) *http.Request { return reqs[(g*7919+i)%n] }
 	for _, mode := range []struct {
@@ -273,7 +274,7 @@ func BenchmarkIdentitiesCachedTokenInterleaved(b *testing.B) {
 		b.Run(mode.name, func(b *testing.B) {
 			var sum [2]float64
 			for range b.N {
-				med, err := interleave([]http.RoundTripper{single, f.m}, []string{"single", "multi"}, pick, 31, 20000, mode.goroutines)
+				med, err := interleave([]http.RoundTripper{single, multi}, []string{"single", "multi"}, pick, 31, 20000, mode.goroutines)
 				if err != nil {
 					b.Fatal(err)
 				}

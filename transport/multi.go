@@ -68,7 +68,7 @@ func WithResolver(fn func(*http.Request) (string, error)) Option {
 // identity's fetch; its early refresh happens when a request uses the
 // token past its refresh time, so a token nobody uses is not refreshed.
 //
-// A cached token costs a request one map lookup and one atomic load. It
+// A cached token costs a request one table lookup and one atomic load. It
 // is safe for concurrent use by multiple goroutines.
 type MultiRoundTripper struct {
 	c        core.Core
