@@ -57,6 +57,15 @@
 // interceptors that recover from codes.Unauthenticated as the
 // RoundTripper recovers from a 401).
 //
+// # Sender-constrained tokens
+//
+// [Settings.DPoP] binds an identity's tokens to a key ([NewDPoP], any
+// crypto.Signer): the token requests of package providers' grants carry a
+// DPoP proof (RFC 9449), a token issued as token_type DPoP is sent with a
+// new proof on every request, and the servers' DPoP nonces are kept per
+// origin and answered. A stolen DPoP-bound token is useless without the
+// key.
+//
 // # Three ways in
 //
 // Use transport.New for a RoundTripper (or its Client) with everything

@@ -209,6 +209,14 @@ type Settings struct {
 	// something else protects the traffic: a service mesh whose sidecar
 	// terminates TLS, or a test rig on a private network.
 	AllowInsecureHTTP bool
+	// DPoP binds the identity's tokens to a key (RFC 9449). Optional; nil
+	// means bearer tokens. When set, the token requests of package
+	// providers' grants carry a DPoP proof, and a token issued with
+	// token_type DPoP is sent as "Authorization: DPoP <token>" with a new
+	// proof on every request (and every resend and redirect). A token
+	// issued as Bearer is sent as one. Header and Formatter must then be
+	// left at their defaults. See docs/sender-constrained.md.
+	DPoP *DPoP
 
 	// RetryBaseDelay is the backoff after the first failed fetch; it doubles
 	// with each further failure, with jitter, and is never below 10ms.
@@ -337,6 +345,12 @@ func (s Settings) Validate() error {
 	}
 	if s.WaitTimeout < 0 {
 		bad("WaitTimeout is %v; it must not be negative", s.WaitTimeout)
+	}
+	if s.DPoP != nil && s.Formatter != nil {
+		bad("Formatter is set with DPoP; DPoP tokens are sent as \"DPoP <token>\" and bearer ones as \"Bearer <token>\"")
+	}
+	if s.DPoP != nil && s.Header != "" && !strings.EqualFold(s.Header, defaultHeader) {
+		bad("Header is %q with DPoP; DPoP tokens travel in Authorization (RFC 9449 §7.1)", s.Header)
 	}
 	if s.EventBuffer < 0 || s.EventBuffer > MaxEventBuffer {
 		bad("EventBuffer is %d; it must be between 0 and %d", s.EventBuffer, MaxEventBuffer)

@@ -10,6 +10,7 @@ import (
 	"github.com/benbjohnson/clock"
 
 	"github.com/go-tokenmanager/tokenmanager"
+	"github.com/go-tokenmanager/tokenmanager/internal/dpopctx"
 	"github.com/go-tokenmanager/tokenmanager/internal/link"
 	"github.com/go-tokenmanager/tokenmanager/internal/protocol"
 	"github.com/go-tokenmanager/tokenmanager/messages"
@@ -38,7 +39,7 @@ func (w *owner) host(x *hosted, identity string, s tokenmanager.Settings, now ti
 	x.st.h.PID = w.self
 	x.st.h.Touch(now)
 	x.st.s = w.fetchSettings(s)
-	x.st.provider = s.GetCredentials
+	x.st.provider = dpopctx.ProviderOf(s)
 	x.st.pol = hostedPolicy
 	w.reg.Store(identity, x)
 	w.live++

@@ -214,10 +214,10 @@ func (w *owner) settingsFailed(c proto.Context, identity string, f *backoff.Sett
 
 // request returns the request side of s (as SettingsFor gave it, before
 // defaults). Settings that differ only in their provider and timing share
-// one: with no Formatter and no callbacks, the request side is a handful
+// one: with no Formatter, no callbacks and no DPoP key, the request side is a handful
 // of comparable values.
 func (w *owner) request(s tokenmanager.Settings) *request.Request {
-	if s.Formatter != nil || s.OnAuthFail != nil || s.OnRecoveryTry != nil || s.OnRecoveryAbort != nil ||
+	if s.DPoP != nil || s.Formatter != nil || s.OnAuthFail != nil || s.OnRecoveryTry != nil || s.OnRecoveryAbort != nil ||
 		s.OnTokenRefresh != nil || s.OnTokenRequestFail != nil || s.OnTokenTryThreshold != nil {
 		return request.New(s, request.BothSides)
 	}

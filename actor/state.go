@@ -9,6 +9,7 @@ import (
 	proto "github.com/asynkron/protoactor-go/actor"
 
 	"github.com/go-tokenmanager/tokenmanager"
+	"github.com/go-tokenmanager/tokenmanager/internal/dpopctx"
 	"github.com/go-tokenmanager/tokenmanager/internal/eventbus"
 	"github.com/go-tokenmanager/tokenmanager/internal/link"
 	"github.com/go-tokenmanager/tokenmanager/internal/protocol"
@@ -212,7 +213,7 @@ func newFetchSettings(s tokenmanager.Settings) fetchSettings {
 // subscribers queue up to s.EventBuffer.
 func newState(s tokenmanager.Settings, pol policy) *state {
 	fs := newFetchSettings(s)
-	st := &state{s: &fs, provider: s.GetCredentials, pol: pol}
+	st := &state{s: &fs, provider: dpopctx.ProviderOf(s), pol: pol}
 	st.h.Bus = eventbus.New(s.EventBuffer)
 	st.h.Done = make(chan struct{})
 	st.h.Clock = s.Clock
@@ -305,6 +306,9 @@ func (st *state) launch(done func(*fetchDone)) {
 		dropped = st.drops.last
 	}
 	ctx = protocol.WithFetch(ctx, string(st.fetch.why.reason()), dropped)
+	if bus := st.h.Bus; bus != nil {
+		ctx = protocol.WithPublish(ctx, bus.Publish) // the Bus is safe for concurrent use
+	}
 	st.fetch.cancel = cancel
 	calls := &st.fetch.calls
 	go func() {

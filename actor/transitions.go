@@ -253,7 +253,7 @@ func (st *state) store(now, start time.Time, tok tokenmanager.Token, expires tim
 	why messages.RefreshReason, took time.Duration) (e effects) {
 	st.cache.gen++
 	cur := &link.Snapshot{Token: tok, ExpiresAt: expires, Gen: st.cache.gen}
-	if st.h.Request != nil && st.h.Request.Bearer {
+	if st.h.Request != nil && st.h.Request.Bearer && !tokenmanager.IsDPoP(tok) {
 		// The default formatter only: a user's Formatter runs on request
 		// goroutines, never on the host's.
 		cur.Header = tokenmanager.BearerFormatter(tok.AccessToken)

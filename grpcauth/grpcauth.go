@@ -85,6 +85,11 @@ func New[M Manager](m M, opts ...Option) (*Credentials, error) {
 	if !ok {
 		return nil, fmt.Errorf("grpcauth: %T is not a token manager of package transport", m)
 	}
+	if _, single := any(m).(*transport.RoundTripper); single {
+		if b, err := f.Bind(context.Background()); err == nil && b.Req.DPoP != nil {
+			return nil, errDPoP
+		}
+	}
 	c := &Credentials{f: f}
 	for _, o := range opts {
 		if o != nil {
@@ -184,10 +189,18 @@ func (c *Credentials) checkSecurity(ctx context.Context) error {
 // token returns b's token and its header value, waiting if none is
 // cached for the fetch under way, not through a failed one.
 func (c *Credentials) token(ctx context.Context, b *core.Binding) (access, value string, err error) {
+	if b.Req.DPoP != nil {
+		return "", "", errDPoP
+	}
 	return c.f.Core.AttachOrFailure(ctx, b)
 }
 
 // metadataKey is b's header name as gRPC metadata wants it.
+// errDPoP refuses DPoP-bound identities: a DPoP proof names an HTTP
+// method and URL (htm, htu), which a gRPC call does not have in any
+// standard way, so no server could check one. See docs/grpc.md.
+var errDPoP = tokenmanager.Permanent(errors.New("grpcauth: the identity uses DPoP (Settings.DPoP), which has no defined use over gRPC; use a bearer or mutual-TLS identity for gRPC"))
+
 func metadataKey(b core.Binding) string { return b.Req.Key }
 
 // toStatus turns a failure to get a token into a status gRPC accepts from
@@ -201,6 +214,8 @@ func toStatus(err error) error {
 	code := codes.Internal
 	var fe *tokenmanager.FetchError
 	switch {
+	case errors.Is(err, errDPoP):
+		code = codes.FailedPrecondition
 	case errors.Is(err, context.Canceled):
 		code = codes.Canceled
 	case errors.Is(err, context.DeadlineExceeded):
@@ -328,7 +343,7 @@ func (c *Credentials) unaryInterceptor(viaCall bool) grpc.UnaryClientInterceptor
 			return err
 		}
 		call := &unaryCall{c: c, ctx: ctx, method: method, req: req, reply: reply, cc: cc, invoker: invoker, opts: opts, b: b, viaCall: viaCall, last: err}
-		if err := c.f.Core.Recover(ctx, b, call, used, int(codes.Unauthenticated)); err != nil {
+		if err := c.f.Core.Recover(ctx, b, call, used, value, int(codes.Unauthenticated), core.Rejected); err != nil {
 			return err
 		}
 		return call.last
@@ -356,18 +371,18 @@ func (u *unaryCall) Unreplayable() string { return "" }
 func (u *unaryCall) Prepare() error       { return nil }
 func (u *unaryCall) Discard()             {}
 
-func (u *unaryCall) Resend(_, value string) (int, bool, error) {
+func (u *unaryCall) Resend(_, value string) (int, core.Verdict, error) {
 	st, opts := u.c.attempt(u.ctx, u.b, value, u.viaCall, u.opts)
 	u.last = u.invoker(st, u.method, u.req, u.reply, u.cc, opts...)
 	switch code := status.Code(u.last); {
 	case code == codes.Unauthenticated && !st.failed:
-		return int(code), true, nil // rejected again
+		return int(code), core.Rejected, nil // rejected again
 	case u.last != nil:
 		// Any other failure is the call's answer, but not a sign the
 		// token was accepted: no Served.
-		return int(code), false, u.last
+		return int(code), core.Accepted, u.last
 	}
-	return int(codes.OK), false, nil
+	return int(codes.OK), core.Accepted, nil
 }
 
 // StreamClientInterceptor returns an interceptor that attaches the token

@@ -220,6 +220,28 @@ type RecoveryAborted struct {
 	Message string
 }
 
+// DPoPNonceRetried is published by the RoundTripper when a request is
+// resent because its server asked for a DPoP nonce (RFC 9449 §9): a 401
+// with a DPoP challenge error="use_dpop_nonce" and a DPoP-Nonce header.
+// The request is resent with the same token and a proof carrying the
+// nonce; the token is not invalidated and no recovery try is used.
+// A request is resent this way at most twice.
+type DPoPNonceRetried struct {
+	// Identity is the identity the event concerns; empty for a manager
+	// of a single identity.
+	Identity string
+	// Host is the host of the request.
+	Host string
+	// Attempt counts this request's nonce resends, from 1.
+	Attempt int
+}
+
+// Name implements [Event].
+func (DPoPNonceRetried) Name() string { return "dpop_nonce_retried" }
+
+// GetIdentity returns e.Identity.
+func (e DPoPNonceRetried) GetIdentity() string { return e.Identity }
+
 // Name implements [Event].
 func (TokenRefreshed) Name() string { return "token_refreshed" }
 
@@ -279,6 +301,28 @@ type SettingsFailed struct {
 // Name implements [Event].
 func (SettingsFailed) Name() string { return "settings_failed" }
 
+// ClusterFallback is published by an owner of many identities whose
+// settings come from tokengrain.SettingsFor, each time the cluster did not
+// serve one of its identities' fetches and the member fetched from the
+// identity provider itself (the fetch's outcome follows as a
+// [TokenRefreshed] or [TokenRequestFailed]). It is the event beside
+// tokengrain's Options.OnFallback callback, which is still called.
+type ClusterFallback struct {
+	Identity string
+	// Reason says why: "unreachable" (no answer within the ask bound),
+	// "insecure" (the cluster's remote may not carry tokens: nothing was
+	// asked), "refused" (the grain refused, e.g. other settings) or
+	// "short_lived" (the grain's token had under a second left, twice);
+	// tokengrain's Reason constants.
+	Reason string
+	// Err is the cluster's error or the grain's refusal. It never holds a
+	// token or a secret.
+	Err error
+}
+
+// Name implements [Event].
+func (ClusterFallback) Name() string { return "cluster_fallback" }
+
 // IdentityOf returns the identity ev concerns: its GetIdentity, for an
 // event that has one (every event of this package does, and an event type
 // of other code may). It is empty for the events of a single-identity
@@ -318,6 +362,9 @@ func (e IdentityPassivated) GetIdentity() string { return e.Identity }
 
 // GetIdentity returns e.Identity.
 func (e SettingsFailed) GetIdentity() string { return e.Identity }
+
+// GetIdentity returns e.Identity.
+func (e ClusterFallback) GetIdentity() string { return e.Identity }
 
 // GetIdentity returns "": a manager closes as a whole.
 func (Closed) GetIdentity() string { return "" }

@@ -45,6 +45,7 @@ func TestEvents_haveStableNames(t *testing.T) {
 		{messages.TokenTryThresholdReached{}, "token_try_threshold_reached"},
 		{messages.RecoveryAborted{}, "recovery_aborted"},
 		{messages.SettingsFailed{}, "settings_failed"},
+		{messages.ClusterFallback{}, "cluster_fallback"},
 	}
 	for _, tt := range tests {
 		if got := tt.ev.Name(); got != tt.want {
@@ -78,6 +79,7 @@ func TestIdentityOf(t *testing.T) {
 		{messages.PushRejected{Identity: "g"}, "g"},
 		{messages.IdentityPassivated{Identity: "h"}, "h"},
 		{messages.SettingsFailed{Identity: "i"}, "i"},
+		{messages.ClusterFallback{Identity: "i"}, "i"},
 		{messages.TokenRefreshed{}, ""},
 		{messages.Closed{}, ""},
 	}

@@ -32,6 +32,7 @@ func identityEvents(id string) []messages.Event {
 		messages.RecoveryAborted{Identity: id, Attempts: 1, Status: 401},
 		messages.PushRejected{Identity: id, Err: errors.New("empty")},
 		messages.IdentityPassivated{Identity: id},
+		messages.ClusterFallback{Identity: id, Reason: "unreachable", Err: errors.New("no answer")},
 	}
 }
 
@@ -182,6 +183,26 @@ func TestMetrics_identityOffByDefault(t *testing.T) {
 	got := byKey(ps, observability.MetricEvents, "event", "evicted")
 	if got["identity_passivated,false"] != 3 || got["identity_passivated,true"] != 1 || got["auth_failed,-"] != 3 {
 		t.Errorf("events = %v; want 3 identity_passivated not evicted, 1 evicted, 3 auth_failed", got)
+	}
+	if got := byKey(ps, observability.MetricEvents, "event", "reason"); got["cluster_fallback,unreachable"] != 3 {
+		t.Errorf("events = %v; want 3 cluster_fallback with reason unreachable", got)
+	}
+}
+
+// TestSlogHandler_clusterFallback: a member's direct fetch is a Warn
+// record with the identity, the reason and the cluster's error.
+func TestSlogHandler_clusterFallback(t *testing.T) {
+	ev := messages.ClusterFallback{Identity: "tenant-7", Reason: "refused", Err: errors.New("settings differ")}
+	want := map[string]any{"level": "WARN", "msg": "cluster fallback: fetched directly", "event": "cluster_fallback",
+		"identity": "tenant-7", "reason": "refused", "error": "settings differ"}
+	got := logged(t, ev)
+	if len(got) != len(want) {
+		t.Errorf("got %v; want %v", got, want)
+	}
+	for k, w := range want {
+		if got[k] != w {
+			t.Errorf("%s = %v; want %v", k, got[k], w)
+		}
 	}
 }
 

@@ -19,7 +19,7 @@ import (
 // Instrument names NewMetrics creates. They are stable.
 const (
 	// MetricEvents counts events, with attribute "event" (the event's
-	// Name()); for token_refreshed, "reason"; for identity_passivated,
+	// Name()); for token_refreshed and cluster_fallback, "reason"; for identity_passivated,
 	// "evicted" (a bool); and, with [WithIdentityAttribute], "identity".
 	MetricEvents = "tokenmanager.events"
 	// MetricFetchDuration is a histogram of successful token fetches'
@@ -370,6 +370,8 @@ func (m *Metrics) Handle(ev messages.Event) {
 		}
 	case messages.IdentityPassivated:
 		attrs = append(attrs, attribute.Bool("evicted", e.Evicted))
+	case messages.ClusterFallback:
+		attrs = append(attrs, attribute.String("reason", e.Reason))
 	}
 	m.events.Add(ctx, 1, metric.WithAttributeSet(attribute.NewSet(attrs...)))
 }

@@ -12,7 +12,7 @@ import (
 const (
 	KeyEvent               = "event"                // the event's Name(), e.g. "token_refreshed"
 	KeyIdentity            = "identity"             // the identity the event concerns; absent when empty (a single-identity manager, or the whole manager)
-	KeyReason              = "reason"               // why a token was fetched (messages.RefreshReason)
+	KeyReason              = "reason"               // why a token was fetched (messages.RefreshReason); for cluster_fallback, why the cluster did not serve it
 	KeyExpiresAt           = "expires_at"           // when the new token expires; absent when it has no expiry
 	KeyFetchDuration       = "fetch_duration"       // how long the provider took
 	KeyFingerprint         = "fingerprint"          // tokenmanager.Fingerprint of the token concerned
@@ -24,7 +24,7 @@ const (
 	KeyRetryIn             = "retry_in"             // backoff before the next fetch (or SettingsFor call); 0 when none is scheduled
 	KeyPermanent           = "permanent"            // whether a failed fetch will not go away by retrying; always present for token_request_failed
 	KeyFailedTries         = "failed_tries"         // consecutive failed fetches at a threshold
-	KeyError               = "error"                // why a fetch failed, why a pushed token was refused, or why an identity's settings failed
+	KeyError               = "error"                // why a fetch failed, why a pushed token was refused, why an identity's settings failed, or the cluster's error at a fallback
 	KeyDetail              = "detail"               // the event's Message (holds the token only with AddTokenToLogs)
 	KeyEvicted             = "evicted"              // whether a passivated identity was evicted to stay within the cap (false: it was idle)
 )
@@ -60,14 +60,15 @@ func SlogHandler(logger *slog.Logger) func(messages.Event) {
 // token, a passivated identity (idle or evicted: either is routine, and
 // the identity starts afresh on its next request) and a closed manager;
 // Warn for a rejected token, a failed fetch, a resent request (each is
-// recovered from on its own) and a refused pushed token; Error when
+// recovered from on its own), a refused pushed token and a cluster
+// fallback (the member fetched on its own); Error when
 // fetches keep failing (a token try threshold), a request is given back
 // rejected (recovery aborted) or an identity's settings cannot be had
 // (settings failed: its requests fail until they can). Unknown events
 // are Info.
 func Level(ev messages.Event) slog.Level {
 	switch ev.(type) {
-	case messages.AuthFailed, messages.TokenRequestFailed, messages.RecoveryTried, messages.PushRejected:
+	case messages.AuthFailed, messages.TokenRequestFailed, messages.RecoveryTried, messages.PushRejected, messages.ClusterFallback:
 		return slog.LevelWarn
 	case messages.TokenTryThresholdReached, messages.RecoveryAborted, messages.SettingsFailed:
 		return slog.LevelError
@@ -92,10 +93,14 @@ func logMessage(ev messages.Event) string {
 		return "recovery aborted"
 	case messages.PushRejected:
 		return "pushed token rejected"
+	case messages.DPoPNonceRetried:
+		return "request resent with a DPoP nonce"
 	case messages.IdentityPassivated:
 		return "identity passivated"
 	case messages.SettingsFailed:
 		return "identity settings failed"
+	case messages.ClusterFallback:
+		return "cluster fallback: fetched directly"
 	case messages.Closed:
 		return "token manager closed"
 	}
@@ -142,6 +147,10 @@ func Attrs(ev messages.Event) []slog.Attr {
 			slog.Bool(KeyPermanent, e.Permanent),
 			slog.Int(KeyConsecutiveFailures, e.ConsecutiveFailures),
 			slog.Duration(KeyRetryIn, e.RetryIn))
+	case messages.DPoPNonceRetried:
+		attrs = append(attrs,
+			slog.String(KeyHost, e.Host),
+			slog.Int(KeyAttempt, e.Attempt))
 	case messages.RecoveryTried:
 		attrs = append(attrs,
 			slog.Int(KeyAttempt, e.Attempt),
@@ -167,6 +176,11 @@ func Attrs(ev messages.Event) []slog.Attr {
 		attrs = append(attrs,
 			slog.Int(KeyConsecutiveFailures, e.ConsecutiveFailures),
 			slog.Duration(KeyRetryIn, e.RetryIn))
+	case messages.ClusterFallback:
+		attrs = append(attrs, slog.String(KeyReason, e.Reason))
+		if e.Err != nil {
+			attrs = append(attrs, slog.String(KeyError, e.Err.Error()))
+		}
 	case messages.Closed:
 		// KeyEvent alone.
 	}

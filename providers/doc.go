@@ -39,6 +39,11 @@
 // certificate chain in its x5c header, as Entra ID's subject name and
 // issuer authentication needs.
 //
+// DPoP (RFC 9449): when the identity has a key (tokenmanager.Settings.DPoP),
+// every token request of a grant carries a DPoP proof of it, and the
+// token endpoint's use_dpop_nonce is answered by one more request with
+// the nonce it gave.
+//
 // [FromTokenSource] adapts any golang.org/x/oauth2 TokenSource, for the
 // flows that package covers (Google credentials, JWT bearer grants, ...).
 //

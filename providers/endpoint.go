@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/go-tokenmanager/tokenmanager"
+	"github.com/go-tokenmanager/tokenmanager/internal/dpopctx"
 	"github.com/go-tokenmanager/tokenmanager/internal/secure"
 )
 
@@ -134,15 +135,24 @@ func (e *endpoint) fetchFrom(ctx context.Context, t target) (tokenmanager.Token,
 	// Each attempt gets its own grant parameters: a JWT assertion's jti
 	// is single-use, so the auto-detect retry must not resend it.
 	attempt := func(style AuthStyle) (tokenmanager.Token, error) {
-		var params url.Values
-		var secrets []string
-		if e.params != nil {
-			var err error
-			if params, secrets, err = e.params(ctx, t); err != nil {
-				return tokenmanager.Token{}, err
+		for try := 0; ; try++ {
+			var params url.Values
+			var secrets []string
+			if e.params != nil {
+				var err error
+				if params, secrets, err = e.params(ctx, t); err != nil {
+					return tokenmanager.Token{}, err
+				}
 			}
+			tok, err := e.retrieve(ctx, t, params, secrets, style)
+			if try == 0 && nonceRequested(ctx, err) {
+				// The server asked for a DPoP nonce and gave one (RFC 9449
+				// §8): once more, with it, and with fresh parameters (an
+				// assertion is good for one request).
+				continue
+			}
+			return tok, err
 		}
-		return e.retrieve(ctx, t, params, secrets, style)
 	}
 	style, detect := AuthStyleInParams, false
 	if cs, ok := e.auth.(*clientSecret); ok {
@@ -201,13 +211,23 @@ func (e *endpoint) retrieve(ctx context.Context, t target, params url.Values, se
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Accept", "application/json")
-	resp, err := e.client.Do(req)
+	client := e.client
+	d := dpopctx.From(ctx)
+	if d != nil {
+		if client, err = withProof(client, d, req); err != nil {
+			return tokenmanager.Token{}, err
+		}
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		// net/http's error names the method and URL (password redacted),
 		// never the body or headers, so no secret can be in it.
 		return tokenmanager.Token{}, fmt.Errorf("providers: token request failed: %w", err)
 	}
 	defer resp.Body.Close()
+	if d != nil && resp.Request != nil {
+		d.SetNonceFor(resp.Request.URL, resp.Header.Get("DPoP-Nonce"))
+	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody+1))
 	if err != nil {
 		return tokenmanager.Token{}, fmt.Errorf("providers: reading token response: %w", err)

@@ -100,7 +100,7 @@ func rollovers(t *testing.T, cfg clusterdemo.Config) rolloverFigures {
 	afterKill := a.FetchesBetween(killedAt, end)
 	fetches, accepted := a.Counts()
 
-	var requests, failed, slow, fallbacks int64
+	var requests, failed, slow, fallbacks, fallbackEvents, fetchFailures int64
 	var maxMs int64
 	for i, st := range stats {
 		if members[i] == victim {
@@ -113,6 +113,8 @@ func rollovers(t *testing.T, cfg clusterdemo.Config) rolloverFigures {
 		failed += st.Failed
 		slow += st.Slow
 		fallbacks += st.Fallbacks
+		fallbackEvents += st.FallbackEvents
+		fetchFailures += st.FetchFailures
 		maxMs = max(maxMs, st.MaxMs)
 		if st.Failed > 0 {
 			t.Errorf("member %d: %d failed requests, the first: %s", i, st.Failed, st.FirstErr)
@@ -129,6 +131,14 @@ func rollovers(t *testing.T, cfg clusterdemo.Config) rolloverFigures {
 		requests, failed, slow, maxMs, fetches, accepted)
 	t.Logf("steady %v: fetches=%d (rollovers ~%d); revocation: fetches=%d; after the kill: fetches=%d (rollovers ~%d) fallbacks=%d",
 		phase, steadyFetches, steadyRollovers, revocationFetches, afterKill, killRollovers, fallbacks)
+	t.Logf("survivors, whole run: cluster_fallback events=%d (OnFallback calls %d); token_request_failed events=%d",
+		fallbackEvents, fallbacks, fetchFailures)
+	if fallbackEvents != fallbacks {
+		t.Errorf("%d cluster_fallback events for %d OnFallback calls; want one each", fallbackEvents, fallbacks)
+	}
+	if fetchFailures != 0 {
+		t.Errorf("%d token_request_failed events on surviving members; the identity provider was up, so none (no backoff)", fetchFailures)
+	}
 
 	if steadyFetches > steadyRollovers+1 {
 		t.Errorf("steady phase: %d fetches; want at most rollovers+1 = %d", steadyFetches, steadyRollovers+1)
@@ -161,9 +171,14 @@ func TestCluster_unreachableFallsBack(t *testing.T) {
 		t.Fatalf("no stats: %q", members[0].Lines())
 	}
 	fetches, _ := a.Counts()
-	t.Logf("unreachable cluster: requests=%d failed=%d max_ms=%d fallbacks=%d fetches=%d", st.Requests, st.Failed, st.MaxMs, st.Fallbacks, fetches)
+	t.Logf("unreachable cluster: requests=%d failed=%d max_ms=%d fallbacks=%d cluster_fallback_events=%d token_request_failed=%d fetches=%d",
+		st.Requests, st.Failed, st.MaxMs, st.Fallbacks, st.FallbackEvents, st.FetchFailures, fetches)
 	if st.Failed != 0 || st.Fallbacks == 0 || fetches == 0 {
 		t.Errorf("requests=%d failed=%d fallbacks=%d fetches=%d; want every request served by direct fetches", st.Requests, st.Failed, st.Fallbacks, fetches)
+	}
+	if st.FallbackEvents != st.Fallbacks || st.FetchFailures != 0 {
+		t.Errorf("cluster_fallback events %d, token_request_failed %d; want one event per fallback (%d) and no failed fetch",
+			st.FallbackEvents, st.FetchFailures, st.Fallbacks)
 	}
 	// Nothing hangs: the member finished its run (wait's limit); its
 	// slowest request is logged, never asserted (a wall-clock figure).

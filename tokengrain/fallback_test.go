@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -24,6 +25,17 @@ type events struct {
 }
 
 func (e *events) add(ev messages.Event) { e.mu.Lock(); e.all = append(e.all, ev); e.mu.Unlock() }
+
+func (e *events) count(name string) (n int) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, ev := range e.all {
+		if ev.Name() == name {
+			n++
+		}
+	}
+	return n
+}
 
 func (e *events) failures() (n int) {
 	e.mu.Lock()
@@ -107,5 +119,28 @@ func TestOwner_unreachableClusterIsNotAProviderFailure(t *testing.T) {
 	}
 	if fallbacks.Load() < 2 {
 		t.Errorf("OnFallback called %d times; want one per direct fetch (at least 2)", fallbacks.Load())
+	}
+	// Each direct fetch is also an event on the owner's bus, published
+	// before the token it fetched, naming the reason and no token.
+	eventually(t, "the fallback events", func() bool { return int64(evs.count("cluster_fallback")) == direct.Load() })
+	evs.mu.Lock()
+	defer evs.mu.Unlock()
+	fellBack := false
+	for _, ev := range evs.all {
+		switch e := ev.(type) {
+		case messages.ClusterFallback:
+			if e.Identity != "a" || e.Reason != ReasonUnreachable || e.Err == nil {
+				t.Errorf("got %#v; want identity a, reason %q and the cluster's error", e, ReasonUnreachable)
+			}
+			if strings.Contains(e.Err.Error(), "a-") {
+				t.Errorf("the fallback's error %q holds a token", e.Err)
+			}
+			fellBack = true
+		case messages.TokenRefreshed:
+			if !fellBack {
+				t.Errorf("a token_refreshed came before its cluster_fallback")
+			}
+			fellBack = false
+		}
 	}
 }

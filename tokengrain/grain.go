@@ -53,6 +53,11 @@ const defaultGrainIdle = 10 * time.Minute
 // provider.
 const defaultFetchWait = 30 * time.Second
 
+// errDPoP is a grain's answer for an identity with a DPoP key: its
+// tokens are bound to the key of the member that fetches them, so they
+// are not shared (see SettingsFor, whose members never ask for one).
+var errDPoP = tokenmanager.Permanent(errors.New("tokengrain: the identity has a DPoP key (Settings.DPoP); DPoP-bound tokens work only with their key, so each member fetches its own"))
+
 // KindOptions configures the grains of [NewKindWith]. Zero values mean the
 // defaults.
 type KindOptions struct {
@@ -149,6 +154,9 @@ func (g *grain) init(c proto.Context, identity string, cl *cluster.Cluster) {
 // why it cannot.
 func (g *grain) start(c proto.Context) {
 	s, err := backoff.SettingsOf(g.settingsFor, g.identity)
+	if err == nil && s.DPoP != nil {
+		err = errDPoP
+	}
 	if s.Clock != nil {
 		g.clk = s.Clock // known even when the settings are invalid
 	} else if g.clk == nil {

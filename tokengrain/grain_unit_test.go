@@ -135,6 +135,34 @@ func TestReadiness_notReady(t *testing.T) {
 	}
 }
 
+// With RemoteOnly (protoactor's Kubernetes provider admits only ready
+// pods), a member that has not joined is ready once its remote may carry
+// tokens; an insecure remote still is not.
+func TestReadiness_remoteOnly(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		rc       *remote.Config
+		wantCode int
+		want     string
+	}{
+		{"insecure remote", remote.Configure("0.0.0.0", 8090), http.StatusServiceUnavailable, "plaintext"},
+		{"not joined, loopback", remote.Configure("127.0.0.1", 8090), http.StatusOK, "ok"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			system := quietSystem()
+			defer system.Shutdown()
+			c := &cluster.Cluster{ActorSystem: system, Config: &cluster.Config{RemoteConfig: tt.rc}}
+			r := NewReadinessWith(c, ReadinessOptions{RemoteOnly: true})
+			defer r.Close()
+			rec := httptest.NewRecorder()
+			r.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+			if rec.Code != tt.wantCode || !strings.Contains(rec.Body.String(), tt.want) {
+				t.Errorf("got %d %q; want %d saying %q", rec.Code, rec.Body.String(), tt.wantCode, tt.want)
+			}
+		})
+	}
+}
+
 // KindOptions.FetchWait bounds the grain's wait for a fetch in progress,
 // below what the member would allow (WaitMs).
 func TestGrain_fetchWaitConfigurable(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/go-tokenmanager/tokenmanager"
 	"github.com/go-tokenmanager/tokenmanager/internal/protocol"
+	"github.com/go-tokenmanager/tokenmanager/messages"
 	"github.com/go-tokenmanager/tokenmanager/tokengrain/tokenpb"
 )
 
@@ -32,8 +33,10 @@ type Options struct {
 	Timeout time.Duration
 	// OnFallback is called, on the fetch's goroutine, each time a member
 	// fetched from the identity provider itself because the cluster did
-	// not serve it; err says why ([Fallback] carries the reason).
-	// Optional.
+	// not serve it; err says why ([Fallback] carries the reason). Each
+	// such fetch is also published as a messages.ClusterFallback event on
+	// the owner's bus (its subscribers, and the actor system's
+	// EventStream). Optional.
 	OnFallback func(identity string, err error)
 	// Fingerprint returns a non-secret digest of the request-shaping
 	// settings behind identity, the same function the kind's
@@ -89,7 +92,9 @@ func wrap(settingsFor tokenmanager.SettingsFunc, o Options, req requester) token
 	rec := recorder{o.Metrics}
 	return func(identity string) (tokenmanager.Settings, error) {
 		s, err := settingsFor(identity)
-		if err != nil {
+		if err != nil || s.DPoP != nil {
+			// A DPoP-bound token works only with its key: the member
+			// fetches its own, bound to its own key.
 			return s, err
 		}
 		var fp string
@@ -107,6 +112,9 @@ func wrap(settingsFor tokenmanager.SettingsFunc, o Options, req requester) token
 			// Not the identity provider's failure: the cluster's. Fetch
 			// directly, so that the owner does not back the identity off.
 			rec.fellBack(identity, fb.Reason)
+			if publish := protocol.PublishFrom(ctx); publish != nil {
+				publish(messages.ClusterFallback{Identity: identity, Reason: fb.Reason, Err: fb})
+			}
 			if o.OnFallback != nil {
 				o.OnFallback(identity, fb)
 			}

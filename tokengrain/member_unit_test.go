@@ -104,12 +104,23 @@ func TestMember_fallbackRules(t *testing.T) {
 			grains := &fakeGrains{answers: tt.answers}
 			var fallbacks atomic.Int64
 			get, direct := member(grains, &fallbacks)
-			tok, err := get(fetchCtx(tt.reason, ""))
+			var published []messages.Event
+			ctx := protocol.WithPublish(fetchCtx(tt.reason, ""), func(ev messages.Event) { published = append(published, ev) })
+			tok, err := get(ctx)
 			if (err != nil) != tt.wantErr || tok.AccessToken != tt.wantToken {
 				t.Fatalf("got %q, %v; want %q (error %v)", tok.AccessToken, err, tt.wantToken, tt.wantErr)
 			}
 			if got := direct.Load(); got != tt.wantDirect || fallbacks.Load() != tt.wantDirect {
 				t.Errorf("direct fetches %d, OnFallback %d; want %d", got, fallbacks.Load(), tt.wantDirect)
+			}
+			if int64(len(published)) != tt.wantDirect {
+				t.Errorf("%d events published; want one messages.ClusterFallback per direct fetch (%d)", len(published), tt.wantDirect)
+			}
+			for _, ev := range published {
+				fb, ok := ev.(messages.ClusterFallback)
+				if !ok || fb.Identity != "a" || fb.Reason == "" || fb.Err == nil {
+					t.Errorf("published %#v; want a messages.ClusterFallback for \"a\" with a reason and an error", ev)
+				}
 			}
 			if tokenmanager.IsPermanent(err) != tt.wantPermanet {
 				t.Errorf("permanent = %v; want %v", tokenmanager.IsPermanent(err), tt.wantPermanet)
@@ -167,4 +178,50 @@ func TestMember_fingerprintCarriedInEveryAsk(t *testing.T) {
 			t.Errorf("ask %d carried fingerprint %q; want fp-a", i, m.GetFingerprint())
 		}
 	}
+}
+
+// The fallback bound: with a grain that never answers, a member's fetch
+// returns the direct token after the ask bound (Options.Timeout), plus
+// the identity provider's own time (here none). The figure is logged, not
+// asserted (wall-clock); what is asserted is that each hop was given the
+// bound and that the fetch did not wait for the grain.
+func TestMember_fallbackBound(t *testing.T) {
+	const bound = 100 * time.Millisecond
+	hung := make(chan struct{})
+	defer close(hung)
+	var hops []time.Duration
+	var mu sync.Mutex
+	req := func(_ string, _ *tokenpb.GetToken, timeout time.Duration) (*tokenpb.TokenReply, error) {
+		mu.Lock()
+		hops = append(hops, timeout)
+		mu.Unlock()
+		<-hung
+		return nil, errUnreachable
+	}
+	settingsFor := func(string) (tokenmanager.Settings, error) {
+		return tokenmanager.Settings{GetCredentials: func(context.Context) (tokenmanager.Token, error) {
+			return tokenmanager.Token{AccessToken: "direct", ExpiresIn: 60}, nil
+		}}, nil
+	}
+	s, _ := wrap(settingsFor, Options{Timeout: bound}, req)("a")
+	var slowest time.Duration
+	for range 5 {
+		began := time.Now()
+		tok, err := s.GetCredentials(fetchCtx(messages.ReasonColdStart, ""))
+		slowest = max(slowest, time.Since(began))
+		if err != nil || tok.AccessToken != "direct" {
+			t.Fatalf("got %v, %v; want the direct token", tok, err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, h := range hops {
+		if h != bound {
+			t.Errorf("a hop was given %v; want the ask bound %v", h, bound)
+		}
+	}
+	if len(hops) != 5 {
+		t.Errorf("%d asks for 5 fetches; want one each (a hung grain is not asked again)", len(hops))
+	}
+	t.Logf("hung grain: direct token after at most %v (ask bound %v, provider 0s), 5 fetches", slowest.Round(time.Millisecond), bound)
 }

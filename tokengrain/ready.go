@@ -27,10 +27,16 @@ const probeIdentity = "tokenmanager-readiness-probe"
 //
 // Create it with [NewReadiness] before c.StartMember, so that it sees the
 // member join; Close it when the cluster shuts down.
+//
+// On protoactor's Kubernetes provider use [NewReadinessWith] with
+// ReadinessOptions.RemoteOnly: that provider counts a pod as a member only
+// once all its containers are ready, so a probe that waits for the member
+// to join would never pass.
 type Readiness struct {
-	c       *cluster.Cluster
-	timeout time.Duration
-	sub     *eventstream.Subscription
+	c          *cluster.Cluster
+	timeout    time.Duration
+	remoteOnly bool
+	sub        *eventstream.Subscription // nil with remoteOnly
 
 	mu      sync.Mutex
 	self    string // this member's address, once the topology listed it
@@ -40,10 +46,35 @@ type Readiness struct {
 // NewReadiness returns the readiness check of c; timeout bounds the ask
 // of a grain (zero means 750ms, as Options.Timeout).
 func NewReadiness(c *cluster.Cluster, timeout time.Duration) *Readiness {
+	return NewReadinessWith(c, ReadinessOptions{Timeout: timeout})
+}
+
+// ReadinessOptions configures [NewReadinessWith].
+type ReadinessOptions struct {
+	// Timeout bounds the ask of a grain. Optional; zero means 750ms, as
+	// Options.Timeout.
+	Timeout time.Duration
+	// RemoteOnly checks only that the remote may carry tokens
+	// ([CheckRemote]), not that the member joined nor that a grain
+	// answers. Set it with a cluster provider that admits a member only
+	// once it is ready, as protoactor's Kubernetes provider does (a pod
+	// whose containers are not all ready is left out of the topology):
+	// there, waiting for the member to join would keep it unready for
+	// ever. Members serve requests before they join all the same, by
+	// fetching on their own. Optional.
+	RemoteOnly bool
+}
+
+// NewReadinessWith is [NewReadiness] with options.
+func NewReadinessWith(c *cluster.Cluster, o ReadinessOptions) *Readiness {
+	timeout := o.Timeout
 	if timeout <= 0 {
 		timeout = defaultTimeout
 	}
-	r := &Readiness{c: c, timeout: timeout}
+	r := &Readiness{c: c, timeout: timeout, remoteOnly: o.RemoteOnly}
+	if o.RemoteOnly {
+		return r
+	}
 	r.sub = c.ActorSystem.EventStream.Subscribe(func(evt any) {
 		t, ok := evt.(*cluster.ClusterTopology)
 		if !ok {
@@ -64,7 +95,9 @@ func NewReadiness(c *cluster.Cluster, timeout time.Duration) *Readiness {
 
 // Close stops following the cluster's topology.
 func (r *Readiness) Close() {
-	r.c.ActorSystem.EventStream.Unsubscribe(r.sub)
+	if r.sub != nil {
+		r.c.ActorSystem.EventStream.Unsubscribe(r.sub)
+	}
 }
 
 // ErrNotJoined is why a member that the cluster's topology does not list
@@ -74,7 +107,7 @@ var ErrNotJoined = errors.New("tokenmanager: token grain: this member has not jo
 // Check returns nil when the member is ready, or why not. A cluster
 // client (StartClient) is ready when the topology lists any member.
 func (r *Readiness) Check(ctx context.Context) error {
-	if err := CheckRemote(r.c); err != nil {
+	if err := CheckRemote(r.c); err != nil || r.remoteOnly {
 		return err
 	}
 	r.mu.Lock()

@@ -11,7 +11,7 @@ import (
 
 	"github.com/go-tokenmanager/tokenmanager"
 	"github.com/go-tokenmanager/tokenmanager/internal/core"
-	"github.com/go-tokenmanager/tokenmanager/internal/request"
+	"github.com/go-tokenmanager/tokenmanager/internal/dpop"
 	"github.com/go-tokenmanager/tokenmanager/internal/secure"
 )
 
@@ -34,29 +34,29 @@ func roundTrip(c *core.Core, base http.RoundTripper, b core.Binding, req *http.R
 		closeBody(req)
 		return nil, err
 	}
-	resp, err := base.RoundTrip(withHeader(req, b.Req.Header, value, req.Body))
+	resp, v, err := send(base, b, req, req.Body, access, value)
 	if err != nil {
 		return nil, err
 	}
-	if !b.Req.Rejects(resp.StatusCode) {
+	if v == core.Accepted {
 		c.Served(b)
 		return resp, nil
 	}
-	call := &httpCall{base: base, req: req, resp: resp, r: b.Req}
-	if err := c.Recover(req.Context(), b, call, access, resp.StatusCode); err != nil {
+	call := &httpCall{base: base, req: req, resp: resp, b: b}
+	if err := c.Recover(req.Context(), b, call, access, value, resp.StatusCode, v); err != nil {
 		return nil, err
 	}
 	return call.resp, nil
 }
 
-// httpCall is an HTTP request under recovery (core.Call); resp is the
-// answer in hand.
+// httpCall is an HTTP request and its sends (core.Call): the first, and
+// those of recovery; resp is the answer in hand.
 type httpCall struct {
 	base http.RoundTripper
 	req  *http.Request
 	resp *http.Response
-	r    *request.Request
-	body io.ReadCloser // the next attempt's body
+	b    core.Binding
+	body io.ReadCloser // the next send's body
 }
 
 func (h *httpCall) Where() string { return h.req.URL.Host }
@@ -77,13 +77,49 @@ func (h *httpCall) Prepare() (err error) {
 
 func (h *httpCall) Discard() { drainClose(h.resp.Body) }
 
-func (h *httpCall) Resend(_, value string) (int, bool, error) {
-	resp, err := h.base.RoundTrip(withHeader(h.req, h.r.Header, value, h.body))
+func (h *httpCall) Resend(token, value string) (int, core.Verdict, error) {
+	resp, v, err := send(h.base, h.b, h.req, h.body, token, value)
+	h.body = nil
 	if err != nil {
-		return 0, false, err
+		return 0, v, err
 	}
 	h.resp = resp
-	return resp.StatusCode, h.r.Rejects(resp.StatusCode), nil
+	return resp.StatusCode, v, nil
+}
+
+// send sends a clone of req with body and token's header value and, for
+// a DPoP-bound token, a new proof made for this send (its method and
+// URL: a resend or a redirect's request gets its own). It records any
+// DPoP nonce the answer carries, and says what the answer means for the
+// token.
+func send(base http.RoundTripper, b core.Binding, req *http.Request, body io.ReadCloser, token, value string) (*http.Response, core.Verdict, error) {
+	r2 := withHeader(req, b.Req.Header, value, body)
+	d := b.Req.DPoP
+	bound := core.Proves(b, value)
+	if bound {
+		proof, err := d.ProofFor(r2.Method, r2.URL, token)
+		if err != nil {
+			closeBody(r2)
+			return nil, core.Accepted, err
+		}
+		r2.Header.Set("DPoP", proof)
+	}
+	resp, err := base.RoundTrip(r2)
+	if err != nil {
+		return nil, core.Accepted, err
+	}
+	if d != nil {
+		if n := resp.Header.Get("DPoP-Nonce"); n != "" {
+			d.SetNonceFor(req.URL, n)
+			if bound && resp.StatusCode == http.StatusUnauthorized && dpop.Challenge(resp.Header.Values("WWW-Authenticate")) {
+				return resp, core.NonceNeeded, nil
+			}
+		}
+	}
+	if b.Req.Rejects(resp.StatusCode) {
+		return resp, core.Rejected, nil
+	}
+	return resp, core.Accepted, nil
 }
 
 // withHeader returns a clone of req carrying the token's header value and

@@ -102,7 +102,8 @@ func New(settings tokenmanager.Settings, opts ...Option) (*RoundTripper, error) 
 // case).
 //
 // Used from settings: Header, Formatter, RefreshOnStatus,
-// MaxRecoveryTries, AddTokenToLogs, AllowInsecureHTTP, WaitTimeout,
+// MaxRecoveryTries, AddTokenToLogs, AllowInsecureHTTP, DPoP (give the
+// actor's settings the same key), WaitTimeout,
 // EventBuffer, OnAuthFail, OnRecoveryTry and OnRecoveryAbort. Ignored
 // (the actor's own settings apply): GetCredentials (may be nil here),
 // RefreshBuffer, TokenTryThreshold, Clock, RetryBaseDelay, RetryMaxDelay,

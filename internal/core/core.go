@@ -177,12 +177,22 @@ func (c *Core) Served(b Binding) {
 	}
 }
 
-// HeaderValue formats token with b's Formatter, reusing the last result
-// when the token is the same, so a cached token costs no allocation. A
-// panicking Formatter is contained.
-func (c *Core) HeaderValue(b Binding, token string) (v string, err error) {
+// HeaderValue returns the header value for tok: "DPoP " + the token for
+// a DPoP-bound token (which needs b's DPoP key), else b's Formatter's,
+// reusing the last result when the token is the same, so a cached token
+// costs no allocation. A panicking Formatter is contained.
+func (c *Core) HeaderValue(b Binding, tok tokenmanager.Token) (v string, err error) {
+	token := tok.AccessToken
 	if hv := b.St.Header.Load(); hv != nil && hv.Token == token {
 		return hv.Value, nil
+	}
+	if tokenmanager.IsDPoP(tok) {
+		if b.Req.DPoP == nil {
+			return "", errDPoPWithoutKey
+		}
+		v = DPoPScheme + token
+		b.St.Header.Store(&request.HeaderValue{Token: token, Value: v})
+		return v, nil
 	}
 	defer func() {
 		if r := recover(); r != nil {
@@ -194,18 +204,19 @@ func (c *Core) HeaderValue(b Binding, token string) (v string, err error) {
 	return v, nil
 }
 
-// Cached returns b's fresh cached token and its header value (made by the
-// actor for an owner's identities, "" otherwise), counting the use; ok is
-// false on a miss. It is the fast path: no message, no lock.
-func (c *Core) Cached(b Binding) (access, value string, ok bool) {
-	snap := b.H.Snapshot()
-	if !c.Fresh(b, snap) {
-		return "", "", false
-	}
-	if b.Req == b.H.Request {
-		value = snap.Header
-	}
-	return snap.Token.AccessToken, value, true
+// DPoPScheme starts the header value of a DPoP-bound token.
+const DPoPScheme = "DPoP "
+
+// errDPoPWithoutKey fails a request whose token is DPoP-bound when the
+// request side has no key to prove it.
+var errDPoPWithoutKey = tokenmanager.Permanent(errors.New("tokenmanager: the token is DPoP-bound (token_type DPoP) but the request side has no DPoP key; set Settings.DPoP"))
+
+// Proves reports whether a call carrying header value v needs a DPoP
+// proof: its token is DPoP-bound. A custom Formatter cannot be combined
+// with DPoP, so only DPoP-bound tokens have values starting with
+// DPoPScheme.
+func Proves(b Binding, v string) bool {
+	return b.Req.DPoP != nil && len(v) > len(DPoPScheme) && v[:len(DPoPScheme)] == DPoPScheme
 }
 
 // Attach returns the token a call should carry and its header value:
@@ -219,20 +230,26 @@ func (c *Core) attach(ctx context.Context, b *Binding, failFast bool) (access, v
 	if c.Closed() {
 		return "", "", tokenmanager.ErrClosed
 	}
-	access, value, ok := c.Cached(*b)
-	if !ok {
+	snap := b.H.Snapshot()
+	var tok tokenmanager.Token
+	if c.Fresh(*b, snap) {
+		tok = snap.Token
+		if b.Req == b.H.Request {
+			value = snap.Header
+		}
+	} else {
 		iss, err := c.token(ctx, b, "", failFast)
 		if err != nil {
 			return "", "", err
 		}
-		access = iss.Token.AccessToken
+		tok = iss.Token
 	}
 	if value == "" {
-		if value, err = c.HeaderValue(*b, access); err != nil {
+		if value, err = c.HeaderValue(*b, tok); err != nil {
 			return "", "", err
 		}
 	}
-	return access, value, nil
+	return tok.AccessToken, value, nil
 }
 
 // Issued is a token with its expiry on the manager's clock (zero when it

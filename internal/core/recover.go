@@ -10,8 +10,9 @@ import (
 	"github.com/go-tokenmanager/tokenmanager/messages"
 )
 
-// Call is one request or RPC whose token was rejected and that the core
-// may send again with a fresh one. The facade keeps the last answer.
+// Call is one request or RPC that the core may send again: its token
+// was rejected, or the server asked for a DPoP nonce. The facade keeps
+// the last answer.
 type Call interface {
 	// Where names the call in events: the request's host, or the gRPC
 	// method.
@@ -24,89 +25,159 @@ type Call interface {
 	Prepare() error
 	// Discard releases the answer in hand before it is replaced.
 	Discard()
-	// Resend sends the call again with the header value of token. It
-	// reports the answer's status and whether it rejected the token
-	// again; err is a failure to obtain any answer.
-	Resend(token, value string) (status int, rejected bool, err error)
+	// Resend sends the call again with token and its header value (a
+	// DPoP-bound token's proof is made anew by the facade). It reports
+	// the answer's status and verdict; err is a failure to obtain any
+	// answer.
+	Resend(token, value string) (status int, v Verdict, err error)
 }
 
-// Recover runs the recovery loop for call, whose answer with status
-// rejected the token used: it invalidates that token (only if it is still
-// the cached one), waits for a fresh one and resends the call, at most
-// b's MaxTries times, publishing AuthFailed, RecoveryTried and
+// Verdict is what an answer says of the token a call carried.
+type Verdict uint8
+
+const (
+	// Accepted: the answer is the call's, whatever its status.
+	Accepted Verdict = iota
+	// Rejected: the status is in RefreshOnStatus; the token is
+	// invalidated and the call resent with a fresh one.
+	Rejected
+	// NonceNeeded: the server asked for a DPoP nonce (a 401 with a DPoP
+	// challenge error="use_dpop_nonce" and a DPoP-Nonce header, which the
+	// facade has recorded). The call is resent with the same token and a
+	// proof that carries the nonce.
+	NonceNeeded
+)
+
+// MaxNonceResends bounds how often one call is resent because its server
+// asked for a DPoP nonce, apart from MaxRecoveryTries: a server hands out
+// a nonce with its challenge, so one resend answers it; the second
+// covers a nonce that rotated in between.
+const MaxNonceResends = 2
+
+// Recover runs the recovery loop for call, whose answer with status and
+// verdict v (Rejected or NonceNeeded) came back for token used, sent as
+// value. A rejection invalidates that token (only if it is still the
+// cached one), waits for a fresh one and resends the call, at most b's
+// MaxTries times, publishing AuthFailed, RecoveryTried and
 // RecoveryAborted as it goes. While the actor holds because new tokens
 // keep being rejected, a first rejection is given back at once, the token
-// kept. Recover returns the error of the last Resend, if any; otherwise
-// the call holds the answer to give back.
-func (c *Core) Recover(ctx context.Context, b Binding, call Call, used string, status int) error {
-	where, maxTries := call.Where(), b.Req.MaxTries
-	for attempt := 1; ; attempt++ {
-		c.Bus.PublishWith(messages.AuthFailed{
-			Identity:    b.H.Identity,
-			Status:      status,
-			Host:        where,
-			Fingerprint: tokenmanager.Fingerprint(used),
-			Message:     withTokenf(b, used, "request to %s got status %d", where, status),
-		}, b.Req.Callbacks)
-		if !c.reject(b, used, attempt == 1) {
-			c.Bus.PublishWith(messages.RecoveryAborted{
-				Identity: b.H.Identity,
-				Status:   status,
-				Message:  fmt.Sprintf("recovery aborted for request to %s with status %d: new tokens keep being rejected, so the manager is backing off", where, status),
-			}, b.Req.Callbacks)
+// kept. A nonce request resends the call with the same token, at most
+// MaxNonceResends times, publishing DPoPNonceRetried; it invalidates
+// nothing and uses no recovery try. Recover returns the error of the last
+// Resend, if any; otherwise the call holds the answer to give back.
+func (c *Core) Recover(ctx context.Context, b Binding, call Call, used, value string, status int, v Verdict) error {
+	where := call.Where()
+	attempt, nonces := 0, 0 // recovery tries and nonce resends made
+	for {
+		switch v {
+		case Accepted:
+			c.Served(b)
 			return nil
-		}
-		why := call.Unreplayable()
-		switch {
-		case why != "":
-		case attempt > maxTries && maxTries == 0:
-			why = "no recovery tries are allowed"
-		case attempt > maxTries:
-			why = fmt.Sprintf("all %d recovery tries were used", maxTries)
-		}
-		var value string
-		if why == "" {
-			iss, err := c.Token(ctx, &b, used)
-			if err == nil {
-				value, err = c.HeaderValue(b, iss.Token.AccessToken)
+		case NonceNeeded:
+			why := call.Unreplayable()
+			if why == "" && nonces >= MaxNonceResends {
+				why = fmt.Sprintf("the server asked for a DPoP nonce again after %d resends with one", nonces)
 			}
-			if err == nil {
-				err = call.Prepare()
+			if why == "" {
+				if err := call.Prepare(); err != nil {
+					why = fmt.Sprintf("no body: %v", err)
+				}
 			}
-			if err != nil {
-				// Keep the answer we have rather than trading it for an
-				// error: the call obtained an answer.
-				why = fmt.Sprintf("no fresh token or body: %v", err)
-			} else {
-				used = iss.Token.AccessToken
+			if why != "" {
+				c.Bus.PublishWith(messages.RecoveryAborted{
+					Identity: b.H.Identity,
+					Attempts: attempt + nonces,
+					Status:   status,
+					Message:  fmt.Sprintf("recovery aborted for request to %s with status %d: %s", where, status, why),
+				}, b.Req.Callbacks)
+				return nil
 			}
-		}
-		if why != "" {
-			c.Bus.PublishWith(messages.RecoveryAborted{
+			call.Discard()
+			nonces++
+			c.Bus.PublishWith(messages.DPoPNonceRetried{
 				Identity: b.H.Identity,
-				Attempts: attempt - 1,
-				Status:   status,
-				Message:  fmt.Sprintf("recovery aborted for request to %s with status %d: %s", where, status, why),
+				Host:     where,
+				Attempt:  nonces,
 			}, b.Req.Callbacks)
-			return nil
+		default: // Rejected
+			attempt++
+			var ok bool
+			if used, value, ok = c.renew(ctx, b, call, used, status, attempt, nonces); !ok {
+				return nil
+			}
 		}
-		call.Discard()
-		c.Bus.PublishWith(messages.RecoveryTried{
-			Identity:    b.H.Identity,
-			Attempt:     attempt,
-			Fingerprint: tokenmanager.Fingerprint(used),
-			Message:     withTokenf(b, used, "resending request to %s with a fresh token (recovery try %d of %d)", where, attempt, maxTries),
-		}, b.Req.Callbacks)
-		var rejected bool
 		var err error
-		status, rejected, err = call.Resend(used, value)
-		if err != nil || !rejected {
-			if err == nil {
-				c.Served(b)
-			}
+		status, v, err = call.Resend(used, value)
+		if err != nil {
 			return err
 		}
 	}
+}
+
+// renew handles the rejection of token used by the call's answer with
+// status: it publishes AuthFailed, has the token dropped, and gets a
+// fresh token and its header value for recovery try attempt, publishing
+// RecoveryTried; or it publishes RecoveryAborted and reports false,
+// leaving the call's answer in hand.
+func (c *Core) renew(ctx context.Context, b Binding, call Call, used string, status, attempt, nonces int) (token, value string, ok bool) {
+	where, maxTries := call.Where(), b.Req.MaxTries
+	c.Bus.PublishWith(messages.AuthFailed{
+		Identity:    b.H.Identity,
+		Status:      status,
+		Host:        where,
+		Fingerprint: tokenmanager.Fingerprint(used),
+		Message:     withTokenf(b, used, "request to %s got status %d", where, status),
+	}, b.Req.Callbacks)
+	if !c.reject(b, used, attempt == 1) {
+		c.Bus.PublishWith(messages.RecoveryAborted{
+			Identity: b.H.Identity,
+			Attempts: nonces,
+			Status:   status,
+			Message:  fmt.Sprintf("recovery aborted for request to %s with status %d: new tokens keep being rejected, so the manager is backing off", where, status),
+		}, b.Req.Callbacks)
+		return "", "", false
+	}
+	why := call.Unreplayable()
+	switch {
+	case why != "":
+	case attempt > maxTries && maxTries == 0:
+		why = "no recovery tries are allowed"
+	case attempt > maxTries:
+		why = fmt.Sprintf("all %d recovery tries were used", maxTries)
+	}
+	if why == "" {
+		iss, err := c.Token(ctx, &b, used)
+		if err == nil {
+			value, err = c.HeaderValue(b, iss.Token)
+		}
+		if err == nil {
+			err = call.Prepare()
+		}
+		if err != nil {
+			// Keep the answer we have rather than trading it for an
+			// error: the call obtained an answer.
+			why = fmt.Sprintf("no fresh token or body: %v", err)
+		} else {
+			used = iss.Token.AccessToken
+		}
+	}
+	if why != "" {
+		c.Bus.PublishWith(messages.RecoveryAborted{
+			Identity: b.H.Identity,
+			Attempts: attempt - 1 + nonces,
+			Status:   status,
+			Message:  fmt.Sprintf("recovery aborted for request to %s with status %d: %s", where, status, why),
+		}, b.Req.Callbacks)
+		return "", "", false
+	}
+	call.Discard()
+	c.Bus.PublishWith(messages.RecoveryTried{
+		Identity:    b.H.Identity,
+		Attempt:     attempt,
+		Fingerprint: tokenmanager.Fingerprint(used),
+		Message:     withTokenf(b, used, "resending request to %s with a fresh token (recovery try %d of %d)", where, attempt, maxTries),
+	}, b.Req.Callbacks)
+	return used, value, true
 }
 
 // reject handles a rejection of token used: unless the actor holds (new

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/go-tokenmanager/tokenmanager"
+	"github.com/go-tokenmanager/tokenmanager/internal/core"
 	"github.com/go-tokenmanager/tokenmanager/internal/testutil"
 	"github.com/go-tokenmanager/tokenmanager/messages"
 )
@@ -33,6 +34,7 @@ type fakeCall struct {
 type reply struct {
 	status   int
 	rejected bool
+	nonce    bool // a DPoP nonce request
 	err      error
 }
 
@@ -53,7 +55,7 @@ func (c *fakeCall) Discard() {
 	c.discards[c.current]++
 }
 
-func (c *fakeCall) Resend(token, value string) (int, bool, error) {
+func (c *fakeCall) Resend(token, value string) (int, core.Verdict, error) {
 	c.sent = append(c.sent, token)
 	if c.values == nil {
 		c.values = map[string]int{}
@@ -67,12 +69,20 @@ func (c *fakeCall) Resend(token, value string) (int, bool, error) {
 	if r.err != nil {
 		c.current = -1 // no answer in hand
 	}
-	return r.status, r.rejected, r.err
+	v := core.Accepted
+	switch {
+	case r.nonce:
+		v = core.NonceNeeded
+	case r.rejected:
+		v = core.Rejected
+	}
+	return r.status, v, r.err
 }
 
 var (
 	accepted = reply{status: 200}
 	rejected = reply{status: 401, rejected: true}
+	nonce    = reply{status: 401, rejected: true, nonce: true}
 )
 
 func TestRecover(t *testing.T) {
@@ -83,6 +93,7 @@ func TestRecover(t *testing.T) {
 		hold     bool  // the actor holds: new tokens keep being rejected
 		streak   bool  // the actor counts rejected new tokens
 		fetchErr error // the actor's fetches fail
+		first    reply // the first answer; the zero value: rejected
 
 		wantErr         error
 		wantSent        []string // tokens resent, in order
@@ -90,11 +101,49 @@ func TestRecover(t *testing.T) {
 		wantInvalidated []string
 		wantRejected    []string
 		wantServed      int
-		wantKept        int    // the answer given back; -1 for none
-		wantAborted     string // in RecoveryAborted's message; "" for none
-		wantAttempts    int    // RecoveryAborted.Attempts
-		wantCached      string // the cached token afterwards
+		wantKept        int      // the answer given back; -1 for none
+		wantAborted     string   // in RecoveryAborted's message; "" for none
+		wantAttempts    int      // RecoveryAborted.Attempts
+		wantCached      string   // the cached token afterwards
+		wantNonces      int      // DPoPNonceRetried events
+		wantTried       []string // tokens of RecoveryTried; nil: wantSent
 	}{
+		{
+			name: "a nonce request resends with the same token", maxTries: 3, first: nonce,
+			call:     fakeCall{replies: []reply{accepted}},
+			wantSent: []string{"tok-0"}, wantTried: []string{},
+			wantKept: 1, wantCached: "tok-0", wantNonces: 1,
+		},
+		{
+			name: "a nonce request needs no recovery try", maxTries: -1, first: nonce,
+			call:     fakeCall{replies: []reply{accepted}},
+			wantSent: []string{"tok-0"}, wantTried: []string{},
+			wantKept: 1, wantCached: "tok-0", wantNonces: 1,
+		},
+		{
+			name: "nonce resends are bounded", maxTries: 3, first: nonce,
+			call:     fakeCall{replies: []reply{nonce, nonce, accepted}},
+			wantSent: []string{"tok-0", "tok-0"}, wantTried: []string{},
+			wantKept: 2, wantCached: "tok-0", wantNonces: 2,
+			wantAborted: "asked for a DPoP nonce again after 2 resends", wantAttempts: 2,
+		},
+		{
+			name: "a nonce request after a fresh token", maxTries: 3,
+			call:     fakeCall{replies: []reply{nonce, accepted}},
+			wantSent: []string{"tok-1", "tok-1"}, wantTried: []string{"tok-1"}, wantFetches: 1,
+			wantInvalidated: []string{"tok-0"}, wantKept: 2, wantCached: "tok-1", wantNonces: 1,
+		},
+		{
+			name: "a rejection after a nonce resend", maxTries: 3, first: nonce,
+			call:     fakeCall{replies: []reply{rejected, accepted}},
+			wantSent: []string{"tok-0", "tok-1"}, wantTried: []string{"tok-1"}, wantFetches: 1,
+			wantInvalidated: []string{"tok-0"}, wantKept: 2, wantCached: "tok-1", wantNonces: 1,
+		},
+		{
+			name: "a nonce request of an unreplayable call", maxTries: 3, first: nonce,
+			call:        fakeCall{unreplayable: "its body cannot be read again"},
+			wantAborted: "its body cannot be read again", wantCached: "tok-0",
+		},
 		{
 			name: "accepted at the first resend", maxTries: 3,
 			call:     fakeCall{replies: []reply{accepted}},
@@ -170,7 +219,15 @@ func TestRecover(t *testing.T) {
 			f.b.H.SetStreak(tt.streak)
 			call := tt.call
 
-			err := f.c.Recover(context.Background(), f.b, &call, "tok-0", 401)
+			first := tt.first
+			if first == (reply{}) {
+				first = rejected
+			}
+			v := core.Rejected
+			if first.nonce {
+				v = core.NonceNeeded
+			}
+			err := f.c.Recover(context.Background(), f.b, &call, "tok-0", "Bearer tok-0", 401, v)
 			if !errors.Is(err, tt.wantErr) || (err == nil) != (tt.wantErr == nil) {
 				t.Errorf("Recover = %v; want %v", err, tt.wantErr)
 			}
@@ -181,7 +238,7 @@ func TestRecover(t *testing.T) {
 				t.Errorf("resent with %q; want %q", call.sent, tt.wantSent)
 			}
 			for tok, n := range call.values {
-				if !strings.HasPrefix(tok, "Bearer tok-") || n != 1 {
+				if !strings.HasPrefix(tok, "Bearer tok-") || (n != 1 && tt.wantNonces == 0) {
 					t.Errorf("header value %q sent %d times; want a fresh bearer token once each", tok, n)
 				}
 			}
@@ -220,7 +277,11 @@ func TestRecover(t *testing.T) {
 			}
 
 			authFailed := testutil.EventsOf[messages.AuthFailed](f.ev)
-			if want := 1 + len(tt.wantRejected); len(authFailed) != want {
+			want := 1 + len(tt.wantRejected)
+			if first.nonce {
+				want = len(tt.wantInvalidated) + len(tt.wantRejected)
+			}
+			if len(authFailed) != want {
 				t.Errorf("%d AuthFailed events; want %d", len(authFailed), want)
 			}
 			for _, e := range authFailed {
@@ -228,13 +289,26 @@ func TestRecover(t *testing.T) {
 					t.Errorf("AuthFailed = %+v; want identity tenant, host api.test, status 401", e)
 				}
 			}
+			wantTried := tt.wantTried
+			if wantTried == nil {
+				wantTried = tt.wantSent
+			}
 			tried := testutil.EventsOf[messages.RecoveryTried](f.ev)
-			if len(tried) != len(tt.wantSent) {
-				t.Errorf("%d RecoveryTried events; want %d", len(tried), len(tt.wantSent))
+			if len(tried) != len(wantTried) {
+				t.Errorf("%d RecoveryTried events; want %d", len(tried), len(wantTried))
 			}
 			for i, e := range tried {
-				if e.Attempt != i+1 || e.Fingerprint != tokenmanager.Fingerprint(tt.wantSent[i]) {
-					t.Errorf("RecoveryTried %d = %+v; want attempt %d with %s's fingerprint", i, e, i+1, tt.wantSent[i])
+				if i < len(wantTried) && (e.Attempt != i+1 || e.Fingerprint != tokenmanager.Fingerprint(wantTried[i])) {
+					t.Errorf("RecoveryTried %d = %+v; want attempt %d with %s's fingerprint", i, e, i+1, wantTried[i])
+				}
+			}
+			nonces := testutil.EventsOf[messages.DPoPNonceRetried](f.ev)
+			if len(nonces) != tt.wantNonces {
+				t.Errorf("%d DPoPNonceRetried events; want %d", len(nonces), tt.wantNonces)
+			}
+			for i, e := range nonces {
+				if e.Attempt != i+1 || e.Host != "api.test" || e.Identity != "tenant" {
+					t.Errorf("DPoPNonceRetried %d = %+v; want attempt %d to api.test for tenant", i, e, i+1)
 				}
 			}
 			aborted := testutil.EventsOf[messages.RecoveryAborted](f.ev)
@@ -330,14 +404,14 @@ func TestHeaderValue(t *testing.T) {
 		return "Key " + tok
 	}}, false)
 	for range 3 {
-		if v, err := f.c.HeaderValue(f.b, "tok-1"); v != "Key tok-1" || err != nil {
+		if v, err := f.c.HeaderValue(f.b, tokenmanager.Token{AccessToken: "tok-1"}); v != "Key tok-1" || err != nil {
 			t.Fatalf("HeaderValue = %q, %v; want Key tok-1", v, err)
 		}
 	}
 	if calls != 1 {
 		t.Errorf("Formatter called %d times for one token; want 1", calls)
 	}
-	if v, err := f.c.HeaderValue(f.b, "boom"); err == nil || strings.Contains(err.Error(), "boom") {
+	if v, err := f.c.HeaderValue(f.b, tokenmanager.Token{AccessToken: "boom"}); err == nil || strings.Contains(err.Error(), "boom") {
 		t.Errorf("HeaderValue with a panicking Formatter = %q, %v; want an error without the token", v, err)
 	}
 }

@@ -1,6 +1,10 @@
 package protocol
 
-import "context"
+import (
+	"context"
+
+	"github.com/go-tokenmanager/tokenmanager/messages"
+)
 
 type fetchKey struct{}
 
@@ -20,4 +24,21 @@ func WithFetch(ctx context.Context, reason, rejected string) context.Context {
 func FetchFrom(ctx context.Context) (reason, rejected string) {
 	f, _ := ctx.Value(fetchKey{}).(fetchInfo)
 	return f.reason, f.rejected
+}
+
+type publishKey struct{}
+
+// WithPublish returns ctx carrying publish, which puts an event on the
+// bus of the host calling the provider (the token actor's, or the
+// owner's): a distributed provider publishes what it did instead of the
+// identity provider (messages.ClusterFallback) where the identity's other
+// events go. publish must be safe to call from the provider's goroutine.
+func WithPublish(ctx context.Context, publish func(messages.Event)) context.Context {
+	return context.WithValue(ctx, publishKey{}, publish)
+}
+
+// PublishFrom returns what WithPublish put in ctx, or nil.
+func PublishFrom(ctx context.Context) func(messages.Event) {
+	p, _ := ctx.Value(publishKey{}).(func(messages.Event))
+	return p
 }

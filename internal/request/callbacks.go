@@ -27,7 +27,7 @@ func WithoutActorCallbacks(s tokenmanager.Settings) tokenmanager.Settings {
 // IsRequestSide reports whether the RoundTripper (not the actor) publishes ev.
 func IsRequestSide(ev messages.Event) bool {
 	switch ev.(type) {
-	case messages.AuthFailed, messages.RecoveryTried, messages.RecoveryAborted:
+	case messages.AuthFailed, messages.RecoveryTried, messages.RecoveryAborted, messages.DPoPNonceRetried:
 		return true
 	}
 	return false

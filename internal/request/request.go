@@ -31,6 +31,8 @@ type Request struct {
 	// Bearer says Formatter is the default, BearerFormatter: library
 	// code, which the token actor may call itself.
 	Bearer bool
+	// DPoP is the identity's DPoP key; nil without DPoP.
+	DPoP *tokenmanager.DPoP
 }
 
 // New resolves the request side of s (defaults applied), with the
@@ -48,6 +50,7 @@ func New(s tokenmanager.Settings, side Side) *Request {
 		Wait:      s.WaitTimeout,
 		Callbacks: Callbacks(s, side),
 		Bearer:    bearer,
+		DPoP:      s.DPoP,
 	}
 	for _, code := range s.RefreshOnStatus {
 		r.reject[code/64] |= 1 << (code % 64)

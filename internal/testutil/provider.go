@@ -21,6 +21,7 @@ var ErrEndpointDown = errors.New("token endpoint down")
 type Provider struct {
 	Prefix    string // default "tok-"
 	ExpiresIn int64
+	TokenType string // the tokens' token_type; "" for none (bearer)
 
 	Calls  atomic.Int64
 	FailN  atomic.Int64 // the next FailN calls return ErrEndpointDown
@@ -84,7 +85,7 @@ func (p *Provider) Get(ctx context.Context) (tokenmanager.Token, error) {
 	if p.OnIssue != nil {
 		p.OnIssue(tok)
 	}
-	return tokenmanager.Token{AccessToken: tok, ExpiresIn: p.ExpiresIn}, nil
+	return tokenmanager.Token{AccessToken: tok, ExpiresIn: p.ExpiresIn, TokenType: p.TokenType}, nil
 }
 
 // take decrements *n if it is positive and reports whether it did.

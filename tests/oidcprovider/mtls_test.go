@@ -193,34 +193,42 @@ func TestMTLS_load(t *testing.T) {
 	hc := &http.Client{Transport: rt}
 
 	const workers, duration = 8, 5 * time.Second
-	var ok, failed atomic.Int64
+	ok, failed := load(t, workers, duration, func() (*http.Response, error) { return hc.Get(r.api.URL) })
+	t.Logf("mutual TLS, %d workers x %v: %d requests succeeded, %d failed, %d refused by the API",
+		workers, duration, ok, failed, r.refused.Load())
+	if failed != 0 || r.refused.Load() != 0 || ok == 0 {
+		t.Errorf("%d failed, %d refused, %d succeeded; want 0 failed, 0 refused", failed, r.refused.Load(), ok)
+	}
+}
+
+// load runs workers goroutines sending requests with send for duration
+// (real time: a real server's load) and counts the requests answered 200
+// and the others; the first failure is reported.
+func load(t *testing.T, workers int, duration time.Duration, send func() (*http.Response, error)) (ok, failed int64) {
+	var okN, failedN atomic.Int64
 	var firstErr sync.Once
 	deadline := time.Now().Add(duration)
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(func() {
 			for time.Now().Before(deadline) {
-				resp, err := hc.Get(r.api.URL)
+				resp, err := send()
 				if err != nil {
-					failed.Add(1)
+					failedN.Add(1)
 					firstErr.Do(func() { t.Errorf("request failed: %v", err) })
 					continue
 				}
 				io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
 				if resp.StatusCode != http.StatusOK {
-					failed.Add(1)
+					failedN.Add(1)
 					firstErr.Do(func() { t.Errorf("request answered %d", resp.StatusCode) })
 					continue
 				}
-				ok.Add(1)
+				okN.Add(1)
 			}
 		})
 	}
 	wg.Wait()
-	t.Logf("mutual TLS, %d workers x %v: %d requests succeeded, %d failed, %d refused by the API",
-		workers, duration, ok.Load(), failed.Load(), r.refused.Load())
-	if failed.Load() != 0 || r.refused.Load() != 0 || ok.Load() == 0 {
-		t.Errorf("%d failed, %d refused, %d succeeded; want 0 failed, 0 refused", failed.Load(), r.refused.Load(), ok.Load())
-	}
+	return okN.Load(), failedN.Load()
 }

@@ -54,6 +54,10 @@ type Config struct {
 	// without it no certificate is "verified" (self_signed_tls_client_auth
 	// and certificate-bound tokens need no verification).
 	ClientCAs *x509.CertPool
+	// RequireDPoPNonce makes the token endpoint require a server nonce in
+	// every DPoP proof (RFC 9449 §8): a proof without one, or with a
+	// stale one, is answered 400 use_dpop_nonce with a DPoP-Nonce.
+	RequireDPoPNonce bool
 }
 
 // Server is a running provider.
@@ -112,6 +116,8 @@ func Start(t testing.TB, cfg Config) *Server {
 		"tokenTTL":    ttl,
 		"proxySecret": secret,
 		"mtlsURL":     front.srv.URL,
+
+		"requireDPoPNonce": cfg.RequireDPoPNonce,
 	})
 	if err != nil {
 		t.Fatal(err)

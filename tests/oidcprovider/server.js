@@ -4,7 +4,7 @@
 //
 // The configuration comes from the Go test (see oidcprovider.go): the
 // clients, the mutual-TLS proxy's URL and its shared secret, the token
-// lifetime. The server listens on an ephemeral loopback port, builds the
+// lifetime, whether DPoP proofs must carry a nonce. The server listens on an ephemeral loopback port, builds the
 // provider with issuer http://127.0.0.1:<port>, and prints one line
 //
 //	LISTENING {"issuer": "http://127.0.0.1:<port>"}
@@ -63,7 +63,13 @@ server.listen(0, '127.0.0.1', () => {
       devInteractions: { enabled: false },
       clientCredentials: { enabled: true },
       introspection: { enabled: true },
-      dPoP: { enabled: true },
+      // Nonces are kept by HMAC over the time step (60 s in
+      // oidc-provider); required on every proof when the test asks.
+      dPoP: {
+        enabled: true,
+        nonceSecret: crypto.randomBytes(32),
+        requireNonce: () => config.requireDPoPNonce === true,
+      },
       mTLS: {
         enabled: true,
         certificateBoundAccessTokens: true,

@@ -24,6 +24,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/go-tokenmanager/tokenmanager"
+	"github.com/go-tokenmanager/tokenmanager/messages"
 	"github.com/go-tokenmanager/tokenmanager/providers"
 	"github.com/go-tokenmanager/tokenmanager/tokengrain"
 	"github.com/go-tokenmanager/tokenmanager/transport"
@@ -68,8 +69,13 @@ type Stats struct {
 	Slow      int64 `json:"slow"` // slower than SlowRequest
 	MaxMs     int64 `json:"max_ms"`
 	Fallbacks int64 `json:"fallbacks"` // fetches of its own: the cluster did not answer
-	FirstErr  string
-	Tokens    int64 `json:"tokens"` // Stranger mode: asks answered with a token
+	// FallbackEvents counts the messages.ClusterFallback events its
+	// owner published (one per fallback); FetchFailures its
+	// token_request_failed events (each a backoff).
+	FallbackEvents int64 `json:"fallback_events"`
+	FetchFailures  int64 `json:"fetch_failures"`
+	FirstErr       string
+	Tokens         int64 `json:"tokens"` // Stranger mode: asks answered with a token
 	// Hosts says the member hosted the grain when it measured AskP50Us
 	// and AskP99Us: the latency of asking the grain for its cached token
 	// (a member's miss), in microseconds, over 200 asks.
@@ -201,6 +207,15 @@ func runMember() int {
 		fmt.Println("ERROR", err)
 		return 1
 	}
+	var fallbackEvents, fetchFailures atomic.Int64
+	m.Subscribe(func(ev messages.Event) {
+		switch ev.(type) {
+		case messages.ClusterFallback:
+			fallbackEvents.Add(1)
+		case messages.TokenRequestFailed:
+			fetchFailures.Add(1)
+		}
+	})
 	fmt.Println("READY")
 	// Start together: the parent says when.
 	startAt, _ := strconv.ParseInt(env(envStart), 10, 64)
@@ -276,9 +291,10 @@ func runMember() int {
 		st.Hosts = hosting.Load()
 		st.AskP50Us, st.AskP99Us = askLatency(c)
 	}
+	m.Close() // delivers the events queued
+	st.FallbackEvents, st.FetchFailures = fallbackEvents.Load(), fetchFailures.Load()
 	out, _ := json.Marshal(st)
 	fmt.Printf("STATS %s\n", out)
-	m.Close()
 	switch {
 	case c == nil:
 	case env(envClient) != "":
