@@ -93,7 +93,7 @@ func (w *owner) resolve(m *protocol.Resolve) {
 		m.Reply <- protocol.Resolved{Err: err}
 		return
 	}
-	p := w.await(m.Identity, true)
+	p := w.await(m.Identity, m.Fetch)
 	p.resolves = slices.DeleteFunc(p.resolves, func(r *protocol.Resolve) bool { return r.Ctx.Err() != nil })
 	p.resolves = append(p.resolves, m)
 }
@@ -124,7 +124,7 @@ func (w *owner) await(identity string, fetch bool) *pending {
 		p = &pending{}
 		w.pending[identity] = p
 		w.pendingPeak = max(w.pendingPeak, len(w.pending))
-		fn, ctx := w.s.SettingsFor, w.ctx
+		fn, ctx, bus := w.s.SettingsFor, w.ctx, w.o.Bus
 		var calls *atomic.Int32
 		if fetch {
 			p.x = &hosted{}
@@ -137,7 +137,7 @@ func (w *owner) await(identity string, fetch bool) *pending {
 				w.sendSelf(m)
 				return
 			}
-			firstFetch(ctx, m.s, calls, func(d *fetchDone, start time.Time) {
+			firstFetch(ctx, m.s, bus, calls, func(d *fetchDone, start time.Time) {
 				m.first, m.firstAt = d, start
 				w.sendSelf(m)
 			})

@@ -300,15 +300,11 @@ func (st *state) publish(ev messages.Event) {
 // block (it sends a message to the host).
 func (st *state) launch(done func(*fetchDone)) {
 	id, provider := st.fetch.id, st.provider
-	ctx, cancel := context.WithTimeout(context.Background(), st.s.FetchTimeout)
 	dropped := ""
 	if st.drops != nil {
 		dropped = st.drops.last
 	}
-	ctx = protocol.WithFetch(ctx, string(st.fetch.why.reason()), dropped)
-	if bus := st.h.Bus; bus != nil {
-		ctx = protocol.WithPublish(ctx, bus.Publish) // the Bus is safe for concurrent use
-	}
+	ctx, cancel := fetchContext(context.Background(), st.s.FetchTimeout, st.fetch.why, dropped, st.h.Bus)
 	st.fetch.cancel = cancel
 	calls := &st.fetch.calls
 	go func() {
@@ -318,6 +314,19 @@ func (st *state) launch(done func(*fetchDone)) {
 			done(d)
 		})
 	}()
+}
+
+// fetchContext returns the context of a provider call: bounded by
+// timeout (and parent), telling the provider why it is called and which
+// token's rejection led to the call (protocol.WithFetch), and where to
+// publish events (protocol.WithPublish: bus, when not nil).
+func fetchContext(parent context.Context, timeout time.Duration, why reason, dropped string, bus *eventbus.Bus) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(parent, timeout)
+	ctx = protocol.WithFetch(ctx, string(why.reason()), dropped)
+	if bus != nil {
+		ctx = protocol.WithPublish(ctx, bus.Publish) // the Bus is safe for concurrent use
+	}
+	return ctx, cancel
 }
 
 // fetch calls provider (see callProvider) and hands done its outcome,
@@ -331,17 +340,16 @@ func fetch(ctx context.Context, calls *atomic.Int32, provider tokenmanager.Token
 
 // firstFetch is the first fetch of a state not made yet, which its host
 // runs on the goroutine that got the state's settings s (as SettingsFor
-// gave them): a cold start, bounded by s's FetchTimeout and by parent.
-// calls is the future state's. done gets the outcome and when the fetch
-// started on s's clock; the host hands both to the state with
-// [state.begin] and [state.fetched].
-func firstFetch(parent context.Context, s tokenmanager.Settings, calls *atomic.Int32, done func(d *fetchDone, start time.Time)) {
+// gave them): a cold start, bounded by s's FetchTimeout and by parent,
+// whose events go to bus. calls is the future state's. done gets the
+// outcome and when the fetch started on s's clock; the host hands both to
+// the state with [state.begin] and [state.fetched].
+func firstFetch(parent context.Context, s tokenmanager.Settings, bus *eventbus.Bus, calls *atomic.Int32, done func(d *fetchDone, start time.Time)) {
 	s = s.WithDefaults()
-	ctx, cancel := context.WithTimeout(parent, s.FetchTimeout)
+	ctx, cancel := fetchContext(parent, s.FetchTimeout, reasonColdStart, "", bus)
 	defer cancel()
-	ctx = protocol.WithFetch(ctx, string(reasonColdStart.reason()), "")
 	start := s.Clock.Now()
-	fetch(ctx, calls, s.GetCredentials, func(d *fetchDone) { done(d, start) })
+	fetch(ctx, calls, dpopctx.ProviderOf(s), func(d *fetchDone) { done(d, start) })
 }
 
 // logPanic logs a provider's panic with its stack trace: a bug to fix,
