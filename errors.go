@@ -124,3 +124,12 @@ func IsPermanent(err error) bool {
 	var p interface{ Permanent() bool }
 	return errors.As(err, &p) && p.Permanent()
 }
+
+// ErrReauthRequired is wrapped by the error of a fetch that cannot go on
+// without the user signing in again: the authorization server refused
+// the identity's refresh token (invalid_grant: revoked, expired, or
+// reused), or there is no refresh token stored for it. Such an error is
+// permanent ([IsPermanent]): requests waiting for the identity's token
+// fail at once, and the refresh token is not sent again. Match it with
+// errors.Is; errors.As with a *providers.ReauthError gives the identity.
+var ErrReauthRequired = errors.New("tokenmanager: the user must sign in again")

@@ -13,6 +13,7 @@ import (
 	"github.com/go-tokenmanager/tokenmanager/internal/eventbus"
 	"github.com/go-tokenmanager/tokenmanager/internal/link"
 	"github.com/go-tokenmanager/tokenmanager/internal/protocol"
+	"github.com/go-tokenmanager/tokenmanager/internal/request"
 	"github.com/go-tokenmanager/tokenmanager/messages"
 )
 
@@ -295,6 +296,23 @@ func (st *state) publish(ev messages.Event) {
 	st.h.Bus.Publish(ev)
 }
 
+// publisher returns a func publishing as [state.publish] does, for the
+// provider's own events (protocol.WithPublish), safe to call from the
+// provider's goroutine: it holds the bus (safe for concurrent use) and
+// the callbacks as they are now, not the state.
+func (st *state) publisher() func(messages.Event) {
+	if st.pol.events == eventsSharedBus {
+		return sharedPublisher(st.h.Bus, st.h.Request.Callbacks)
+	}
+	return st.h.Bus.Publish
+}
+
+// sharedPublisher returns a func publishing on a bus shared by many
+// identities, each event bound to callbacks (those of its identity).
+func sharedPublisher(bus *eventbus.Bus, callbacks func(messages.Event)) func(messages.Event) {
+	return func(ev messages.Event) { bus.PublishWith(ev, callbacks) }
+}
+
 // launch starts the provider call the state began (effects.fetch) on a
 // goroutine of its own; its outcome is handed to done, which must not
 // block (it sends a message to the host).
@@ -304,7 +322,11 @@ func (st *state) launch(done func(*fetchDone)) {
 	if st.drops != nil {
 		dropped = st.drops.last
 	}
-	ctx, cancel := fetchContext(context.Background(), st.s.FetchTimeout, st.fetch.why, dropped, st.h.Bus)
+	var publish func(messages.Event)
+	if st.h.Bus != nil {
+		publish = st.publisher()
+	}
+	ctx, cancel := fetchContext(context.Background(), st.s.FetchTimeout, st.fetch.why, dropped, publish)
 	st.fetch.cancel = cancel
 	calls := &st.fetch.calls
 	go func() {
@@ -319,12 +341,13 @@ func (st *state) launch(done func(*fetchDone)) {
 // fetchContext returns the context of a provider call: bounded by
 // timeout (and parent), telling the provider why it is called and which
 // token's rejection led to the call (protocol.WithFetch), and where to
-// publish events (protocol.WithPublish: bus, when not nil).
-func fetchContext(parent context.Context, timeout time.Duration, why reason, dropped string, bus *eventbus.Bus) (context.Context, context.CancelFunc) {
+// publish the provider's own events (protocol.WithPublish: publish, when
+// not nil).
+func fetchContext(parent context.Context, timeout time.Duration, why reason, dropped string, publish func(messages.Event)) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithTimeout(parent, timeout)
 	ctx = protocol.WithFetch(ctx, string(why.reason()), dropped)
-	if bus != nil {
-		ctx = protocol.WithPublish(ctx, bus.Publish) // the Bus is safe for concurrent use
+	if publish != nil {
+		ctx = protocol.WithPublish(ctx, publish)
 	}
 	return ctx, cancel
 }
@@ -341,12 +364,14 @@ func fetch(ctx context.Context, calls *atomic.Int32, provider tokenmanager.Token
 // firstFetch is the first fetch of a state not made yet, which its host
 // runs on the goroutine that got the state's settings s (as SettingsFor
 // gave them): a cold start, bounded by s's FetchTimeout and by parent,
-// whose events go to bus. calls is the future state's. done gets the
+// whose provider publishes on bus, shared by the host's identities, with
+// the callbacks of s. calls is the future state's. done gets the
 // outcome and when the fetch started on s's clock; the host hands both to
 // the state with [state.begin] and [state.fetched].
 func firstFetch(parent context.Context, s tokenmanager.Settings, bus *eventbus.Bus, calls *atomic.Int32, done func(d *fetchDone, start time.Time)) {
 	s = s.WithDefaults()
-	ctx, cancel := fetchContext(parent, s.FetchTimeout, reasonColdStart, "", bus)
+	publish := sharedPublisher(bus, request.Callbacks(s, request.BothSides))
+	ctx, cancel := fetchContext(parent, s.FetchTimeout, reasonColdStart, "", publish)
 	defer cancel()
 	start := s.Clock.Now()
 	fetch(ctx, calls, dpopctx.ProviderOf(s), func(d *fetchDone) { done(d, start) })

@@ -301,6 +301,43 @@ type SettingsFailed struct {
 // Name implements [Event].
 func (SettingsFailed) Name() string { return "settings_failed" }
 
+// RefreshTokenRotated is published by a refresh-token provider
+// (providers.RefreshToken) when the authorization server answered a
+// refresh with a new refresh token and the store holds it durably, before
+// the new access token is handed to the manager. It never holds either
+// token.
+type RefreshTokenRotated struct {
+	Identity string
+	// Version is the stored record's version after the rotation; it
+	// grows by one with every write.
+	Version uint64
+	// KeyID names the encryption key that sealed the new refresh token.
+	KeyID string
+}
+
+// Name implements [Event].
+func (RefreshTokenRotated) Name() string { return "refresh_token_rotated" }
+
+// RefreshTokenRevoked is published by a refresh-token provider when the
+// identity's refresh token is gone for good: the authorization server
+// answered invalid_grant (revoked, expired, or reused after a rotation),
+// or nothing is stored for the identity. The user must sign in again
+// (tokenmanager.ErrReauthRequired); the refresh token is not sent again.
+type RefreshTokenRevoked struct {
+	Identity string
+	// Err says why; it never holds a token.
+	Err error
+}
+
+// Name implements [Event].
+func (RefreshTokenRevoked) Name() string { return "refresh_token_revoked" }
+
+// GetIdentity returns e.Identity.
+func (e RefreshTokenRotated) GetIdentity() string { return e.Identity }
+
+// GetIdentity returns e.Identity.
+func (e RefreshTokenRevoked) GetIdentity() string { return e.Identity }
+
 // ClusterFallback is published by an owner of many identities whose
 // settings come from tokengrain.SettingsFor, each time the cluster did not
 // serve one of its identities' fetches and the member fetched from the

@@ -27,6 +27,8 @@ const (
 	KeyError               = "error"                // why a fetch failed, why a pushed token was refused, why an identity's settings failed, or the cluster's error at a fallback
 	KeyDetail              = "detail"               // the event's Message (holds the token only with AddTokenToLogs)
 	KeyEvicted             = "evicted"              // whether a passivated identity was evicted to stay within the cap (false: it was idle)
+	KeyVersion             = "version"              // the stored refresh token's version after a rotation
+	KeyKeyID               = "key_id"               // the id of the key that sealed a rotated refresh token
 )
 
 // SlogHandler returns an event subscriber, for the Subscribe of
@@ -64,11 +66,13 @@ func SlogHandler(logger *slog.Logger) func(messages.Event) {
 // fallback (the member fetched on its own); Error when
 // fetches keep failing (a token try threshold), a request is given back
 // rejected (recovery aborted) or an identity's settings cannot be had
-// (settings failed: its requests fail until they can). Unknown events
-// are Info.
+// (settings failed: its requests fail until they can). A rotated refresh
+// token is Info; a revoked one, whose user must sign in again, is Warn.
+// Unknown events are Info.
 func Level(ev messages.Event) slog.Level {
 	switch ev.(type) {
-	case messages.AuthFailed, messages.TokenRequestFailed, messages.RecoveryTried, messages.PushRejected, messages.ClusterFallback:
+	case messages.AuthFailed, messages.TokenRequestFailed, messages.RecoveryTried, messages.PushRejected, messages.ClusterFallback,
+		messages.RefreshTokenRevoked:
 		return slog.LevelWarn
 	case messages.TokenTryThresholdReached, messages.RecoveryAborted, messages.SettingsFailed:
 		return slog.LevelError
@@ -103,6 +107,10 @@ func logMessage(ev messages.Event) string {
 		return "cluster fallback: fetched directly"
 	case messages.Closed:
 		return "token manager closed"
+	case messages.RefreshTokenRotated:
+		return "refresh token rotated"
+	case messages.RefreshTokenRevoked:
+		return "refresh token revoked; the user must sign in again"
 	}
 	return "token manager event"
 }
@@ -178,6 +186,12 @@ func Attrs(ev messages.Event) []slog.Attr {
 			slog.Duration(KeyRetryIn, e.RetryIn))
 	case messages.ClusterFallback:
 		attrs = append(attrs, slog.String(KeyReason, e.Reason))
+		if e.Err != nil {
+			attrs = append(attrs, slog.String(KeyError, e.Err.Error()))
+		}
+	case messages.RefreshTokenRotated:
+		attrs = append(attrs, slog.Uint64(KeyVersion, e.Version), slog.String(KeyKeyID, e.KeyID))
+	case messages.RefreshTokenRevoked:
 		if e.Err != nil {
 			attrs = append(attrs, slog.String(KeyError, e.Err.Error()))
 		}

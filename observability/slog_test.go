@@ -244,6 +244,8 @@ func TestAttrs_newEvents(t *testing.T) {
 		{messages.Closed{}, "event", slog.LevelInfo},
 		{messages.SettingsFailed{Identity: "t1", Err: errors.New("vault down"), ConsecutiveFailures: 2, RetryIn: time.Second},
 			"event,identity,error,consecutive_failures,retry_in", slog.LevelError},
+		{messages.RefreshTokenRotated{Identity: "user=ann|client=app", Version: 3, KeyID: "k2"}, "event,identity,version,key_id", slog.LevelInfo},
+		{messages.RefreshTokenRevoked{Identity: "user=ann|client=app", Err: errors.New("invalid_grant")}, "event,identity,error", slog.LevelWarn},
 	}
 	for _, tt := range tests {
 		if got := keys(observability.Attrs(tt.ev)); got != tt.keys {

@@ -44,6 +44,12 @@
 // token endpoint's use_dpop_nonce is answered by one more request with
 // the nonce it gave.
 //
+// Tokens on behalf of users: [RefreshToken] is the refresh token grant
+// (RFC 6749 §6) for one identity (a user, a client, a resource), its
+// refresh token kept sealed in a users.Store; each rotated refresh token
+// is saved durably before the access token is used, and an invalid_grant
+// is a permanent *[ReauthError] wrapping tokenmanager.ErrReauthRequired.
+//
 // [FromTokenSource] adapts any golang.org/x/oauth2 TokenSource, for the
 // flows that package covers (Google credentials, JWT bearer grants, ...).
 //

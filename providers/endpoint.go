@@ -109,39 +109,52 @@ type tokenRequest struct {
 	secrets []string // values sent that must never show in an error
 }
 
-// fetch gets one token. A client secret with AuthStyleAutoDetect is sent
-// in the header first and, on a 400 or 401, in the body; the style that
-// worked is remembered.
+// answer is what a successful token request gave.
+type answer struct {
+	tok tokenmanager.Token
+	// refreshToken is the answer's refresh_token; empty when it had none.
+	refreshToken string
+}
+
+// fetch gets one token.
 func (e *endpoint) fetch(ctx context.Context) (tokenmanager.Token, error) {
+	a, err := e.fetchAnswer(ctx)
+	return a.tok, err
+}
+
+// fetchAnswer gets one token and what came with it. A client secret with
+// AuthStyleAutoDetect is sent in the header first and, on a 400 or 401,
+// in the body; the style that worked is remembered.
+func (e *endpoint) fetchAnswer(ctx context.Context) (answer, error) {
 	if e.err != nil {
-		return tokenmanager.Token{}, e.err
+		return answer{}, e.err
 	}
 	if err := ctx.Err(); err != nil {
-		return tokenmanager.Token{}, fmt.Errorf("providers: fetching token: %w", err)
+		return answer{}, fmt.Errorf("providers: fetching token: %w", err)
 	}
 	t, err := e.target(ctx)
 	if err != nil {
-		return tokenmanager.Token{}, err
+		return answer{}, err
 	}
-	tok, err := e.fetchFrom(ctx, t)
+	a, err := e.fetchFrom(ctx, t)
 	if err != nil && e.issuer != nil && metadataSuspect(err) {
 		e.issuer.invalidate()
 	}
-	return tok, err
+	return a, err
 }
 
 // fetchFrom gets one token from t.
-func (e *endpoint) fetchFrom(ctx context.Context, t target) (tokenmanager.Token, error) {
+func (e *endpoint) fetchFrom(ctx context.Context, t target) (answer, error) {
 	// Each attempt gets its own grant parameters: a JWT assertion's jti
 	// is single-use, so the auto-detect retry must not resend it.
-	attempt := func(style AuthStyle) (tokenmanager.Token, error) {
+	attempt := func(style AuthStyle) (answer, error) {
 		for try := 0; ; try++ {
 			var params url.Values
 			var secrets []string
 			if e.params != nil {
 				var err error
 				if params, secrets, err = e.params(ctx, t); err != nil {
-					return tokenmanager.Token{}, err
+					return answer{}, err
 				}
 			}
 			tok, err := e.retrieve(ctx, t, params, secrets, style)
@@ -172,7 +185,7 @@ func (e *endpoint) fetchFrom(ctx context.Context, t target) (tokenmanager.Token,
 	}
 	var re *RetrieveError
 	if !errors.As(err, &re) || (re.StatusCode != http.StatusBadRequest && re.StatusCode != http.StatusUnauthorized) {
-		return tokenmanager.Token{}, err
+		return answer{}, err
 	}
 	tok, err = attempt(AuthStyleInParams)
 	if err == nil {
@@ -183,7 +196,7 @@ func (e *endpoint) fetchFrom(ctx context.Context, t target) (tokenmanager.Token,
 
 // retrieve makes one token request: the fixed parameters, params, and the
 // client authentication (a client secret travelling as style says).
-func (e *endpoint) retrieve(ctx context.Context, t target, params url.Values, secrets []string, style AuthStyle) (tokenmanager.Token, error) {
+func (e *endpoint) retrieve(ctx context.Context, t target, params url.Values, secrets []string, style AuthStyle) (answer, error) {
 	r := &tokenRequest{
 		target:  t,
 		style:   style,
@@ -199,12 +212,12 @@ func (e *endpoint) retrieve(ctx context.Context, t target, params url.Values, se
 	}
 	if e.auth != nil {
 		if err := e.auth.authenticate(ctx, r); err != nil {
-			return tokenmanager.Token{}, err
+			return answer{}, err
 		}
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.url, strings.NewReader(r.form.Encode()))
 	if err != nil {
-		return tokenmanager.Token{}, fmt.Errorf("providers: building token request: %w", err)
+		return answer{}, fmt.Errorf("providers: building token request: %w", err)
 	}
 	for k, v := range r.header {
 		req.Header[k] = v
@@ -215,14 +228,14 @@ func (e *endpoint) retrieve(ctx context.Context, t target, params url.Values, se
 	d := dpopctx.From(ctx)
 	if d != nil {
 		if client, err = withProof(client, d, req); err != nil {
-			return tokenmanager.Token{}, err
+			return answer{}, err
 		}
 	}
 	resp, err := client.Do(req)
 	if err != nil {
 		// net/http's error names the method and URL (password redacted),
 		// never the body or headers, so no secret can be in it.
-		return tokenmanager.Token{}, fmt.Errorf("providers: token request failed: %w", err)
+		return answer{}, fmt.Errorf("providers: token request failed: %w", err)
 	}
 	defer resp.Body.Close()
 	if d != nil && resp.Request != nil {
@@ -230,7 +243,7 @@ func (e *endpoint) retrieve(ctx context.Context, t target, params url.Values, se
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody+1))
 	if err != nil {
-		return tokenmanager.Token{}, fmt.Errorf("providers: reading token response: %w", err)
+		return answer{}, fmt.Errorf("providers: reading token response: %w", err)
 	}
 	tooLarge := len(body) > maxResponseBody
 	if tooLarge {
@@ -242,18 +255,18 @@ func (e *endpoint) retrieve(ctx context.Context, t target, params url.Values, se
 		if f, err := parseFields(resp.Header.Get("Content-Type"), body); err == nil {
 			setOAuthError(re, f, forms)
 		}
-		return tokenmanager.Token{}, re
+		return answer{}, re
 	}
 	if tooLarge {
 		// No server answers a token request with this much; asking again
 		// gets the same answer (a TokenURL naming something else, a
 		// hostile server), so waiting requests fail at once.
-		return tokenmanager.Token{}, tokenmanager.Permanent(fmt.Errorf("providers: token endpoint answered %d with more than %d bytes: %w",
+		return answer{}, tokenmanager.Permanent(fmt.Errorf("providers: token endpoint answered %d with more than %d bytes: %w",
 			resp.StatusCode, maxResponseBody, ErrResponseTooLarge))
 	}
 	f, err := parseFields(resp.Header.Get("Content-Type"), body)
 	if err != nil {
-		return tokenmanager.Token{}, err
+		return answer{}, err
 	}
 	if f.errorCode != "" || f.token.AccessToken == "" {
 		re := &RetrieveError{StatusCode: resp.StatusCode, retryAfter: parseRetryAfter(resp.Header, e.now())}
@@ -261,23 +274,23 @@ func (e *endpoint) retrieve(ctx context.Context, t target, params url.Values, se
 		if re.ErrorCode == "" {
 			re.ErrorDescription = "the response has no access_token"
 		}
-		return tokenmanager.Token{}, re
+		return answer{}, re
 	}
 	if f.expiresErr != nil {
 		// A token answer that decodes but whose expires_in does not: the
 		// server sends the same again, so waiting requests fail at once.
-		return tokenmanager.Token{}, tokenmanager.Permanent(f.expiresErr)
+		return answer{}, tokenmanager.Permanent(f.expiresErr)
 	}
 	tok := f.token
 	if tok.ExpiresIn <= 0 {
 		// Only without a positive expires_in is the JWT looked at.
 		n, err := jwtLifetime(tok.AccessToken, e.now())
 		if err != nil {
-			return tokenmanager.Token{}, err
+			return answer{}, err
 		}
 		tok.ExpiresIn = n
 	}
-	return tok, nil
+	return answer{tok: tok, refreshToken: f.refreshToken}, nil
 }
 
 // setOAuthError copies the OAuth error fields into re, cleaned: control

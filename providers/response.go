@@ -18,7 +18,9 @@ const maxResponseBody = 1 << 20
 
 // fields is what a token endpoint's answer says.
 type fields struct {
-	token                                 tokenmanager.Token
+	token tokenmanager.Token
+	// refreshToken is the answer's refresh_token, if any.
+	refreshToken                          string
 	expiresErr                            error
 	errorCode, errorDescription, errorURI string
 }
@@ -47,6 +49,7 @@ func parseForm(body []byte) (fields, error) {
 			TokenType:   v.Get("token_type"),
 			Scope:       v.Get("scope"),
 		},
+		refreshToken:     v.Get("refresh_token"),
 		errorCode:        v.Get("error"),
 		errorDescription: v.Get("error_description"),
 		errorURI:         v.Get("error_uri"),
@@ -68,6 +71,7 @@ func parseJSON(body []byte, mediaType string) (fields, error) {
 		Error            any `json:"error"`
 		ErrorDescription any `json:"error_description"`
 		ErrorURI         any `json:"error_uri"`
+		RefreshToken     any `json:"refresh_token"`
 	}
 	if err := json.Unmarshal(body, &oauthErr); err != nil {
 		if mediaType == "" {
@@ -78,6 +82,7 @@ func parseJSON(body []byte, mediaType string) (fields, error) {
 	f.errorCode = str(oauthErr.Error)
 	f.errorDescription = str(oauthErr.ErrorDescription)
 	f.errorURI = str(oauthErr.ErrorURI)
+	f.refreshToken = str(oauthErr.RefreshToken)
 	if err := f.token.UnmarshalJSON(body); err != nil {
 		f.expiresErr = err
 		// Keep what decodes, so a bad expires_in next to an OAuth error

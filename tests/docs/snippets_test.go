@@ -42,6 +42,8 @@ var knownImports = map[string]string{
 	"observability": "github.com/go-tokenmanager/tokenmanager/observability",
 	"grpcauth":      "github.com/go-tokenmanager/tokenmanager/grpcauth",
 	"tokengrain":    "github.com/go-tokenmanager/tokenmanager/tokengrain",
+	"users":         "github.com/go-tokenmanager/tokenmanager/users",
+	"pgstore":       "github.com/go-tokenmanager/tokenmanager/pgstore",
 	"cluster":       "github.com/asynkron/protoactor-go/cluster",
 	"remote":        "github.com/asynkron/protoactor-go/remote",
 	"disthash":      "github.com/asynkron/protoactor-go/cluster/identitylookup/disthash",

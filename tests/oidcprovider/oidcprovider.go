@@ -72,6 +72,34 @@ type Server struct {
 	MTLSURL string
 	// RootCAs trust the front end's certificate.
 	RootCAs *x509.CertPool
+
+	secret string // the front end's, which the seeding endpoint wants
+}
+
+// RefreshToken stands for a user's sign in: it creates a grant of scope
+// for accountID to clientID (a client with the refresh_token grant) and
+// returns its first refresh token. Refresh tokens rotate on every use;
+// presenting a spent one revokes the grant.
+func (s *Server) RefreshToken(t testing.TB, clientID, accountID, scope string) string {
+	t.Helper()
+	body, _ := json.Marshal(map[string]string{"clientId": clientID, "accountId": accountID, "scope": scope})
+	req, err := http.NewRequest(http.MethodPost, s.Issuer+"/test/refresh-token", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("X-Proxy-Secret", s.secret)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var v struct {
+		RefreshToken string `json:"refresh_token"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil || v.RefreshToken == "" {
+		t.Fatalf("seeding a refresh token: status %d, %v", resp.StatusCode, err)
+	}
+	return v.RefreshToken
 }
 
 // dir is this package's directory, where server.js and node_modules are.
@@ -130,7 +158,7 @@ func Start(t testing.TB, cfg Config) *Server {
 	p := startNode(t, node, cfgFile)
 	front.setTarget(p.issuer)
 
-	s := &Server{Issuer: p.issuer, MTLSURL: front.srv.URL, RootCAs: x509.NewCertPool()}
+	s := &Server{Issuer: p.issuer, MTLSURL: front.srv.URL, RootCAs: x509.NewCertPool(), secret: secret}
 	s.RootCAs.AddCert(front.srv.Certificate())
 	waitDiscovery(t, s.Issuer, p)
 	return s

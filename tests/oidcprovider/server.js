@@ -11,6 +11,12 @@
 //
 // on stdout. It exits when its stdin closes, so it never outlives the test.
 //
+// Refresh tokens rotate on every use (rotateRefreshToken), and
+// oidc-provider revokes the whole grant when a spent one comes back. POST
+// /test/refresh-token (with the proxy secret) stands for a user's sign in:
+// it creates a grant for {clientId, accountId, scope} and answers its
+// first refresh token, so the Go tests need no browser.
+//
 // TLS is terminated in front of it by the Go test's proxy, which passes the
 // client certificate (PEM, URL-encoded) in x-client-cert, whether it chains
 // to the test CA in x-client-cert-verified, and its subject DN in
@@ -39,7 +45,14 @@ const signingKey = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' }).pri
   .export({ format: 'jwk' });
 
 let handler = (req, res) => { res.statusCode = 503; res.end(); };
-const server = http.createServer((req, res) => handler(req, res));
+let seed = null;
+const server = http.createServer((req, res) => {
+  if (req.method === 'POST' && req.url === '/test/refresh-token' && seed) {
+    seed(req, res).catch((err) => { console.error('seed', err); res.statusCode = 500; res.end(); });
+    return;
+  }
+  handler(req, res);
+});
 server.listen(0, '127.0.0.1', () => {
   const { port } = server.address();
   const issuer = `http://127.0.0.1:${port}`;
@@ -57,6 +70,7 @@ server.listen(0, '127.0.0.1', () => {
     clientAuthMethods: [
       'client_secret_basic', 'client_secret_post', 'private_key_jwt',
       'tls_client_auth', 'self_signed_tls_client_auth',
+      'none', // public clients, for the refresh token tests
     ],
     discovery,
     features: {
@@ -81,8 +95,35 @@ server.listen(0, '127.0.0.1', () => {
           && fromProxy(ctx) && ctx.get('x-client-cert-dn') === expected,
       },
     },
-    ttl: { ClientCredentials: config.tokenTTL || 600 },
+    ttl: { ClientCredentials: config.tokenTTL || 600, AccessToken: config.tokenTTL || 600 },
+    rotateRefreshToken: true,
+    findAccount: (ctx, sub) => ({ accountId: sub, claims: () => ({ sub }) }),
   });
+  seed = async (req, res) => {
+    if (!config.proxySecret || req.headers['x-proxy-secret'] !== config.proxySecret) {
+      res.statusCode = 403;
+      res.end();
+      return;
+    }
+    let body = '';
+    for await (const chunk of req) body += chunk;
+    const { clientId, accountId, scope } = JSON.parse(body);
+    const client = await provider.Client.find(clientId);
+    if (!client) {
+      res.statusCode = 404;
+      res.end();
+      return;
+    }
+    const grant = new provider.Grant({ accountId, clientId });
+    grant.addOIDCScope(scope);
+    const grantId = await grant.save();
+    const refreshToken = new provider.RefreshToken({
+      accountId, client, grantId, scope, gty: 'authorization_code', authTime: Math.floor(Date.now() / 1000),
+    });
+    const value = await refreshToken.save();
+    res.setHeader('content-type', 'application/json');
+    res.end(JSON.stringify({ refresh_token: value }));
+  };
   provider.on('server_error', (ctx, err) => { console.error('server_error', err); });
   handler = provider.callback();
   process.stdout.write(`LISTENING ${JSON.stringify({ issuer })}\n`);
