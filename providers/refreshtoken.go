@@ -122,8 +122,10 @@ func (e *ReauthError) Permanent() bool { return true }
 //     removes the entry from the store, publishes
 //     [messages.RefreshTokenRevoked] and returns a permanent
 //     *[ReauthError] wrapping [tokenmanager.ErrReauthRequired]; so does
-//     an identity with nothing stored. The manager fails waiting
-//     requests at once and never sends the dead token again.
+//     an identity with nothing stored. The event is published once,
+//     not at every later fetch, until a token is stored again. The
+//     manager fails waiting requests at once and never sends the dead
+//     token again.
 //   - An invalid_grant for a token that another writer had already
 //     replaced in the store (the entry's version moved) is temporary: the
 //     next fetch uses the stored token.
@@ -165,6 +167,9 @@ type refresher struct {
 	// pending is a rotated token that the store failed to save; it is
 	// saved before anything is sent again.
 	pending *users.Entry
+	// revoked is set once RefreshTokenRevoked is published, until a token
+	// is stored again: the event is published once, not at every fetch.
+	revoked bool
 }
 
 func newRefreshToken(cfg RefreshTokenConfig) *refresher {
@@ -202,11 +207,14 @@ func (r *refresher) fetch(ctx context.Context) (tokenmanager.Token, error) {
 	}
 	cur, err := r.store.Load(ctx, r.identity)
 	if errors.Is(err, users.ErrNotFound) {
-		return tokenmanager.Token{}, &ReauthError{Identity: r.identity, Err: err}
+		reauth := &ReauthError{Identity: r.identity, Err: err}
+		r.publishRevoked(ctx, reauth)
+		return tokenmanager.Token{}, reauth
 	}
 	if err != nil {
 		return tokenmanager.Token{}, fmt.Errorf("providers: RefreshToken: loading the refresh token: %w", err)
 	}
+	r.revoked = false
 	plain, keyID, err := r.keys.Open(r.identity, cur.Sealed)
 	if err != nil {
 		// The keys are wrong or the entry was tampered with: no retry
@@ -299,8 +307,18 @@ func (r *refresher) failed(ctx context.Context, cur users.Entry, err error) erro
 		err = errors.Join(err, fmt.Errorf("providers: RefreshToken: removing the refused refresh token: %w", derr))
 	}
 	reauth := &ReauthError{Identity: r.identity, Err: err}
-	publish(ctx, messages.RefreshTokenRevoked{Identity: r.identity, Err: reauth})
+	r.publishRevoked(ctx, reauth)
 	return reauth
+}
+
+// publishRevoked publishes RefreshTokenRevoked, unless it was published
+// and no token was stored since; the caller holds the turn.
+func (r *refresher) publishRevoked(ctx context.Context, reauth *ReauthError) {
+	if r.revoked {
+		return
+	}
+	r.revoked = true
+	publish(ctx, messages.RefreshTokenRevoked{Identity: r.identity, Err: reauth})
 }
 
 // temporary marks an error as not permanent, whatever it wraps: the

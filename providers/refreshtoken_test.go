@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/go-tokenmanager/tokenmanager"
+	"github.com/go-tokenmanager/tokenmanager/internal/protocol"
 	"github.com/go-tokenmanager/tokenmanager/internal/testutil"
 	"github.com/go-tokenmanager/tokenmanager/messages"
 	"github.com/go-tokenmanager/tokenmanager/providers"
@@ -559,5 +560,52 @@ func TestRefreshToken_contextHidesToken(t *testing.T) {
 		if strings.Contains(s, f.seed) {
 			t.Fatal("a printed context holds the refresh token")
 		}
+	}
+}
+
+// TestRefreshToken_nothingStored: an identity with nothing stored gets a
+// permanent ReauthError, and RefreshTokenRevoked is published once, not
+// at every fetch; a token stored again re-arms it.
+func TestRefreshToken_nothingStored(t *testing.T) {
+	f := newUserFixture(t)
+	if err := f.store.Delete(context.Background(), userID, 1); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var events []messages.RefreshTokenRevoked
+	ctx := protocol.WithPublish(context.Background(), func(ev messages.Event) {
+		if r, ok := ev.(messages.RefreshTokenRevoked); ok {
+			mu.Lock()
+			events = append(events, r)
+			mu.Unlock()
+		}
+	})
+	count := func() int { mu.Lock(); defer mu.Unlock(); return len(events) }
+	p := providers.RefreshToken(f.config(f.store))
+	for i := range 3 {
+		_, err := p(ctx)
+		if !errors.Is(err, tokenmanager.ErrReauthRequired) || !errors.Is(err, users.ErrNotFound) || !tokenmanager.IsPermanent(err) {
+			t.Fatalf("fetch %d: %v; want a permanent ErrReauthRequired wrapping ErrNotFound", i+1, err)
+		}
+	}
+	if n := count(); n != 1 {
+		t.Fatalf("%d RefreshTokenRevoked events after 3 fetches; want 1", n)
+	}
+	if events[0].Identity != userID || !errors.Is(events[0].Err, tokenmanager.ErrReauthRequired) {
+		t.Fatalf("event %+v", events[0])
+	}
+	if _, err := users.Seed(context.Background(), f.store, f.keys, userID, f.srv.Issue()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p(ctx); err != nil {
+		t.Fatal(err)
+	}
+	_, v := f.stored(t, f.store)
+	if err := f.store.Delete(context.Background(), userID, v); err != nil {
+		t.Fatal(err)
+	}
+	p(ctx)
+	if n := count(); n != 2 {
+		t.Fatalf("%d RefreshTokenRevoked events; want 2 after a token was stored and removed again", n)
 	}
 }
