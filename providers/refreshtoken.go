@@ -108,7 +108,8 @@ func (e *ReauthError) Permanent() bool { return true }
 // only once the store holds it durably is the access token returned; a
 // [messages.RefreshTokenRotated] event follows. A token sealed under an
 // older key is sealed anew with the current one even when the server
-// does not rotate.
+// does not rotate; that save is best effort (a failure leaves the old
+// seal, which still opens, and the access token is returned).
 //
 // Give each identity one provider, used by one manager (or one owner's
 // identity, or a cluster grain): the manager's one fetch at a time is what
@@ -241,9 +242,11 @@ func (r *refresher) fetch(ctx context.Context) (tokenmanager.Token, error) {
 		}
 		next = old // reseal under the current key
 	}
-	if err := r.save(ctx, cur, next, old); err != nil {
+	if err := r.save(ctx, cur, next, old); err != nil && next != old {
 		return tokenmanager.Token{}, err
 	}
+	// Resealing the same token is best effort: the stored one still
+	// opens and is still valid, and the next refresh tries again.
 	return a.tok, nil
 }
 

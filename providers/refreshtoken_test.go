@@ -331,6 +331,37 @@ func TestRefreshToken_keyRotation(t *testing.T) {
 	}
 }
 
+// TestRefreshToken_resealFails: without a rotation, a failed save of the
+// token sealed anew under the current key does not fail the refresh; the
+// next refresh seals it again.
+func TestRefreshToken_resealFails(t *testing.T) {
+	f := newUserFixture(t)
+	f.srv.NoRotation = true
+	rotated, err := users.NewKeys("k2", map[string][]byte{"k1": bytes.Repeat([]byte{7}, users.KeySize), "k2": bytes.Repeat([]byte{8}, users.KeySize)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := &hookStore{Store: f.store}
+	store.failSaves.Store(1)
+	cfg := f.config(store)
+	cfg.Keys = rotated
+	p := providers.RefreshToken(cfg)
+	tok, err := p(context.Background())
+	if err != nil || !f.srv.Live(tok.AccessToken) {
+		t.Fatalf("refresh with a failing reseal = %+v, %v; want the access token", tok, err)
+	}
+	if _, v := f.stored(t, f.store); v != 1 {
+		t.Fatalf("version %d; want 1 (the save failed)", v)
+	}
+	if _, err := p(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	e, _ := f.store.Load(context.Background(), userID)
+	if _, id, err := rotated.Open(userID, e.Sealed); err != nil || id != "k2" || e.Version != 2 {
+		t.Fatalf("after the next refresh: key %q version %d, %v; want version 2 under k2", id, e.Version, err)
+	}
+}
+
 // TestRefreshToken_noSecretsInErrors: a server echoing the refresh token
 // in its error gets it redacted; no error or event shows a token.
 func TestRefreshToken_noSecretsInErrors(t *testing.T) {
