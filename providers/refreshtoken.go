@@ -1,6 +1,7 @@
 package providers
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -127,6 +128,9 @@ func (e *ReauthError) Permanent() bool { return true }
 //     not at every later fetch, until a token is stored again. The
 //     manager fails waiting requests at once and never sends the dead
 //     token again.
+//   - A refused token that the store fails to remove is not sent again:
+//     while the store holds it, each fetch returns the *[ReauthError]
+//     and tries the removal again.
 //   - An invalid_grant for a token that another writer had already
 //     replaced in the store (the entry's version moved) is temporary: the
 //     next fetch uses the stored token.
@@ -168,6 +172,10 @@ type refresher struct {
 	// pending is a rotated token that the store failed to save; it is
 	// saved before anything is sent again.
 	pending *users.Entry
+	// dead is an entry the server refused (invalid_grant) that the store
+	// failed to remove: while it is what the store holds, it is not
+	// sent again.
+	dead *deadEntry
 	// revoked is set once RefreshTokenRevoked is published, until a token
 	// is stored again: the event is published once, not at every fetch.
 	revoked bool
@@ -214,6 +222,12 @@ func (r *refresher) fetch(ctx context.Context) (tokenmanager.Token, error) {
 	}
 	if err != nil {
 		return tokenmanager.Token{}, fmt.Errorf("providers: RefreshToken: loading the refresh token: %w", err)
+	}
+	if d := r.dead; d != nil {
+		if d.entry.Version == cur.Version && bytes.Equal(d.entry.Sealed, cur.Sealed) {
+			return tokenmanager.Token{}, r.refused(ctx, cur, d.err)
+		}
+		r.dead = nil // another writer stored a new token
 	}
 	r.revoked = false
 	plain, keyID, err := r.keys.Open(r.identity, cur.Sealed)
@@ -299,15 +313,31 @@ func (r *refresher) failed(ctx context.Context, cur users.Entry, err error) erro
 	if !errors.As(err, &re) || re.ErrorCode != "invalid_grant" {
 		return err
 	}
+	return r.refused(ctx, cur, err)
+}
+
+// deadEntry is a stored entry whose token the server refused with err.
+type deadEntry struct {
+	entry users.Entry
+	err   error
+}
+
+// refused removes the entry cur, whose token the server refused for err,
+// and returns the error that asks the user to sign in again; the caller
+// holds the turn.
+func (r *refresher) refused(ctx context.Context, cur users.Entry, err error) error {
 	switch derr := r.store.Delete(ctx, r.identity, cur.Version); {
 	case errors.Is(derr, users.ErrConflict):
 		// The token sent was stale: another writer stored a new one
 		// meanwhile. Try again with that one.
 		return temporary{fmt.Errorf("providers: RefreshToken: the refresh token was replaced in the store during the refresh: %w", err)}
 	case derr != nil:
-		// The entry stays; the next fetch fails the same way and tries
-		// the delete again. Still, the user must sign in again.
+		// The entry stays; the next fetch does not send it again but
+		// tries the delete again. Still, the user must sign in again.
+		r.dead = &deadEntry{entry: cur, err: err}
 		err = errors.Join(err, fmt.Errorf("providers: RefreshToken: removing the refused refresh token: %w", derr))
+	default:
+		r.dead = nil
 	}
 	reauth := &ReauthError{Identity: r.identity, Err: err}
 	r.publishRevoked(ctx, reauth)

@@ -229,6 +229,40 @@ func TestRefreshToken_invalidGrant(t *testing.T) {
 	}
 }
 
+// TestRefreshToken_deleteFails: after invalid_grant, a store that fails
+// to remove the refused token keeps it; later fetches do not send it
+// again, but ask the user to sign in and try the removal again.
+func TestRefreshToken_deleteFails(t *testing.T) {
+	f := newUserFixture(t)
+	if _, err := users.Seed(context.Background(), f.store, f.keys, userID, "rt-unknown-to-the-server"); err != nil {
+		t.Fatal(err)
+	}
+	var requests atomic.Int64
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		f.srv.ServeHTTP(w, r)
+	}))
+	defer hs.Close()
+	store := &hookStore{Store: f.store}
+	store.failDeletes.Store(2)
+	cfg := f.config(store)
+	cfg.TokenURL = hs.URL
+	p := providers.RefreshToken(cfg)
+	for i := range 3 {
+		_, err := p(context.Background())
+		var retrieve *providers.RetrieveError
+		if !errors.Is(err, tokenmanager.ErrReauthRequired) || !errors.As(err, &retrieve) || retrieve.ErrorCode != "invalid_grant" {
+			t.Fatalf("fetch %d: %v; want ErrReauthRequired wrapping the invalid_grant answer", i+1, err)
+		}
+	}
+	if n := requests.Load(); n != 1 {
+		t.Fatalf("%d token requests; want the refused token sent once", n)
+	}
+	if _, err := f.store.Load(context.Background(), userID); !errors.Is(err, users.ErrNotFound) {
+		t.Fatalf("entry after the third fetch: %v; want it removed", err)
+	}
+}
+
 // TestRefreshToken_restart: a new manager on the same store file goes on
 // with the rotated token, without invalid_grant.
 func TestRefreshToken_restart(t *testing.T) {
@@ -415,6 +449,7 @@ func TestRefreshTokenConfig_Validate(t *testing.T) {
 type hookStore struct {
 	users.Store
 	failSaves    atomic.Int64
+	failDeletes  atomic.Int64
 	afterSave    func()
 	beforeDelete func()
 }
@@ -433,6 +468,9 @@ func (s *hookStore) Save(ctx context.Context, id string, e users.Entry) error {
 func (s *hookStore) Delete(ctx context.Context, id string, v uint64) error {
 	if s.beforeDelete != nil {
 		s.beforeDelete()
+	}
+	if s.failDeletes.Add(-1) >= 0 {
+		return errors.New("disk full")
 	}
 	return s.Store.Delete(ctx, id, v)
 }
