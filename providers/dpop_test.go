@@ -1,11 +1,13 @@
 package providers
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -13,6 +15,7 @@ import (
 	"github.com/go-tokenmanager/tokenmanager"
 	"github.com/go-tokenmanager/tokenmanager/internal/dpopctx"
 	"github.com/go-tokenmanager/tokenmanager/internal/testutil"
+	"github.com/go-tokenmanager/tokenmanager/users"
 )
 
 // dpopAS is a token endpoint that requires DPoP proofs with its nonce
@@ -119,5 +122,67 @@ func TestDPoP_tokenRequestRedirect(t *testing.T) {
 	}
 	if requests.Load() != 4 || challenges.Load() != 1 {
 		t.Errorf("%d requests, %d challenges; want 4 (two redirected) and 1", requests.Load(), challenges.Load())
+	}
+}
+
+// TestDPoP_refreshToken: the refresh token grant carries a proof of the
+// identity's key; the server's nonce request is answered with one more
+// request with the nonce, and the refresh token, not spent by the
+// refused request, is sent again and rotated once.
+func TestDPoP_refreshToken(t *testing.T) {
+	rs := &testutil.RefreshServer{}
+	v := testutil.DPoPVerifier{Nonce: func() string { return "as-nonce" }}
+	var requests, challenges, proofs atomic.Int64
+	var srv *httptest.Server
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		if r.Header.Get("DPoP") != "" {
+			proofs.Add(1)
+		}
+		_, err := v.Verify(r.Header.Get("DPoP"), "POST", srv.URL+"/token", "", "")
+		switch {
+		case err == testutil.ErrDPoPNonce:
+			challenges.Add(1)
+			w.Header().Set("DPoP-Nonce", v.Nonce())
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusBadRequest)
+			json.NewEncoder(w).Encode(map[string]string{"error": "use_dpop_nonce"})
+		case err != nil:
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusBadRequest)
+			json.NewEncoder(w).Encode(map[string]string{"error": "invalid_dpop_proof"})
+		default:
+			rs.ServeHTTP(w, r)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	store := testutil.OpenFileStore(t, filepath.Join(t.TempDir(), "tokens.db"))
+	keys, err := users.NewKeys("k1", map[string][]byte{"k1": bytes.Repeat([]byte{7}, users.KeySize)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const id = "user=ann"
+	if _, err := users.Seed(context.Background(), store, keys, id, rs.Issue()); err != nil {
+		t.Fatal(err)
+	}
+	d, err := tokenmanager.NewDPoP(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	grant := RefreshToken(RefreshTokenConfig{TokenURL: srv.URL + "/token", Identity: id, Store: store, Keys: keys, Auth: NoClientAuth("app")})
+	get := dpopctx.ProviderOf(tokenmanager.Settings{GetCredentials: grant, DPoP: d})
+	for i := range 2 {
+		if _, err := get(context.Background()); err != nil {
+			t.Fatalf("refresh %d: %v", i+1, err)
+		}
+	}
+	if requests.Load() != 3 || challenges.Load() != 1 || proofs.Load() != 3 {
+		t.Errorf("%d requests, %d challenges, %d with a proof; want 3, 1, 3", requests.Load(), challenges.Load(), proofs.Load())
+	}
+	if rs.Refreshes() != 2 || rs.Reuses() != 0 {
+		t.Errorf("%d refreshes, %d reuses; want 2, 0", rs.Refreshes(), rs.Reuses())
+	}
+	if e, err := store.Load(context.Background(), id); err != nil || e.Version != 3 {
+		t.Errorf("stored version %d, %v; want 3 (two rotations)", e.Version, err)
 	}
 }
