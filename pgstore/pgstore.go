@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -37,7 +38,9 @@ const DefaultTable = "tokenmanager_refresh_tokens"
 // Options configure a [Store]. The zero value is usable.
 type Options struct {
 	// Table is the table's name, optionally schema-qualified
-	// ("auth.refresh_tokens"). Optional; empty means [DefaultTable].
+	// ("auth.refresh_tokens"). Optional; empty means [DefaultTable]. It
+	// is quoted as written: "Tokens" names the table Tokens, not tokens,
+	// and a reserved word ("user") is a valid name.
 	Table string
 	// CreateTable creates the table if it does not exist. Optional;
 	// without it the table must exist (see [Store.Schema]).
@@ -68,7 +71,7 @@ func New(ctx context.Context, pool *pgxpool.Pool, o Options) (*Store, error) {
 	if !tableName.MatchString(o.Table) {
 		return nil, fmt.Errorf("pgstore: table name %q: want name or schema.name of letters, digits and _", o.Table)
 	}
-	s := &Store{pool: pool, table: o.Table}
+	s := &Store{pool: pool, table: pgx.Identifier(strings.Split(o.Table, ".")).Sanitize()}
 	s.load = `SELECT version, sealed FROM ` + s.table + ` WHERE identity = $1`
 	s.insert = `INSERT INTO ` + s.table + ` (identity, version, sealed) VALUES ($1, 1, $2) ON CONFLICT (identity) DO NOTHING`
 	s.update = `UPDATE ` + s.table + ` SET version = $2, sealed = $3, updated_at = now() WHERE identity = $1 AND version = $2 - 1`

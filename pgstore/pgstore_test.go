@@ -58,6 +58,30 @@ func TestNew_checksTable(t *testing.T) {
 	}
 }
 
+// TestNew_quotesTable: the table name is quoted as written: a reserved
+// word works, and a capital letter is kept, not folded to lower case.
+func TestNew_quotesTable(t *testing.T) {
+	pool := newPool(t)
+	ctx := context.Background()
+	for _, table := range []string{"user", "Tokens"} {
+		s, err := pgstore.New(ctx, pool, pgstore.Options{Table: table, CreateTable: true})
+		if err != nil {
+			t.Fatalf("table %q: %v", table, err)
+		}
+		if err := s.Save(ctx, "id", users.Entry{Version: 1, Sealed: []byte("x")}); err != nil {
+			t.Fatalf("table %q: %v", table, err)
+		}
+		var n int
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_tables WHERE tablename = $1`, table).Scan(&n); err != nil || n != 1 {
+			t.Fatalf("tables named exactly %q: %d, %v; want 1", table, n, err)
+		}
+	}
+	var n int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_tables WHERE tablename = 'tokens'`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("tables named tokens: %d, %v; want none (Tokens is not folded)", n, err)
+	}
+}
+
 // TestStore_twoReplicas: two stores on one database (two replicas) see
 // each other's writes, and the compare-and-swap lets one writer of a
 // version win.
