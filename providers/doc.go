@@ -41,8 +41,8 @@
 //
 // DPoP (RFC 9449): when the identity has a key (tokenmanager.Settings.DPoP),
 // every token request of a grant carries a DPoP proof of it, and the
-// token endpoint's use_dpop_nonce is answered by one more request with
-// the nonce it gave.
+// token endpoint's use_dpop_nonce with a DPoP-Nonce header is answered by
+// one more request with that nonce.
 //
 // Tokens on behalf of users: [RefreshToken] is the refresh token grant
 // (RFC 6749 §6) for one identity (a user, a client, a resource), its

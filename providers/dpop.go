@@ -15,8 +15,8 @@ import (
 // the token actor hands the key to the grant with the fetch's context.
 // The proof has htm POST and htu the token endpoint, no ath; a redirect's
 // request gets a proof of its own. A DPoP-Nonce in the answer is kept
-// for the endpoint's origin, and a 400 use_dpop_nonce is answered by
-// sending the request once more with the nonce.
+// for the endpoint's origin, and a 400 use_dpop_nonce with a DPoP-Nonce
+// is answered by sending the request once more with the nonce.
 
 // withProof adds a proof of d to req, and returns c with a redirect
 // policy that gives each redirect's request a proof of its own.
@@ -47,8 +47,10 @@ func withProof(c *http.Client, d *tokenmanager.DPoP, req *http.Request) (*http.C
 }
 
 // nonceRequested reports whether err is the token endpoint's request for
-// a DPoP nonce (error use_dpop_nonce), in a fetch that sends proofs.
+// a DPoP nonce (error use_dpop_nonce) that gave one (a DPoP-Nonce header),
+// in a fetch that sends proofs. Without the header a second request
+// would carry no nonce either: it is not sent.
 func nonceRequested(ctx context.Context, err error) bool {
 	var re *RetrieveError
-	return err != nil && errors.As(err, &re) && re.ErrorCode == "use_dpop_nonce" && dpopctx.From(ctx) != nil
+	return err != nil && errors.As(err, &re) && re.ErrorCode == "use_dpop_nonce" && re.nonce && dpopctx.From(ctx) != nil
 }

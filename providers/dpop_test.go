@@ -80,6 +80,27 @@ func TestDPoP_tokenRequestNonce(t *testing.T) {
 	}
 }
 
+// A use_dpop_nonce answer without a DPoP-Nonce header gives nothing to
+// send: the request is not sent again.
+func TestDPoP_tokenRequestNonceWithoutHeader(t *testing.T) {
+	var requests atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		json.NewEncoder(w).Encode(map[string]string{"error": "use_dpop_nonce"})
+	}))
+	t.Cleanup(srv.Close)
+	d, _ := tokenmanager.NewDPoP(nil)
+	get := dpopctx.ProviderOf(tokenmanager.Settings{DPoP: d,
+		GetCredentials: ClientCredentialsGrant(GrantConfig{TokenURL: srv.URL + "/token", Auth: ClientSecret("c", "s", AuthStyleInParams)})})
+	_, err := get(context.Background())
+	var re *RetrieveError
+	if !errors.As(err, &re) || re.ErrorCode != "use_dpop_nonce" || requests.Load() != 1 {
+		t.Errorf("err %v after %d requests; want use_dpop_nonce after 1", err, requests.Load())
+	}
+}
+
 // A server that asks for a nonce twice in a row fails the fetch: one
 // retry per fetch.
 func TestDPoP_tokenRequestNonceOnce(t *testing.T) {

@@ -272,7 +272,7 @@ func (e *endpoint) retrieve(ctx context.Context, t target, params url.Values, se
 	}
 	forms := append(e.secretForms(), valueForms(r.secrets)...)
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		re := &RetrieveError{StatusCode: resp.StatusCode, retryAfter: parseRetryAfter(resp.Header, e.now())}
+		re := &RetrieveError{StatusCode: resp.StatusCode, retryAfter: parseRetryAfter(resp.Header, e.now()), nonce: resp.Header.Get("DPoP-Nonce") != ""}
 		if f, err := parseFields(resp.Header.Get("Content-Type"), body); err == nil {
 			setOAuthError(re, f, forms)
 		}

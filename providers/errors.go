@@ -43,6 +43,8 @@ type RetrieveError struct {
 	ErrorURI string
 
 	retryAfter time.Duration
+	// nonce reports whether the answer carried a DPoP-Nonce header.
+	nonce bool
 }
 
 // Error describes the refusal.
