@@ -79,6 +79,13 @@ func TestChallenge(t *testing.T) {
 		{[]string{`Bearer error="use_dpop_nonce"`}, false},
 		{[]string{`DPoP error="invalid_token", DPoP error="use_dpop_nonce"`}, true},
 		{[]string{`DPoPx error="use_dpop_nonce"`}, false},
+		{[]string{`DPoP error = "use_dpop_nonce"`}, true},
+		{[]string{`DPoP error =use_dpop_nonce`}, true},
+		{[]string{`DPoP realm="a, b", error="use_dpop_nonce"`}, true},
+		{[]string{`Basic YWxhZGRpbg==, DPoP error="use_dpop_nonce"`}, true},
+		{[]string{`DPoP x_error="use_dpop_nonce"`}, false},
+		{[]string{`DPoP error="invalid_token", error_description="not error=\"use_dpop_nonce\""`}, false},
+		{[]string{`DPoP error="invalid_token", Bearer error="use_dpop_nonce"`}, false},
 		{nil, false},
 	}
 	for _, tt := range tests {

@@ -194,36 +194,111 @@ func isUnreserved(c byte) bool {
 
 // Challenge reports whether a response's WWW-Authenticate values ask for
 // a DPoP nonce: a DPoP challenge with error="use_dpop_nonce" (RFC 9449
-// §9).
+// §9). The values are parsed as RFC 9110 §11.6.1 challenges: spaces
+// around "=" (BWS), quoted or token values, several challenges per value.
 func Challenge(values []string) bool {
 	for _, v := range values {
-		l := strings.ToLower(v)
-		for _, params := range dpopChallenges(l) {
-			if strings.Contains(params, `error="use_dpop_nonce"`) || strings.Contains(params, "error=use_dpop_nonce") {
-				return true
+		found := false
+		parseChallenges(v, func(scheme, name, value string) {
+			if strings.EqualFold(scheme, "DPoP") && strings.EqualFold(name, "error") && strings.EqualFold(value, "use_dpop_nonce") {
+				found = true
 			}
+		})
+		if found {
+			return true
 		}
 	}
 	return false
 }
 
-// dpopChallenges returns the parameters of each DPoP challenge in the
-// lower-cased WWW-Authenticate value l: what follows the scheme name, up
-// to the next DPoP challenge.
-func dpopChallenges(l string) []string {
-	var starts []int
-	for i := 0; i+4 <= len(l); i++ {
-		if l[i:i+4] == "dpop" && (i == 0 || l[i-1] == ' ' || l[i-1] == ',') && (i+4 == len(l) || l[i+4] == ' ') {
-			starts = append(starts, i+4)
+// parseChallenges calls param for each auth-param of each challenge in
+// the WWW-Authenticate value v:
+//
+//	challenge  = auth-scheme [ 1*SP ( token68 / #auth-param ) ]
+//	auth-param = token BWS "=" BWS ( token / quoted-string )
+//
+// A bare token after a comma starts a challenge; one right after a scheme
+// is its token68. What is not a token is skipped up to the next comma.
+func parseChallenges(v string, param func(scheme, name, value string)) {
+	scheme := ""
+	afterComma := true
+	for i := 0; i < len(v); {
+		switch v[i] {
+		case ' ', '\t':
+			i++
+			continue
+		case ',':
+			afterComma = true
+			i++
+			continue
+		}
+		start := i
+		for i < len(v) && isTchar(v[i]) {
+			i++
+		}
+		if i == start { // not a token: skip it
+			for i < len(v) && v[i] != ',' {
+				i++
+			}
+			continue
+		}
+		name := v[start:i]
+		j := skipWS(v, i)
+		if j < len(v) && v[j] == '=' {
+			k := skipWS(v, j+1)
+			if k < len(v) && (v[k] == '"' || isTchar(v[k])) {
+				var value string
+				value, i = readValue(v, k)
+				if scheme != "" {
+					param(scheme, name, value)
+				}
+				afterComma = false
+				continue
+			}
+			for i = j; i < len(v) && v[i] == '='; i++ { // token68 padding
+			}
+			continue
+		}
+		if afterComma || scheme == "" {
+			scheme = name
+			afterComma = false
+		} // else: the scheme's token68
+	}
+}
+
+// readValue reads a token or a quoted-string starting at v[i]; it returns
+// the value (unquoted) and the index after it.
+func readValue(v string, i int) (string, int) {
+	if v[i] != '"' {
+		start := i
+		for i < len(v) && isTchar(v[i]) {
+			i++
+		}
+		return v[start:i], i
+	}
+	var b strings.Builder
+	for i++; i < len(v); i++ {
+		switch c := v[i]; {
+		case c == '"':
+			return b.String(), i + 1
+		case c == '\\' && i+1 < len(v):
+			i++
+			b.WriteByte(v[i])
+		default:
+			b.WriteByte(c)
 		}
 	}
-	out := make([]string, len(starts))
-	for k, s := range starts {
-		end := len(l)
-		if k+1 < len(starts) {
-			end = starts[k+1] - 4
-		}
-		out[k] = l[s:end]
+	return b.String(), i // unterminated: up to the end
+}
+
+func skipWS(v string, i int) int {
+	for i < len(v) && (v[i] == ' ' || v[i] == '\t') {
+		i++
 	}
-	return out
+	return i
+}
+
+// isTchar reports whether c may be in an RFC 9110 token.
+func isTchar(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
 }
