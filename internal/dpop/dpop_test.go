@@ -35,6 +35,24 @@ func TestHTU(t *testing.T) {
 	}
 }
 
+// TestHTU_opaque: a URL with Opaque set (to send a path encoded as
+// written) gets the path net/http sends in the request line.
+func TestHTU_opaque(t *testing.T) {
+	tests := []struct {
+		opaque, want string
+	}{
+		{"/a%2fb/c", "https://api.example/a%2Fb/c"},
+		{"//api.example/x%2Fy", "https://api.example/x%2Fy"},
+		{"//api.example", "https://api.example/"},
+	}
+	for _, tt := range tests {
+		u := &url.URL{Scheme: "https", Host: "api.example", Opaque: tt.opaque, RawQuery: "q=1"}
+		if got := HTU(u); got != tt.want {
+			t.Errorf("HTU(Opaque %q) = %q; want %q", tt.opaque, got, tt.want)
+		}
+	}
+}
+
 func TestOrigin(t *testing.T) {
 	tests := []struct{ in, want string }{
 		{"https://API.example.com/x?y", "https://api.example.com:443"},

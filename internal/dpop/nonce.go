@@ -104,12 +104,29 @@ func HTU(u *url.URL) string {
 	if port != "" && port != defaultPort(scheme) {
 		host += ":" + port
 	}
-	path := normalizePercent(u.EscapedPath())
+	path := normalizePercent(wirePath(u))
 	path = removeDots(path)
 	if path == "" {
 		path = "/"
 	}
 	return scheme + "://" + host + path
+}
+
+// wirePath returns the path of u as net/http sends it in the request
+// line (url.URL.RequestURI): u.Opaque when set ("/a%2Fb", or the path of
+// "//host/a%2Fb"), u.EscapedPath() otherwise.
+func wirePath(u *url.URL) string {
+	op := u.Opaque
+	if op == "" {
+		return u.EscapedPath()
+	}
+	if rest, ok := strings.CutPrefix(op, "//"); ok {
+		if i := strings.IndexByte(rest, '/'); i >= 0 {
+			return rest[i:]
+		}
+		return ""
+	}
+	return op
 }
 
 // normalizePercent upper-cases the hex digits of percent-encodings and
