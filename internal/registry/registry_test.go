@@ -63,31 +63,6 @@ func TestRegistry_storeLoadDelete(t *testing.T) {
 	}
 }
 
-// Identities whose hashes collide are told apart by the identity itself.
-func TestRegistry_collisions(t *testing.T) {
-	r := New[*entry]()
-	const h = 42 << shardBits // one shard, one home slot
-	a, b, c := &entry{}, &entry{}, &entry{}
-	r.store(h, "a", a)
-	r.store(h, "b", b)
-	r.store(h, "c", c)
-	for id, want := range map[string]*entry{"a": a, "b": b, "c": c} {
-		if got, ok := r.load(h, id); !ok || got != want {
-			t.Fatalf("load(%q) = %p, %v; want %p", id, got, ok, want)
-		}
-	}
-	if _, ok := r.load(h, "d"); ok {
-		t.Fatal("load found an identity whose hash collides but was never stored")
-	}
-	r.compareAndDelete(h, "a", a)
-	if _, ok := r.load(h, "a"); ok {
-		t.Fatal("a still found after its delete")
-	}
-	if got, ok := r.load(h, "c"); !ok || got != c {
-		t.Fatal("c, probed past a, lost when a was deleted")
-	}
-}
-
 // BenchmarkLoad looks up 10,000 identities in turn, each found cold in
 // the CPU caches as on a request through a MultiRoundTripper.
 func BenchmarkLoad(b *testing.B) {
