@@ -181,22 +181,31 @@ func TestRefreshToken_independentRefreshersRevokeTheFamily(t *testing.T) {
 	}
 }
 
-// TestRefreshToken_invalidGrant: a refused refresh token is permanent
-// for the identity: one typed error, one event, the entry removed, and
-// the token is not sent again.
-func TestRefreshToken_invalidGrant(t *testing.T) {
+// newRefusedFixture is a user fixture whose stored refresh token the
+// server does not know (it answers invalid_grant), served at f.url
+// through a handler counting the token requests.
+func newRefusedFixture(t *testing.T) (*userFixture, *atomic.Int64) {
+	t.Helper()
 	f := newUserFixture(t)
 	if _, err := users.Seed(context.Background(), f.store, f.keys, userID, "rt-unknown-to-the-server"); err != nil {
 		t.Fatal(err)
 	}
-	var requests atomic.Int64
+	requests := new(atomic.Int64)
 	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		requests.Add(1)
 		f.srv.ServeHTTP(w, r)
 	}))
-	defer hs.Close()
+	t.Cleanup(hs.Close)
+	f.url = hs.URL
+	return f, requests
+}
+
+// TestRefreshToken_invalidGrant: a refused refresh token is permanent
+// for the identity: one typed error, one event, the entry removed, and
+// the token is not sent again.
+func TestRefreshToken_invalidGrant(t *testing.T) {
+	f, requests := newRefusedFixture(t)
 	cfg := f.config(f.store)
-	cfg.TokenURL = hs.URL
 	rt, mock := testutil.NewMockRT(t, tokenmanager.Settings{GetCredentials: providers.RefreshToken(cfg)}, nil)
 	rec := testutil.Record(t, rt)
 	_, err := rt.Token(context.Background())
@@ -233,20 +242,10 @@ func TestRefreshToken_invalidGrant(t *testing.T) {
 // to remove the refused token keeps it; later fetches do not send it
 // again, but ask the user to sign in and try the removal again.
 func TestRefreshToken_deleteFails(t *testing.T) {
-	f := newUserFixture(t)
-	if _, err := users.Seed(context.Background(), f.store, f.keys, userID, "rt-unknown-to-the-server"); err != nil {
-		t.Fatal(err)
-	}
-	var requests atomic.Int64
-	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		requests.Add(1)
-		f.srv.ServeHTTP(w, r)
-	}))
-	defer hs.Close()
+	f, requests := newRefusedFixture(t)
 	store := &hookStore{Store: f.store}
 	store.failDeletes.Store(2)
 	cfg := f.config(store)
-	cfg.TokenURL = hs.URL
 	p := providers.RefreshToken(cfg)
 	for i := range 3 {
 		_, err := p(context.Background())
