@@ -102,6 +102,27 @@ func (s *Server) RefreshToken(t testing.TB, clientID, accountID, scope string) s
 	return v.RefreshToken
 }
 
+// Device stands for the user entering userCode on the device flow's
+// verification page: it approves the sign-in of accountID, or refuses it
+// when deny is set.
+func (s *Server) Device(t testing.TB, userCode, accountID string, deny bool) {
+	t.Helper()
+	body, _ := json.Marshal(map[string]any{"userCode": userCode, "accountId": accountID, "deny": deny})
+	req, err := http.NewRequest(http.MethodPost, s.Issuer+"/test/device", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("X-Proxy-Secret", s.secret)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("confirming user code %q: status %d", userCode, resp.StatusCode)
+	}
+}
+
 // dir is this package's directory, where server.js and node_modules are.
 func dir() string {
 	_, file, _, _ := runtime.Caller(0)
