@@ -210,16 +210,7 @@ func TestSignIn_deviceFlow(t *testing.T) {
 		t.Errorf("first poll: %+v", ev[0])
 	}
 	r.Device(t, auth.UserCode, "peter", false)
-	var werr error
-	testutil.AdvanceUntil(t, mock, time.Second, 30, "Wait to return", func() bool {
-		select {
-		case werr = <-done:
-			return true
-		default:
-			return false
-		}
-	})
-	if werr != nil {
+	if werr := waitDone(t, mock, done); werr != nil {
 		t.Fatal(werr)
 	}
 	r.refreshes(t, peter)
@@ -234,15 +225,22 @@ func TestSignIn_deviceFlow(t *testing.T) {
 		_, err := d.Wait(ctx, auth)
 		done <- err
 	}()
+	if werr := waitDone(t, mock, done); !errors.Is(werr, providers.ErrAccessDenied) || !tokenmanager.IsPermanent(werr) {
+		t.Errorf("refused: %v; want ErrAccessDenied", werr)
+	}
+}
+
+// waitDone advances mock until Wait's error arrives on done.
+func waitDone(t *testing.T, mock *clock.Mock, done chan error) error {
+	t.Helper()
+	var err error
 	testutil.AdvanceUntil(t, mock, time.Second, 30, "Wait to return", func() bool {
 		select {
-		case werr = <-done:
+		case err = <-done:
 			return true
 		default:
 			return false
 		}
 	})
-	if !errors.Is(werr, providers.ErrAccessDenied) || !tokenmanager.IsPermanent(werr) {
-		t.Errorf("refused: %v; want ErrAccessDenied", werr)
-	}
+	return err
 }
