@@ -594,3 +594,25 @@ func TestDeviceFlow_validate(t *testing.T) {
 		}
 	}
 }
+
+func TestSignIn_printingShowsNoSecret(t *testing.T) {
+	f := newSignInFixture(t)
+	const secret = "client-secret-value"
+	auth := providers.ClientSecret("app", secret, providers.AuthStyleInHeader)
+	ac := providers.AuthCodeConfig{AuthURL: f.url + "/authorize", TokenURL: f.url + "/token", RedirectURL: "https://app/cb",
+		Auth: auth, Store: f.store, Keys: f.keys}
+	a, err := providers.NewAuthCode(ac)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dc := providers.DeviceFlowConfig{DeviceAuthURL: f.url + "/device", TokenURL: f.url + "/token", Auth: auth, Store: f.store, Keys: f.keys}
+	d, err := providers.NewDeviceFlow(dc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []any{ac, a, dc, d} {
+		if s := fmt.Sprintf("%v %+v %#v", v, v, v); strings.Contains(s, secret) || strings.Contains(s, "\x07\x07\x07") || strings.Contains(s, "0x7, 0x7") {
+			t.Errorf("%T prints a secret or a key: %s", v, s)
+		}
+	}
+}
