@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -32,6 +33,8 @@ type signInFixture struct {
 	url   string
 	store *users.FileStore
 	keys  *users.Keys
+
+	failPolls atomic.Int64 // device code polls to answer 503
 
 	mu    sync.Mutex
 	forms []url.Values // the /token and /device request bodies
@@ -55,6 +58,10 @@ func newSignInFixture(t *testing.T) *signInFixture {
 				f.dpop = append(f.dpop, r.Header.Get("DPoP"))
 			}
 			f.mu.Unlock()
+			if r.PostForm.Get("grant_type") == "urn:ietf:params:oauth:grant-type:device_code" && f.failPolls.Add(-1) >= 0 {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				return
+			}
 		}
 		f.srv.ServeHTTP(w, r)
 	}))
@@ -613,6 +620,50 @@ func TestSignIn_printingShowsNoSecret(t *testing.T) {
 	for _, v := range []any{ac, a, dc, d} {
 		if s := fmt.Sprintf("%v %+v %#v", v, v, v); strings.Contains(s, secret) || strings.Contains(s, "\x07\x07\x07") || strings.Contains(s, "0x7, 0x7") {
 			t.Errorf("%T prints a secret or a key: %s", v, s)
+		}
+	}
+}
+
+func TestDeviceFlow_retriesServerErrorsWithDPoP(t *testing.T) {
+	f := newSignInFixture(t)
+	f.failPolls.Store(2)
+	key, err := tokenmanager.NewDPoP(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mock := clock.NewMock()
+	rec := &testutil.Recorder{}
+	d, err := providers.NewDeviceFlow(providers.DeviceFlowConfig{
+		DeviceAuthURL: f.url + "/device", TokenURL: f.url + "/token", Auth: providers.NoClientAuth("app"),
+		Store: f.store, Keys: f.keys, Events: rec.Add, Clock: mock, DPoP: key,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := d.Start(context.Background(), ann)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.srv.Approve(a.UserCode)
+	done := wait(context.Background(), d, a)
+	var got waitResult
+	testutil.AdvanceUntil(t, mock, time.Second, 30, "Wait to return", arrived(done, &got))
+	if got.err != nil {
+		t.Fatal(got.err)
+	}
+	pending := testutil.EventsOf[messages.DevicePollPending](rec)
+	if len(pending) != 2 || pending[0].Reason != "retry" || pending[1].Interval != 5*time.Second {
+		t.Errorf("DevicePollPending events %+v; want two retries at the same pace", pending)
+	}
+	f.mu.Lock()
+	proofs := append([]string(nil), f.dpop...)
+	f.mu.Unlock()
+	if len(proofs) != 3 {
+		t.Fatalf("%d polls", len(proofs))
+	}
+	for _, proof := range proofs {
+		if p, err := testutil.ParseDPoP(proof); err != nil || p.JKT != key.Thumbprint() {
+			t.Errorf("poll proof %v, %v; want one of the DPoP key", p, err)
 		}
 	}
 }
