@@ -25,13 +25,7 @@ import (
 // users.Seed) and tokenmanager (providers.AuthCode's Start and Exchange,
 // which seeds). The server and the store are the same for both.
 func BenchmarkSignIn(b *testing.B) {
-	for _, row := range []struct {
-		name string
-		run  func(ctx context.Context, env *signInEnv) error
-	}{
-		{"oauth2", signInOAuth2},
-		{"tokenmanager", signInTokenManager},
-	} {
+	for _, row := range signInRows {
 		b.Run(row.name, func(b *testing.B) {
 			env := newSignInEnv(b)
 			ctx := context.Background()
@@ -39,6 +33,32 @@ func BenchmarkSignIn(b *testing.B) {
 			for b.Loop() {
 				if err := row.run(ctx, env); err != nil {
 					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+var signInRows = []struct {
+	name string
+	run  func(ctx context.Context, env *signInEnv) error
+}{
+	{"oauth2", signInOAuth2},
+	{"tokenmanager", signInTokenManager},
+}
+
+// TestSignInScenarios runs each row of BenchmarkSignIn twice: each signs
+// the user in and stores a new refresh token.
+func TestSignInScenarios(t *testing.T) {
+	for _, row := range signInRows {
+		t.Run(row.name, func(t *testing.T) {
+			env := newSignInEnv(t)
+			for i := range 2 {
+				if err := row.run(context.Background(), env); err != nil {
+					t.Fatal(err)
+				}
+				if e, err := env.store.Load(context.Background(), signInUser.String()); err != nil || e.Version != uint64(i+1) {
+					t.Errorf("after sign-in %d: version %d, %v", i+1, e.Version, err)
 				}
 			}
 		})
@@ -59,7 +79,7 @@ const signInRedirect = "http://127.0.0.1:1/callback"
 
 var signInUser = users.Identity{User: "ann", Client: "app"}
 
-func newSignInEnv(b *testing.B) *signInEnv {
+func newSignInEnv(b testing.TB) *signInEnv {
 	srv := httptest.NewServer(&testutil.SignInServer{ClientID: "app"})
 	b.Cleanup(srv.Close)
 	env := &signInEnv{url: srv.URL, store: testutil.OpenFileStore(b, filepath.Join(b.TempDir(), "tokens.db")),
