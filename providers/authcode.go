@@ -44,8 +44,9 @@ type AuthCodeConfig struct {
 	AuthURL  string
 	TokenURL string
 	Issuer   *Issuer
-	// RedirectURL is the app's callback, registered with the server.
-	// Required.
+	// RedirectURL is the app's callback, registered with the server: an
+	// https URL, a loopback http one, or a native app's private-use
+	// scheme (com.example.app:/callback, RFC 8252 §7.1). Required.
 	RedirectURL string
 	// Scopes are asked for at sign-in; include offline_access (or what
 	// the server wants) to get a refresh token. Optional.
@@ -290,8 +291,10 @@ func (p *problems) url(name, raw string, allowInsecure bool) {
 		p.add("%s is empty", name)
 	case err != nil:
 		p.add("%s is not a valid URL: %v", name, err)
-	case u.Scheme == "" || u.Host == "" && u.Opaque == "":
+	case u.Scheme == "":
 		p.add("%s %q must be an absolute URL", name, redactURL(u))
+	case (u.Scheme == "http" || u.Scheme == "https") && u.Host == "":
+		p.add("%s %q has no host", name, redactURL(u))
 	case (u.Scheme == "http" || u.Scheme == "https") && !allowInsecure && !secure.Allowed(u):
 		*p = append(*p, fmt.Errorf("providers: %s %q is plain http to a host that is not loopback; use https, "+
 			"or set AllowInsecureHTTP only where something else protects the traffic: %w", name, redactURL(u), tokenmanager.ErrInsecureTransport))

@@ -667,3 +667,17 @@ func TestDeviceFlow_retriesServerErrorsWithDPoP(t *testing.T) {
 		}
 	}
 }
+
+func TestAuthCode_redirectURLs(t *testing.T) {
+	f := newSignInFixture(t)
+	for raw, ok := range map[string]bool{
+		"https://app.example/cb": true, "http://127.0.0.1:8080/cb": true, "com.example.app:/callback": true,
+		"/callback": false, "https:///cb": false,
+	} {
+		_, err := providers.NewAuthCode(providers.AuthCodeConfig{AuthURL: f.url + "/authorize", TokenURL: f.url + "/token",
+			RedirectURL: raw, Auth: providers.NoClientAuth("app"), Store: f.store, Keys: f.keys})
+		if (err == nil) != ok {
+			t.Errorf("RedirectURL %q: %v", raw, err)
+		}
+	}
+}
