@@ -24,11 +24,13 @@ type hosted struct {
 }
 
 // host starts hosting identity with settings s (as SettingsFor gave
-// them) and publishes its handle.
-func (w *owner) host(identity string, s tokenmanager.Settings, now time.Time) *hosted {
+// them) in x (nil: a new entry) and publishes its handle.
+func (w *owner) host(x *hosted, identity string, s tokenmanager.Settings, now time.Time) *hosted {
 	req := w.request(s)
 	s = s.WithDefaults()
-	x := &hosted{}
+	if x == nil {
+		x = &hosted{}
+	}
 	x.st.h.Bus = w.o.Bus
 	x.st.h.Done = w.o.Done // closed when the owner stops; passivation answers ErrPassivated
 	x.st.h.Clock = s.Clock

@@ -1,9 +1,11 @@
 package actor
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	proto "github.com/asynkron/protoactor-go/actor"
 	"github.com/benbjohnson/clock"
@@ -51,7 +53,8 @@ func NewOwnerProps(settings tokenmanager.OwnerSettings) (*proto.Props, error) {
 		return nil, err
 	}
 	s := settings.WithDefaults()
-	return proto.PropsFromProducer(func() proto.Actor { return newOwner(s) }, lockfreeMailbox), nil
+	d := newWorkers()
+	return proto.PropsFromProducer(func() proto.Actor { return newOwner(s, d) }, lockfreeMailbox, proto.WithDispatcher(d)), nil
 }
 
 // lockfreeMailbox is the owner's mailbox: a lock-free queue allocated as
@@ -65,6 +68,11 @@ type (
 		identity string
 		s        tokenmanager.Settings
 		err      error
+		// first is the outcome of the identity's first fetch, run with
+		// SettingsFor when what started it wants a token, from
+		// firstAt on; nil otherwise.
+		first   *fetchDone
+		firstAt time.Time
 	}
 	sweepTick struct{ seq uint64 }
 	// hostedFetch is the outcome of an identity's fetch; x says whose.
@@ -99,6 +107,12 @@ type owner struct {
 	mu      sync.Mutex // guards stopped: goroutines send to self only while false
 	stopped bool
 	unsubs  []func()
+	// ctx ends when the owner stops: first fetches (run with
+	// SettingsFor, before their identity is hosted) are cancelled.
+	ctx    context.Context
+	cancel context.CancelFunc
+	// workers runs the owner's mailbox; it counts the owners running.
+	workers *workers
 
 	// live counts the identities hosted, each in reg (their only
 	// index: a passivated identity leaves nothing behind).
@@ -114,9 +128,14 @@ type owner struct {
 	sweepSeq    uint64
 }
 
-func newOwner(s tokenmanager.OwnerSettings) *owner {
+func newOwner(s tokenmanager.OwnerSettings, d *workers) *owner {
 	reg := registry.New[*hosted]()
+	ctx, cancel := context.WithCancel(context.Background())
 	return &owner{
+		ctx:     ctx,
+		cancel:  cancel,
+		workers: d,
+
 		s:   s,
 		reg: reg,
 		o:   &link.Owner{Index: reg, Bus: eventbus.New(s.EventBuffer), Done: make(chan struct{})},
@@ -186,6 +205,7 @@ func (w *owner) started(c proto.Context) {
 	w.self = c.Self()
 	w.root = c.ActorSystem().Root
 	w.log = c.Logger()
+	w.workers.start()
 	es := c.ActorSystem().EventStream
 	w.unsubs = append(w.unsubs, w.o.Bus.Subscribe(func(ev messages.Event) { es.Publish(ev) }))
 	// One goroutine calls every identity's actor-side callbacks, bound to
@@ -201,6 +221,7 @@ func (w *owner) stopping() {
 	w.mu.Lock()
 	w.stopped = true
 	w.mu.Unlock()
+	w.cancel()
 	if w.sweep != nil {
 		w.sweep.Stop()
 		w.sweep = nil
@@ -222,6 +243,7 @@ func (w *owner) finished() {
 	w.o.Bus.Publish(messages.Closed{})
 	w.o.Bus.Close()
 	close(w.o.Done)
+	w.workers.finish()
 	for _, u := range w.unsubs {
 		u()
 	}

@@ -2,9 +2,10 @@ package actor
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
+	"sync/atomic"
 	"time"
 
 	proto "github.com/asynkron/protoactor-go/actor"
@@ -16,10 +17,13 @@ import (
 	"github.com/go-tokenmanager/tokenmanager/messages"
 )
 
-// pending holds what asked for an identity while its settings are fetched.
+// pending holds what asked for an identity while its settings are fetched,
+// and the identity's entry, made early when its first fetch runs with
+// SettingsFor (the fetch counts its provider calls in it).
 type pending struct {
 	resolves  []*protocol.Resolve
 	envelopes []envelope
+	x         *hosted
 }
 
 // envelope is a protocol message and its sender.
@@ -68,7 +72,7 @@ func (w *owner) route(env envelope) {
 		w.reply(env, err)
 		return
 	}
-	p := w.await(identity)
+	p := w.await(identity, isGet(env.msg))
 	p.envelopes = append(p.envelopes, env)
 }
 
@@ -89,7 +93,7 @@ func (w *owner) resolve(m *protocol.Resolve) {
 		m.Reply <- protocol.Resolved{Err: err}
 		return
 	}
-	p := w.await(m.Identity)
+	p := w.await(m.Identity, m.Fetch)
 	p.resolves = slices.DeleteFunc(p.resolves, func(r *protocol.Resolve) bool { return r.Ctx.Err() != nil })
 	p.resolves = append(p.resolves, m)
 }
@@ -100,18 +104,43 @@ func (w *owner) failedNow(identity string) error {
 	return w.failed[identity].Blocking(w.s.Clock.Now())
 }
 
+// isGet reports whether msg is a messages.Get.
+func isGet(msg any) bool {
+	switch msg.(type) {
+	case messages.Get, *messages.Get:
+		return true
+	}
+	return false
+}
+
 // await returns the identity's pending entry, starting its SettingsFor
-// call if there is none.
-func (w *owner) await(identity string) *pending {
+// call if there is none. When fetch is set (what starts the identity
+// wants a token: a Get, a transport's Resolve), the goroutine calling
+// SettingsFor goes on with the identity's first fetch, so that one
+// goroutine and one message back bring both (see settingsDone).
+func (w *owner) await(identity string, fetch bool) *pending {
 	p := w.pending[identity]
 	if p == nil {
 		p = &pending{}
 		w.pending[identity] = p
 		w.pendingPeak = max(w.pendingPeak, len(w.pending))
-		fn := w.s.SettingsFor
+		fn, ctx, bus := w.s.SettingsFor, w.ctx, w.o.Bus
+		var calls *atomic.Int32
+		if fetch {
+			p.x = &hosted{}
+			calls = &p.x.st.fetch.calls
+		}
 		go func() {
-			s, err := backoff.SettingsOf(fn, identity)
-			w.sendSelf(&settingsDone{identity: identity, s: s, err: err})
+			m := &settingsDone{identity: identity}
+			m.s, m.err = backoff.SettingsOf(fn, identity)
+			if m.err != nil || calls == nil {
+				w.sendSelf(m)
+				return
+			}
+			firstFetch(ctx, m.s, bus, calls, func(d *fetchDone, start time.Time) {
+				m.first, m.firstAt = d, start
+				w.sendSelf(m)
+			})
 		}()
 	}
 	return p
@@ -138,10 +167,34 @@ func (w *owner) settingsDone(c proto.Context, m *settingsDone) {
 		return
 	}
 	delete(w.failed, m.identity)
-	x := w.host(m.identity, m.s, now)
+	x := w.host(p.x, m.identity, m.s, now)
+	if m.first != nil {
+		w.firstFetched(x, p, m.first, m.firstAt, now)
+	}
 	w.answer(p, x, nil)
 	w.armSweep()
 	w.evictOverCap(x)
+}
+
+// firstFetched hands x, just hosted, the outcome of its first fetch, run
+// from start on with its SettingsFor call. The state begins that fetch;
+// the Gets that waited for the settings join it, and so do the requests
+// resolving the identity (as waits of their own for as long as they
+// resolve, so that a failure is handled as one of a fetch they wait for:
+// a retry armed), before the state handles the outcome as any fetch's.
+// The requests get their handle once the token is cached.
+func (w *owner) firstFetched(x *hosted, p *pending, d *fetchDone, start, now time.Time) {
+	d.id = x.st.begin(start)
+	for _, env := range p.envelopes {
+		w.deliver(x, env)
+	}
+	p.envelopes = nil
+	for _, r := range p.resolves {
+		if r.Ctx.Err() == nil {
+			w.run(x, x.st.wait(now, &protocol.Wait{H: &x.st.h, Ctx: r.Ctx}), nil, nil)
+		}
+	}
+	w.run(x, x.st.fetched(now, d), nil, nil)
 }
 
 // settingsFailed reports a failed SettingsFor call: an event, and a log
@@ -169,7 +222,7 @@ func (w *owner) request(s tokenmanager.Settings) *request.Request {
 		return request.New(s, request.BothSides)
 	}
 	key := requestKey{
-		header: s.Header, statuses: fmt.Sprint(s.RefreshOnStatus), tries: s.MaxRecoveryTries,
+		header: s.Header, statuses: statusKey(s.RefreshOnStatus), tries: s.MaxRecoveryTries,
 		withToken: s.AddTokenToLogs, insecure: s.AllowInsecureHTTP, wait: s.WaitTimeout,
 	}
 	r := w.requests[key]
@@ -181,6 +234,21 @@ func (w *owner) request(s tokenmanager.Settings) *request.Request {
 		w.requests[key] = r
 	}
 	return r
+}
+
+// statusKey spells codes for a requestKey, without fmt: "" for nil (the
+// usual case: the defaults apply), "," for an empty list.
+func statusKey(codes []int) string {
+	if codes == nil {
+		return ""
+	}
+	b := make([]byte, 0, 1+4*len(codes))
+	b = append(b, ',')
+	for _, c := range codes {
+		b = strconv.AppendInt(b, int64(c), 10)
+		b = append(b, ',')
+	}
+	return string(b)
 }
 
 // requestKey is what a shared request side is looked up by.

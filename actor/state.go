@@ -13,6 +13,7 @@ import (
 	"github.com/go-tokenmanager/tokenmanager/internal/eventbus"
 	"github.com/go-tokenmanager/tokenmanager/internal/link"
 	"github.com/go-tokenmanager/tokenmanager/internal/protocol"
+	"github.com/go-tokenmanager/tokenmanager/internal/request"
 	"github.com/go-tokenmanager/tokenmanager/messages"
 )
 
@@ -300,12 +301,16 @@ func (st *state) publish(ev messages.Event) {
 // provider's goroutine: it holds the bus (safe for concurrent use) and
 // the callbacks as they are now, not the state.
 func (st *state) publisher() func(messages.Event) {
-	bus := st.h.Bus
 	if st.pol.events == eventsSharedBus {
-		callbacks := st.h.Request.Callbacks
-		return func(ev messages.Event) { bus.PublishWith(ev, callbacks) }
+		return sharedPublisher(st.h.Bus, st.h.Request.Callbacks)
 	}
-	return bus.Publish
+	return st.h.Bus.Publish
+}
+
+// sharedPublisher returns a func publishing on a bus shared by many
+// identities, each event bound to callbacks (those of its identity).
+func sharedPublisher(bus *eventbus.Bus, callbacks func(messages.Event)) func(messages.Event) {
+	return func(ev messages.Event) { bus.PublishWith(ev, callbacks) }
 }
 
 // launch starts the provider call the state began (effects.fetch) on a
@@ -313,23 +318,63 @@ func (st *state) publisher() func(messages.Event) {
 // block (it sends a message to the host).
 func (st *state) launch(done func(*fetchDone)) {
 	id, provider := st.fetch.id, st.provider
-	ctx, cancel := context.WithTimeout(context.Background(), st.s.FetchTimeout)
 	dropped := ""
 	if st.drops != nil {
 		dropped = st.drops.last
 	}
-	ctx = protocol.WithFetch(ctx, string(st.fetch.why.reason()), dropped)
+	var publish func(messages.Event)
 	if st.h.Bus != nil {
-		ctx = protocol.WithPublish(ctx, st.publisher())
+		publish = st.publisher()
 	}
+	ctx, cancel := fetchContext(context.Background(), st.s.FetchTimeout, st.fetch.why, dropped, publish)
 	st.fetch.cancel = cancel
 	calls := &st.fetch.calls
 	go func() {
 		defer cancel()
-		began := time.Now()
-		tok, err := callProvider(ctx, calls, provider)
-		done(&fetchDone{id: id, token: tok, err: err, duration: time.Since(began)})
+		fetch(ctx, calls, provider, func(d *fetchDone) {
+			d.id = id
+			done(d)
+		})
 	}()
+}
+
+// fetchContext returns the context of a provider call: bounded by
+// timeout (and parent), telling the provider why it is called and which
+// token's rejection led to the call (protocol.WithFetch), and where to
+// publish the provider's own events (protocol.WithPublish: publish, when
+// not nil).
+func fetchContext(parent context.Context, timeout time.Duration, why reason, dropped string, publish func(messages.Event)) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(parent, timeout)
+	ctx = protocol.WithFetch(ctx, string(why.reason()), dropped)
+	if publish != nil {
+		ctx = protocol.WithPublish(ctx, publish)
+	}
+	return ctx, cancel
+}
+
+// fetch calls provider (see callProvider) and hands done its outcome,
+// timed.
+func fetch(ctx context.Context, calls *atomic.Int32, provider tokenmanager.TokenProvider, done func(*fetchDone)) {
+	began := time.Now()
+	callProvider(ctx, calls, provider, func(tok tokenmanager.Token, err error) {
+		done(&fetchDone{token: tok, err: err, duration: time.Since(began)})
+	})
+}
+
+// firstFetch is the first fetch of a state not made yet, which its host
+// runs on the goroutine that got the state's settings s (as SettingsFor
+// gave them): a cold start, bounded by s's FetchTimeout and by parent,
+// whose provider publishes on bus, shared by the host's identities, with
+// the callbacks of s. calls is the future state's. done gets the
+// outcome and when the fetch started on s's clock; the host hands both to
+// the state with [state.begin] and [state.fetched].
+func firstFetch(parent context.Context, s tokenmanager.Settings, bus *eventbus.Bus, calls *atomic.Int32, done func(d *fetchDone, start time.Time)) {
+	s = s.WithDefaults()
+	publish := sharedPublisher(bus, request.Callbacks(s, request.BothSides))
+	ctx, cancel := fetchContext(parent, s.FetchTimeout, reasonColdStart, "", publish)
+	defer cancel()
+	start := s.Clock.Now()
+	fetch(ctx, calls, dpopctx.ProviderOf(s), func(d *fetchDone) { done(d, start) })
 }
 
 // logPanic logs a provider's panic with its stack trace: a bug to fix,

@@ -189,6 +189,15 @@ func (st *state) startFetch(now time.Time) (e effects) {
 	return e
 }
 
+// begin starts, as of start, a fetch its host has run already (an
+// owner's first fetch for an identity, run with its SettingsFor call),
+// and returns its id: the host hands its outcome to fetched. Only for a
+// state that never fetched, so that it is a cold start.
+func (st *state) begin(start time.Time) uint32 {
+	st.startFetch(start) // nothing to stop or arm on a new state; the fetch ran
+	return st.fetch.id
+}
+
 // fetched handles the outcome of the fetch m.id: cache the token, or
 // count the failure. A stale outcome (another id) is ignored.
 func (st *state) fetched(now time.Time, m *fetchDone) (e effects) {
@@ -281,9 +290,9 @@ func (st *state) store(now, start time.Time, tok tokenmanager.Token, expires tim
 	e.answer = st.result()
 	e.askers, e.waits = st.handOver(true)
 
-	msg := fmt.Sprintf("token refreshed (%s)", why)
+	msg := "token refreshed (" + string(why) + ")"
 	if !expires.IsZero() {
-		msg += fmt.Sprintf(", expires in %v", expires.Sub(now).Round(time.Second))
+		msg += ", expires in " + expires.Sub(now).Round(time.Second).String()
 	}
 	if st.s.AddTokenToLogs {
 		msg += ": " + tok.AccessToken

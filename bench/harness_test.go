@@ -700,20 +700,29 @@ func sortDurations(d []time.Duration) []time.Duration {
 // one round of every row instead of on one whole row.
 func runCachedInterleaved(tb testing.TB, rows []cachedRow, rounds, k, goroutines int) ([]float64, error) {
 	rts := make([]http.RoundTripper, len(rows))
+	names := make([]string, len(rows))
 	for i, row := range rows {
 		rt, cleanup := row.setup(tb, newMemBase())
 		defer cleanup()
-		rts[i] = rt
+		rts[i], names[i] = rt, row.name
 	}
 	reqs := make([]*http.Request, goroutines)
 	for g := range reqs {
 		reqs[g] = newRequest(tb, benchURL)
 	}
-	samples := make([][]float64, len(rows))
+	return interleave(rts, names, func(g, _ int) *http.Request { return reqs[g] }, rounds, k, goroutines)
+}
+
+// interleave times rts against each other in rounds alternating rounds
+// (each starting with the next row), k requests per row and round,
+// spread over goroutines; pick(g, i) is goroutine g's i-th request. It
+// returns each row's median ns per request.
+func interleave(rts []http.RoundTripper, names []string, pick func(g, i int) *http.Request, rounds, k, goroutines int) ([]float64, error) {
+	samples := make([][]float64, len(rts))
 	per := max(1, k/goroutines)
 	for r := range rounds {
-		for j := range rows {
-			i := (j + r) % len(rows)
+		for j := range rts {
+			i := (j + r) % len(rts)
 			var (
 				wg   sync.WaitGroup
 				errv atomic.Pointer[error]
@@ -721,8 +730,8 @@ func runCachedInterleaved(tb testing.TB, rows []cachedRow, rounds, k, goroutines
 			start := time.Now()
 			for g := range goroutines {
 				wg.Go(func() {
-					for range per {
-						resp, err := rts[i].RoundTrip(reqs[g])
+					for n := range per {
+						resp, err := rts[i].RoundTrip(pick(g, n))
 						if err != nil {
 							errv.CompareAndSwap(nil, &err)
 							return
@@ -733,12 +742,12 @@ func runCachedInterleaved(tb testing.TB, rows []cachedRow, rounds, k, goroutines
 			}
 			wg.Wait()
 			if e := errv.Load(); e != nil {
-				return nil, fmt.Errorf("%s: %w", rows[i].name, *e)
+				return nil, fmt.Errorf("%s: %w", names[i], *e)
 			}
 			samples[i] = append(samples[i], float64(time.Since(start).Nanoseconds())/float64(per*goroutines))
 		}
 	}
-	medians := make([]float64, len(rows))
+	medians := make([]float64, len(rts))
 	for i, s := range samples {
 		slices.Sort(s)
 		medians[i] = s[len(s)/2]

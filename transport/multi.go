@@ -68,7 +68,7 @@ func WithResolver(fn func(*http.Request) (string, error)) Option {
 // identity's fetch; its early refresh happens when a request uses the
 // token past its refresh time, so a token nobody uses is not refreshed.
 //
-// A cached token costs a request one map lookup and one atomic load. It
+// A cached token costs a request one table lookup and one atomic load. It
 // is safe for concurrent use by multiple goroutines.
 type MultiRoundTripper struct {
 	c        core.Core
@@ -216,6 +216,12 @@ func (m *MultiRoundTripper) Live() int { return int(m.o.Live.Load()) }
 // it, else from the owner, which starts it. Only valid identities
 // reach the registry, so a hit needs no check.
 func (m *MultiRoundTripper) bind(ctx context.Context, identity string) (core.Binding, error) {
+	return m.bindFor(ctx, identity, true)
+}
+
+// bindFor is bind; fetch says the caller goes on to ask for the token
+// (see protocol.Resolve).
+func (m *MultiRoundTripper) bindFor(ctx context.Context, identity string, fetch bool) (core.Binding, error) {
 	if len(identity) > 0 && len(identity) <= tokenmanager.MaxIdentityLength {
 		if h := m.o.Lookup(identity); h != nil {
 			return core.BindingOf(h), nil
@@ -224,7 +230,7 @@ func (m *MultiRoundTripper) bind(ctx context.Context, identity string) (core.Bin
 	if err := checkIdentity(identity); err != nil {
 		return core.Binding{}, err
 	}
-	return m.askOwner(ctx, identity)
+	return m.resolve(ctx, identity, fetch)
 }
 
 // checkIdentity is tokenmanager.CheckIdentity, with [ErrNoIdentity] for
@@ -236,16 +242,23 @@ func checkIdentity(identity string) error {
 	return tokenmanager.CheckIdentity(identity)
 }
 
-// askOwner asks the owner for identity's handle and waits for it.
+// askOwner asks the owner for identity's handle, for a request that
+// goes on to ask for its token, and waits for it.
 func (m *MultiRoundTripper) askOwner(ctx context.Context, identity string) (core.Binding, error) {
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
+	return m.resolve(ctx, identity, true)
+}
+
+// resolve asks the owner for identity's handle and waits for it; fetch
+// as for protocol.Resolve.
+func (m *MultiRoundTripper) resolve(ctx context.Context, identity string, fetch bool) (core.Binding, error) {
+	var cancel context.CancelFunc
+	if _, ok := ctx.Deadline(); ok {
+		ctx, cancel = context.WithCancel(ctx)
+	} else {
 		ctx, cancel = context.WithTimeout(ctx, defaultResolveWait)
-		defer cancel()
 	}
-	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // the owner forgets the request once it ends
-	r := &protocol.Resolve{Ctx: ctx, Identity: identity, Reply: make(chan protocol.Resolved, 1)}
+	r := &protocol.Resolve{Ctx: ctx, Identity: identity, Reply: make(chan protocol.Resolved, 1), Fetch: fetch}
 	m.c.Root.Send(m.c.PID(), r)
 	select {
 	case res := <-r.Reply:

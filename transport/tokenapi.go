@@ -125,7 +125,9 @@ func init() {
 				if !ok {
 					return core.Binding{}, fmt.Errorf("%w: use transport.WithIdentity on the call's context", ErrNoIdentity)
 				}
-				return v.bind(ctx, id)
+				// The facade may refuse the identity once bound (gRPC
+				// refuses DPoP): no token is fetched with its settings.
+				return v.bindFor(ctx, id, false)
 			}}, true
 		}
 		return core.Facade{}, false

@@ -19,6 +19,12 @@ type Resolve struct {
 	Ctx      context.Context
 	Identity string
 	Reply    chan Resolved
+	// Fetch says the request goes on to ask for the identity's token:
+	// an owner starting the identity may fetch its first token with
+	// SettingsFor and answer once it is cached. A facade that may refuse
+	// the identity once it sees its settings (gRPC, a DPoP identity)
+	// leaves it false.
+	Fetch bool
 }
 
 // Resolved answers a [Resolve]: the handle, or why there is none.
