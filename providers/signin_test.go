@@ -681,3 +681,34 @@ func TestAuthCode_redirectURLs(t *testing.T) {
 		}
 	}
 }
+
+// Discovery refuses an authorization or device authorization endpoint in
+// clear text to a host that is not loopback, as it does a token endpoint.
+func TestSignIn_discoveryRefusesPlainHTTPEndpoints(t *testing.T) {
+	f := newSignInFixture(t)
+	var hs *httptest.Server
+	hs = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, `{"issuer":%q,"token_endpoint":"%[1]s/token","authorization_endpoint":"http://login.example/authorize",`+
+			`"device_authorization_endpoint":"http://login.example/device"}`, hs.URL)
+	}))
+	t.Cleanup(hs.Close)
+	iss, err := providers.NewIssuer(providers.IssuerConfig{Issuer: hs.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := providers.NewAuthCode(providers.AuthCodeConfig{Issuer: iss, RedirectURL: "https://app/cb",
+		Auth: providers.NoClientAuth("app"), Store: f.store, Keys: f.keys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Start(context.Background()); !errors.Is(err, tokenmanager.ErrInsecureTransport) {
+		t.Errorf("AuthCode.Start: %v; want ErrInsecureTransport", err)
+	}
+	d, err := providers.NewDeviceFlow(providers.DeviceFlowConfig{Issuer: iss, Auth: providers.NoClientAuth("app"), Store: f.store, Keys: f.keys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Start(context.Background(), ann); !errors.Is(err, tokenmanager.ErrInsecureTransport) {
+		t.Errorf("DeviceFlow.Start: %v; want ErrInsecureTransport", err)
+	}
+}
