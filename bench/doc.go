@@ -35,6 +35,10 @@
 //     with a cached token, with oauth.TokenSource, with grpcauth's per-RPC
 //     credentials alone and with grpcauth's DialOptions; reports ns/op and
 //     allocations per call against oauth.TokenSource.
+//   - BenchmarkSignIn: one sign-in with the authorization code and PKCE
+//     on loopback, the refresh token stored durably: oauth2.Config's
+//     AuthCodeURL and Exchange plus users.Seed, against
+//     providers.AuthCode's Start and Exchange.
 //
 // `go test ./bench/` runs each scenario once at a tiny size, so the
 // harness is checked wherever the tests run.

@@ -338,6 +338,72 @@ func (e RefreshTokenRotated) GetIdentity() string { return e.Identity }
 // GetIdentity returns e.Identity.
 func (e RefreshTokenRevoked) GetIdentity() string { return e.Identity }
 
+// SignedIn is published by a sign-in helper (providers.AuthCode,
+// providers.DeviceFlow) once the user's first refresh token is sealed and
+// stored for the identity. It never holds a token.
+type SignedIn struct {
+	Identity string
+	// Flow is "authorization_code" or "device_code".
+	Flow string
+	// Version is the stored entry's version after the write.
+	Version uint64
+	// KeyID names the encryption key that sealed the refresh token.
+	KeyID string
+}
+
+// Name implements [Event].
+func (SignedIn) Name() string { return "signed_in" }
+
+// GetIdentity returns e.Identity.
+func (e SignedIn) GetIdentity() string { return e.Identity }
+
+// DeviceCodeIssued is published by providers.DeviceFlow when the server
+// answered the device authorization request (RFC 8628 §3.2): show
+// UserCode and VerificationURI to the user. It holds the user code, which
+// the user is shown anyway, and never the device code.
+type DeviceCodeIssued struct {
+	Identity string
+	// UserCode is the code the user enters at VerificationURI.
+	UserCode string
+	// VerificationURI is where the user goes; VerificationURIComplete,
+	// when the server gave one, carries the user code already.
+	VerificationURI         string
+	VerificationURIComplete string
+	// ExpiresAt is when the codes expire, on the flow's clock.
+	ExpiresAt time.Time
+	// Interval is how long the flow waits between polls.
+	Interval time.Duration
+}
+
+// Name implements [Event].
+func (DeviceCodeIssued) Name() string { return "device_code_issued" }
+
+// GetIdentity returns e.Identity.
+func (e DeviceCodeIssued) GetIdentity() string { return e.Identity }
+
+// DevicePollPending is published by providers.DeviceFlow after each poll
+// of the token endpoint that did not end the flow: the user has not
+// answered yet (authorization_pending), the server asked to poll slower
+// (slow_down), or the poll failed in a way worth trying again. It never
+// holds the device code.
+type DevicePollPending struct {
+	Identity string
+	// Attempt counts the polls, from 1.
+	Attempt int
+	// Reason is the server's error code ("authorization_pending",
+	// "slow_down") or "retry" for a temporary failure.
+	Reason string
+	// Interval is the wait before the next poll: 5 seconds longer after
+	// each slow_down (RFC 8628 §3.5).
+	Interval time.Duration
+}
+
+// Name implements [Event].
+func (DevicePollPending) Name() string { return "device_poll_pending" }
+
+// GetIdentity returns e.Identity.
+func (e DevicePollPending) GetIdentity() string { return e.Identity }
+
 // ClusterFallback is published by an owner of many identities whose
 // settings come from tokengrain.SettingsFor, each time the cluster did not
 // serve one of its identities' fetches and the member fetched from the

@@ -111,6 +111,12 @@ func logMessage(ev messages.Event) string {
 		return "refresh token rotated"
 	case messages.RefreshTokenRevoked:
 		return "refresh token revoked; the user must sign in again"
+	case messages.SignedIn:
+		return "user signed in; refresh token stored"
+	case messages.DeviceCodeIssued:
+		return "device code issued; waiting for the user"
+	case messages.DevicePollPending:
+		return "device sign-in pending"
 	}
 	return "token manager event"
 }
@@ -195,6 +201,14 @@ func Attrs(ev messages.Event) []slog.Attr {
 		if e.Err != nil {
 			attrs = append(attrs, slog.String(KeyError, e.Err.Error()))
 		}
+	case messages.SignedIn:
+		attrs = append(attrs, slog.String(KeyReason, e.Flow), slog.Uint64(KeyVersion, e.Version), slog.String(KeyKeyID, e.KeyID))
+	case messages.DeviceCodeIssued:
+		// The user code is shown to the user anyway, but logs need not
+		// keep it: the identity and expiry say enough.
+		attrs = append(attrs, slog.Time(KeyExpiresAt, e.ExpiresAt), slog.Duration(KeyRetryIn, e.Interval))
+	case messages.DevicePollPending:
+		attrs = append(attrs, slog.String(KeyReason, e.Reason), slog.Int(KeyAttempt, e.Attempt), slog.Duration(KeyRetryIn, e.Interval))
 	case messages.Closed:
 		// KeyEvent alone.
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -258,6 +259,20 @@ func TestAttrs_newEvents(t *testing.T) {
 	for _, a := range observability.Attrs(messages.TokenRequestFailed{Permanent: true}) {
 		if a.Key == observability.KeyPermanent && (a.Value.Kind() != slog.KindBool || !a.Value.Bool()) {
 			t.Errorf("%s = %v; want bool true", a.Key, a.Value)
+		}
+	}
+}
+
+// The sign-in events log no user code, device code or token.
+func TestAttrs_signInEvents(t *testing.T) {
+	for _, ev := range []messages.Event{
+		messages.SignedIn{Identity: "user=ann|client=app", Flow: "device_code", Version: 1, KeyID: "k1"},
+		messages.DeviceCodeIssued{Identity: "user=ann|client=app", UserCode: "WDJB-MJHT", VerificationURI: "https://a/device", Interval: 5 * time.Second},
+		messages.DevicePollPending{Identity: "user=ann|client=app", Attempt: 2, Reason: "slow_down", Interval: 10 * time.Second},
+	} {
+		text := fmt.Sprint(observability.Attrs(ev))
+		if strings.Contains(text, "WDJB-MJHT") || !strings.Contains(text, "identity=user=ann|client=app") {
+			t.Errorf("%s: attrs %s", ev.Name(), text)
 		}
 	}
 }

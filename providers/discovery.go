@@ -26,6 +26,15 @@ type Metadata struct {
 	Issuer string `json:"issuer"`
 	// TokenEndpoint is the token endpoint's URL.
 	TokenEndpoint string `json:"token_endpoint"`
+	// AuthorizationEndpoint is where the user's browser goes to sign in
+	// (RFC 6749 §3.1); empty when the server names none.
+	AuthorizationEndpoint string `json:"authorization_endpoint,omitempty"`
+	// DeviceAuthorizationEndpoint is RFC 8628 §4's endpoint of the
+	// device flow; empty when the server names none.
+	DeviceAuthorizationEndpoint string `json:"device_authorization_endpoint,omitempty"`
+	// CodeChallengeMethodsSupported lists the PKCE methods (RFC 7636)
+	// the server accepts, such as S256.
+	CodeChallengeMethodsSupported []string `json:"code_challenge_methods_supported,omitempty"`
 	// IntrospectionEndpoint (RFC 7662) and RevocationEndpoint (RFC 7009)
 	// are empty when the server names none.
 	IntrospectionEndpoint string `json:"introspection_endpoint,omitempty"`
@@ -267,6 +276,8 @@ func (i *Issuer) check(md Metadata) error {
 	for _, e := range []struct{ name, url string }{
 		{"token_endpoint", md.TokenEndpoint},
 		{"mtls_endpoint_aliases.token_endpoint", md.MTLSEndpointAliases.TokenEndpoint},
+		{"authorization_endpoint", md.AuthorizationEndpoint},
+		{"device_authorization_endpoint", md.DeviceAuthorizationEndpoint},
 	} {
 		if e.url == "" {
 			continue

@@ -29,7 +29,12 @@ type endpoint struct {
 	// params returns the parameters fetched anew for every token
 	// (assertions, subject tokens) and, among their values, those that
 	// must never show in an error. Nil for a grant without any.
-	params  func(ctx context.Context, t target) (url.Values, []string, error)
+	params func(ctx context.Context, t target) (url.Values, []string, error)
+	// other, when set, sends the requests to another endpoint of the
+	// server that takes the token endpoint's client authentication (the
+	// device authorization endpoint); its 2xx answer is returned
+	// undecoded.
+	other   *otherEndpoint
 	err     error        // from Validate; returned by every fetch
 	learned atomic.Int32 // the AuthStyle that auto-detection settled on
 	now     func() time.Time
@@ -67,18 +72,35 @@ type target struct {
 	issuer   string // the issuer identifier, when found by discovery
 }
 
+// otherEndpoint is an endpoint other than the token endpoint.
+type otherEndpoint struct {
+	url  string                // without an issuer
+	name string                // the metadata field naming it
+	of   func(Metadata) string // with an issuer
+}
+
 // target returns where the next token request goes: TokenURL, or the
 // token endpoint from the issuer's metadata (its mutual-TLS alias when
 // the client authenticates with a certificate).
 func (e *endpoint) target(ctx context.Context) (target, error) {
 	if e.issuer == nil {
-		return target{url: e.tokenURL, tokenURL: e.tokenURL}, nil
+		t := target{url: e.tokenURL, tokenURL: e.tokenURL}
+		if e.other != nil {
+			t.url = e.other.url
+		}
+		return t, nil
 	}
 	md, err := e.issuer.Metadata(ctx)
 	if err != nil {
 		return target{}, err
 	}
 	t := target{url: md.TokenEndpoint, tokenURL: md.TokenEndpoint, issuer: md.Issuer}
+	if e.other != nil {
+		if t.url = e.other.of(md); t.url == "" {
+			return target{}, tokenmanager.Permanent(fmt.Errorf("providers: the metadata of issuer %q names no %s", md.Issuer, e.other.name))
+		}
+		return t, nil
+	}
 	if _, ok := e.auth.(*tlsClientAuth); ok && md.MTLSEndpointAliases.TokenEndpoint != "" {
 		t.url = md.MTLSEndpointAliases.TokenEndpoint
 	}
@@ -114,6 +136,9 @@ type answer struct {
 	tok tokenmanager.Token
 	// refreshToken is the answer's refresh_token; empty when it had none.
 	refreshToken string
+	// body is the undecoded answer of an endpoint other than the token
+	// endpoint (see endpoint.other).
+	body []byte
 }
 
 // fetch gets one token.
@@ -284,6 +309,9 @@ func (e *endpoint) retrieve(ctx context.Context, t target, params url.Values, se
 		// hostile server), so waiting requests fail at once.
 		return answer{}, tokenmanager.Permanent(fmt.Errorf("providers: token endpoint answered %d with more than %d bytes: %w",
 			resp.StatusCode, maxResponseBody, ErrResponseTooLarge))
+	}
+	if e.other != nil {
+		return answer{body: body}, nil
 	}
 	f, err := parseFields(resp.Header.Get("Content-Type"), body)
 	if err != nil {

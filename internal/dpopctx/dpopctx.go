@@ -29,3 +29,12 @@ func From(ctx context.Context) *tokenmanager.DPoP {
 	d, _ := ctx.Value(key{}).(*tokenmanager.DPoP)
 	return d
 }
+
+// With returns ctx carrying d as the DPoP key of the fetch, as the token
+// actor does; for code that calls a grant outside a manager (sign-in).
+func With(ctx context.Context, d *tokenmanager.DPoP) context.Context {
+	if d == nil {
+		return ctx
+	}
+	return context.WithValue(ctx, key{}, d)
+}

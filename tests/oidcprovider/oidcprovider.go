@@ -82,16 +82,7 @@ type Server struct {
 // presenting a spent one revokes the grant.
 func (s *Server) RefreshToken(t testing.TB, clientID, accountID, scope string) string {
 	t.Helper()
-	body, _ := json.Marshal(map[string]string{"clientId": clientID, "accountId": accountID, "scope": scope})
-	req, err := http.NewRequest(http.MethodPost, s.Issuer+"/test/refresh-token", bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("X-Proxy-Secret", s.secret)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := s.testPost(t, "/test/refresh-token", map[string]any{"clientId": clientID, "accountId": accountID, "scope": scope})
 	defer resp.Body.Close()
 	var v struct {
 		RefreshToken string `json:"refresh_token"`
@@ -100,6 +91,35 @@ func (s *Server) RefreshToken(t testing.TB, clientID, accountID, scope string) s
 		t.Fatalf("seeding a refresh token: status %d, %v", resp.StatusCode, err)
 	}
 	return v.RefreshToken
+}
+
+// testPost posts v as JSON to one of server.js's test endpoints, with the
+// secret they want.
+func (s *Server) testPost(t testing.TB, path string, v any) *http.Response {
+	t.Helper()
+	body, _ := json.Marshal(v)
+	req, err := http.NewRequest(http.MethodPost, s.Issuer+path, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("X-Proxy-Secret", s.secret)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
+
+// Device stands for the user entering userCode on the device flow's
+// verification page: it approves the sign-in of accountID, or refuses it
+// when deny is set.
+func (s *Server) Device(t testing.TB, userCode, accountID string, deny bool) {
+	t.Helper()
+	resp := s.testPost(t, "/test/device", map[string]any{"userCode": userCode, "accountId": accountID, "deny": deny})
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("confirming user code %q: status %d", userCode, resp.StatusCode)
+	}
 }
 
 // dir is this package's directory, where server.js and node_modules are.

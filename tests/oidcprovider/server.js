@@ -17,6 +17,14 @@
 // it creates a grant for {clientId, accountId, scope} and answers its
 // first refresh token, so the Go tests need no browser.
 //
+// The sign-in flows run for real, with two stand-ins for the user: GET
+// /interaction/<uid> is the login and consent page, which signs in the
+// account named by the login_hint of the authorization request ("peter"
+// without one) and grants what the client asked for; POST /test/device
+// (with the proxy secret) is the user entering a user code on the device
+// flow's verification page: {userCode, accountId} approves, {userCode,
+// deny: true} refuses.
+//
 // TLS is terminated in front of it by the Go test's proxy, which passes the
 // client certificate (PEM, URL-encoded) in x-client-cert, whether it chains
 // to the test CA in x-client-cert-verified, and its subject DN in
@@ -46,9 +54,20 @@ const signingKey = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' }).pri
 
 let handler = (req, res) => { res.statusCode = 503; res.end(); };
 let seed = null;
+let device = null;
+let interact = null;
+const failed = (what, res) => (err) => { console.error(what, err); res.statusCode = 500; res.end(); };
 const server = http.createServer((req, res) => {
   if (req.method === 'POST' && req.url === '/test/refresh-token' && seed) {
-    seed(req, res).catch((err) => { console.error('seed', err); res.statusCode = 500; res.end(); });
+    seed(req, res).catch(failed('seed', res));
+    return;
+  }
+  if (req.method === 'POST' && req.url === '/test/device' && device) {
+    device(req, res).catch(failed('device', res));
+    return;
+  }
+  if (req.method === 'GET' && req.url.startsWith('/interaction/') && interact) {
+    interact(req, res).catch(failed('interaction', res));
     return;
   }
   handler(req, res);
@@ -73,7 +92,9 @@ server.listen(0, '127.0.0.1', () => {
       'none', // public clients, for the refresh token tests
     ],
     discovery,
+    interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
     features: {
+      deviceFlow: { enabled: true },
       devInteractions: { enabled: false },
       clientCredentials: { enabled: true },
       introspection: { enabled: true },
@@ -123,6 +144,57 @@ server.listen(0, '127.0.0.1', () => {
     const value = await refreshToken.save();
     res.setHeader('content-type', 'application/json');
     res.end(JSON.stringify({ refresh_token: value }));
+  };
+  const readJSON = async (req) => {
+    let body = '';
+    for await (const chunk of req) body += chunk;
+    return JSON.parse(body);
+  };
+  device = async (req, res) => {
+    if (!config.proxySecret || req.headers['x-proxy-secret'] !== config.proxySecret) {
+      res.statusCode = 403;
+      res.end();
+      return;
+    }
+    const { userCode, accountId, deny } = await readJSON(req);
+    const code = await provider.DeviceCode.findByUserCode(userCode.toUpperCase().replace(/\W/g, ''));
+    if (!code) {
+      res.statusCode = 404;
+      res.end();
+      return;
+    }
+    if (deny) {
+      code.error = 'access_denied';
+      code.errorDescription = 'the user refused';
+    } else {
+      const grant = new provider.Grant({ accountId, clientId: code.clientId });
+      code.scope = code.params.scope; // what the user consents to: all that was asked
+      grant.addOIDCScope(code.scope);
+      code.grantId = await grant.save();
+      code.accountId = accountId;
+      code.authTime = Math.floor(Date.now() / 1000);
+    }
+    await code.save();
+    res.statusCode = 204;
+    res.end();
+  };
+  interact = async (req, res) => {
+    const details = await provider.interactionDetails(req, res);
+    const { prompt, params, session } = details;
+    let result;
+    if (prompt.name === 'login') {
+      result = { login: { accountId: params.login_hint || 'peter' } };
+    } else {
+      const grant = details.grantId ? await provider.Grant.find(details.grantId)
+        : new provider.Grant({ accountId: session.accountId, clientId: params.client_id });
+      if (prompt.details.missingOIDCScope) grant.addOIDCScope(prompt.details.missingOIDCScope.join(' '));
+      if (prompt.details.missingOIDCClaims) grant.addOIDCClaims(prompt.details.missingOIDCClaims);
+      for (const [indicator, scopes] of Object.entries(prompt.details.missingResourceScopes || {})) {
+        grant.addResourceScope(indicator, scopes.join(' '));
+      }
+      result = { consent: { grantId: await grant.save() } };
+    }
+    await provider.interactionFinished(req, res, result, { mergeWithLastSubmission: true });
   };
   provider.on('server_error', (ctx, err) => { console.error('server_error', err); });
   handler = provider.callback();
