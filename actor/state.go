@@ -346,6 +346,7 @@ func (st *state) launch(done func(*fetchDone)) {
 func fetchContext(parent context.Context, timeout time.Duration, why reason, dropped string, publish func(messages.Event)) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithTimeout(parent, timeout)
 	ctx = protocol.WithFetch(ctx, string(why.reason()), dropped)
+	ctx = protocol.WithLifetime(ctx)
 	if publish != nil {
 		ctx = protocol.WithPublish(ctx, publish)
 	}
@@ -357,7 +358,7 @@ func fetchContext(parent context.Context, timeout time.Duration, why reason, dro
 func fetch(ctx context.Context, calls *atomic.Int32, provider tokenmanager.TokenProvider, done func(*fetchDone)) {
 	began := time.Now()
 	callProvider(ctx, calls, provider, func(tok tokenmanager.Token, err error) {
-		done(&fetchDone{token: tok, err: err, duration: time.Since(began)})
+		done(&fetchDone{token: tok, err: err, duration: time.Since(began), lifetime: protocol.LifetimeFrom(ctx)})
 	})
 }
 

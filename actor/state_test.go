@@ -129,6 +129,20 @@ func TestTransitions(t *testing.T) {
 			},
 		},
 		{
+			name: "fetched with a precise lifetime: it counts, not ExpiresIn's whole seconds",
+			setup: func(m *machine) {
+				m.st.get(m.now(), asker)
+			},
+			do: func(m *machine) effects {
+				return m.st.fetched(m.now(), &fetchDone{id: m.st.fetch.id, token: tokenmanager.Token{AccessToken: "a", ExpiresIn: 1}, lifetime: 600 * time.Millisecond})
+			},
+			check: func(t *testing.T, m *machine, e effects) {
+				if want := m.now().Add(600 * time.Millisecond); !m.st.cache.cur.ExpiresAt.Equal(want) {
+					t.Errorf("expires at %v; want %v (600ms after the fetch began)", m.st.cache.cur.ExpiresAt, want)
+				}
+			},
+		},
+		{
 			name: "get while backing off: the failure at once",
 			setup: func(m *machine) {
 				m.st.get(m.now(), asker)

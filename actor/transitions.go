@@ -24,6 +24,9 @@ type fetchDone struct {
 	token    tokenmanager.Token
 	err      error
 	duration time.Duration
+	// lifetime is the token's lifetime as its provider told it more
+	// precisely than ExpiresIn (protocol.SetLifetime); 0 if it did not.
+	lifetime time.Duration
 }
 
 func (st *state) result() *messages.TokenResult {
@@ -229,6 +232,9 @@ func (st *state) fetched(now time.Time, m *fetchDone) (e effects) {
 	var expires time.Time
 	if err == nil {
 		if life, ok := m.token.Lifetime(); ok {
+			if m.lifetime > 0 {
+				life = m.lifetime
+			}
 			expires = st.fetch.start.Add(life)
 			if !now.Before(expires) {
 				err = fmt.Errorf("%w (expires_in %d, fetch took %v)",

@@ -10,23 +10,36 @@
 // store keeps only sealed tokens (users.Keys): the database, its
 // backups and its logs hold nothing usable without the keys.
 //
-// Replicas that share the store should share one refresh per identity as
-// well: host the identities in the cluster grain
+// A Store is a users.Locker: providers.RefreshToken holds a PostgreSQL
+// advisory lock per identity from loading the refresh token until the
+// rotated one is committed, so replicas sharing the store never send the
+// same refresh token twice, which a server with reuse detection punishes
+// by revoking the whole family. The lock lives in a database session:
+// when its holder dies, PostgreSQL ends the session and the lock goes
+// with it. A refresh holds one connection of the pool while it runs (its
+// reads and writes use that connection), so the pool's size bounds how
+// many identities refresh at once.
+//
+// Replicas that share the store should also share one refresh per
+// identity: host the identities in the cluster grain
 // (github.com/go-tokenmanager/tokenmanager/tokengrain), which gives one
-// token state per identity across the cluster. Two replicas refreshing
-// the same identity on their own spend the same refresh token, and a
-// server with reuse detection revokes the whole family; the
-// compare-and-swap keeps the store consistent, it does not stop that.
+// token state per identity across the cluster. Without it each replica
+// refreshes for itself (under the lock, one after the other), which costs
+// one refresh per replica at every rollover.
 package pgstore
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"regexp"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/go-tokenmanager/tokenmanager/users"
@@ -47,8 +60,8 @@ type Options struct {
 	CreateTable bool
 }
 
-// Store is a users.Store in a PostgreSQL table. It is safe for
-// concurrent use by multiple goroutines (and by many processes).
+// Store is a users.Store and a users.Locker in a PostgreSQL table. It is
+// safe for concurrent use by multiple goroutines (and by many processes).
 type Store struct {
 	pool  *pgxpool.Pool
 	table string // quoted
@@ -103,7 +116,7 @@ func (s *Store) Schema() string {
 func (s *Store) Load(ctx context.Context, identity string) (users.Entry, error) {
 	var e users.Entry
 	var version int64
-	err := s.pool.QueryRow(ctx, s.load, identity).Scan(&version, &e.Sealed)
+	err := s.db(ctx, identity).QueryRow(ctx, s.load, identity).Scan(&version, &e.Sealed)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return users.Entry{}, users.ErrNotFound
 	}
@@ -127,7 +140,7 @@ func (s *Store) Save(ctx context.Context, identity string, e users.Entry) error 
 	} else {
 		sql, args = s.update, append(args, int64(e.Version), e.Sealed)
 	}
-	tag, err := s.pool.Exec(ctx, sql, args...)
+	tag, err := s.db(ctx, identity).Exec(ctx, sql, args...)
 	if err != nil {
 		return fmt.Errorf("pgstore: saving: %w", err)
 	}
@@ -139,7 +152,8 @@ func (s *Store) Save(ctx context.Context, identity string, e users.Entry) error 
 
 // Delete implements users.Store.
 func (s *Store) Delete(ctx context.Context, identity string, version uint64) error {
-	tag, err := s.pool.Exec(ctx, s.del, identity, int64(version))
+	db := s.db(ctx, identity)
+	tag, err := db.Exec(ctx, s.del, identity, int64(version))
 	if err != nil {
 		return fmt.Errorf("pgstore: deleting: %w", err)
 	}
@@ -147,7 +161,7 @@ func (s *Store) Delete(ctx context.Context, identity string, version uint64) err
 		return nil
 	}
 	var cur int64
-	switch err := s.pool.QueryRow(ctx, s.exists, identity).Scan(&cur); {
+	switch err := db.QueryRow(ctx, s.exists, identity).Scan(&cur); {
 	case errors.Is(err, pgx.ErrNoRows):
 		return nil
 	case err != nil:
@@ -155,3 +169,86 @@ func (s *Store) Delete(ctx context.Context, identity string, version uint64) err
 	}
 	return fmt.Errorf("%w: stored version %d, deleting version %d", users.ErrConflict, cur, version)
 }
+
+// querier is what Load, Save and Delete need of a pool or a connection.
+type querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// lockedKey is the context key of a held lock ([Store.Lock]).
+type lockedKey struct{}
+
+// held is an identity's lock: the session that holds it.
+type held struct {
+	s        *Store
+	identity string
+	conn     *pgxpool.Conn
+}
+
+// db returns the connection holding identity's lock when ctx carries it,
+// the pool otherwise.
+func (s *Store) db(ctx context.Context, identity string) querier {
+	if h, ok := ctx.Value(lockedKey{}).(*held); ok && h.s == s && h.identity == identity {
+		return h.conn
+	}
+	return s.pool
+}
+
+// lockKey is the advisory lock key of identity in the store's table.
+func (s *Store) lockKey(identity string) int64 {
+	h := fnv.New64a()
+	h.Write([]byte(s.table))
+	h.Write([]byte{0})
+	h.Write([]byte(identity))
+	return int64(h.Sum64())
+}
+
+// unlockTimeout bounds releasing a lock; past it the session is closed,
+// which releases it too.
+const unlockTimeout = 5 * time.Second
+
+// Lock implements users.Locker with a session-level advisory lock
+// (pg_advisory_lock) on a connection taken from the pool for as long as
+// the lock is held. Load, Save and Delete called with the returned
+// context for the identity use that connection. Identities whose keys
+// collide (a 64-bit hash of table and identity) share a lock: it only
+// makes them wait for each other.
+func (s *Store) Lock(ctx context.Context, identity string) (context.Context, func(), error) {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("pgstore: locking: %w", err)
+	}
+	key := s.lockKey(identity)
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, key); err != nil {
+		// The lock may have been granted as ctx ended: end the session,
+		// which releases whatever it holds.
+		closeSession(conn)
+		return nil, nil, fmt.Errorf("pgstore: locking: %w", err)
+	}
+	var once sync.Once
+	unlock := func() {
+		once.Do(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), unlockTimeout)
+			defer cancel()
+			var released bool
+			if err := conn.QueryRow(ctx, `SELECT pg_advisory_unlock($1)`, key).Scan(&released); err != nil || !released {
+				closeSession(conn)
+				return
+			}
+			conn.Release()
+		})
+	}
+	return context.WithValue(ctx, lockedKey{}, &held{s: s, identity: identity, conn: conn}), unlock, nil
+}
+
+// closeSession closes conn's session, releasing its locks, and gives it
+// back to the pool, which drops it.
+func closeSession(conn *pgxpool.Conn) {
+	ctx, cancel := context.WithTimeout(context.Background(), unlockTimeout)
+	defer cancel()
+	_ = conn.Conn().Close(ctx)
+	conn.Release()
+}
+
+var _ users.Locker = (*Store)(nil)

@@ -118,6 +118,12 @@ func (e *ReauthError) Permanent() bool { return true }
 // server with reuse detection punishes by revoking the whole family. The
 // provider's own calls run one at a time too: a call the manager
 // abandoned after FetchTimeout delays the next instead of overlapping it.
+// A store shared by processes that implements [users.Locker] (pgstore
+// does) extends that across them: each call holds the identity's lock
+// from loading the refresh token until the rotated one is saved, so two
+// replicas, or a cluster grain that moved while its previous activation
+// was refreshing, refresh one after the other, each with the token the
+// other saved.
 //
 // Failures:
 //   - invalid_grant (the refresh token was revoked, expired, or reused)
@@ -210,6 +216,14 @@ func (r *refresher) fetch(ctx context.Context) (tokenmanager.Token, error) {
 		defer func() { <-r.turn }()
 	case <-ctx.Done():
 		return tokenmanager.Token{}, fmt.Errorf("providers: RefreshToken: waiting for an earlier refresh of the identity: %w", ctx.Err())
+	}
+	if l, ok := r.store.(users.Locker); ok {
+		locked, unlock, err := l.Lock(ctx, r.identity)
+		if err != nil {
+			return tokenmanager.Token{}, fmt.Errorf("providers: RefreshToken: taking the identity's lock in the store: %w", err)
+		}
+		defer unlock()
+		ctx = locked
 	}
 	if err := r.savePending(ctx); err != nil {
 		return tokenmanager.Token{}, err

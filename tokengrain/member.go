@@ -72,10 +72,11 @@ func (f *Fallback) Unwrap() error { return f.Err }
 // permanent or not: fetching directly would fail alike. A member whose
 // cluster fails [CheckRemote] never asks: it fetches on its own.
 //
-// Tokens come with the time they have left when the grain answered,
-// counted down from the member's fetch: member clocks need not agree. A
-// token with under a second left (ExpiresIn counts whole seconds) is
-// handed back to the grain as rejected, which fetches a fresh one.
+// Tokens come with the time they have left when the grain answered, to
+// the millisecond, counted down from the member's fetch: member clocks
+// need not agree, and a member's copy expires with the grain's. A token
+// with under 100ms left is handed back to the grain as rejected, which
+// fetches a fresh one.
 func SettingsFor(c *cluster.Cluster, settingsFor tokenmanager.SettingsFunc, o Options) tokenmanager.SettingsFunc {
 	return wrap(settingsFor, o, requestOn(c, recorder{o.Metrics}))
 }
@@ -104,7 +105,15 @@ func wrap(settingsFor tokenmanager.SettingsFunc, o Options, req requester) token
 		direct := s.GetCredentials
 		s.GetCredentials = func(ctx context.Context) (tokenmanager.Token, error) {
 			_, rejected := protocol.FetchFrom(ctx)
-			tok, err := ask(ctx, req, identity, rejected, fp, o.Timeout)
+			minLeft := time.Second
+			if protocol.CanSetLifetime(ctx) {
+				// The owner takes the time left to the millisecond.
+				minLeft = minLeftPrecise
+			}
+			tok, left, err := ask(ctx, req, identity, rejected, fp, o.Timeout, minLeft)
+			if err == nil && left > 0 {
+				protocol.SetLifetime(ctx, left)
+			}
 			var fb *Fallback
 			if err == nil || !errors.As(err, &fb) || direct == nil {
 				return tok, err
@@ -144,16 +153,23 @@ func Ask(ctx context.Context, c *cluster.Cluster, identity string, timeout time.
 	if timeout <= 0 {
 		timeout = defaultTimeout
 	}
-	return ask(ctx, requestOn(c, recorder{}), identity, "", "", timeout)
+	tok, _, err := ask(ctx, requestOn(c, recorder{}), identity, "", "", timeout, time.Second)
+	return tok, err
 }
+
+// minLeftPrecise is the least time left a member's owner accepts a
+// grain's token with: one with less is handed back, so it does not expire
+// on its way.
+const minLeftPrecise = 100 * time.Millisecond
 
 // ask asks identity's grain for its token. Each hop is bounded by timeout
 // (and ctx); a grain still fetching answers pending after half of it, and
 // is asked again, so a slow identity provider is never taken for an
-// unreachable grain. A token with under a second left is handed back as
-// rejected, once. When the cluster does not serve the member, the error
-// is a *Fallback.
-func ask(ctx context.Context, req requester, identity, rejected, fingerprint string, timeout time.Duration) (tokenmanager.Token, error) {
+// unreachable grain. A token with under minLeft left is handed back as
+// rejected, once. It returns the token and the time it had left when the
+// grain answered (0: no expiry). When the cluster does not serve the
+// member, the error is a *Fallback.
+func ask(ctx context.Context, req requester, identity, rejected, fingerprint string, timeout, minLeft time.Duration) (tokenmanager.Token, time.Duration, error) {
 	m := &tokenpb.GetToken{Rejected: rejected, WaitMs: max(timeout.Milliseconds()/2, 1), Fingerprint: fingerprint}
 	shortLived := 0
 	for {
@@ -162,7 +178,7 @@ func ask(ctx context.Context, req requester, identity, rejected, fingerprint str
 			hop = min(hop, time.Until(dl))
 		}
 		if err := ctx.Err(); err != nil || hop <= 0 {
-			return tokenmanager.Token{}, fmt.Errorf("tokenmanager: asking the token grain of %q: %w", identity, context.DeadlineExceeded)
+			return tokenmanager.Token{}, 0, fmt.Errorf("tokenmanager: asking the token grain of %q: %w", identity, context.DeadlineExceeded)
 		}
 		r, err := boundedRequest(ctx, req, identity, m, hop)
 		if err != nil {
@@ -170,25 +186,26 @@ func ask(ctx context.Context, req requester, identity, rejected, fingerprint str
 			if errors.Is(err, ErrInsecureRemote) {
 				reason = ReasonInsecure
 			}
-			return tokenmanager.Token{}, &Fallback{Reason: reason, Err: err}
+			return tokenmanager.Token{}, 0, &Fallback{Reason: reason, Err: err}
 		}
 		next := &tokenpb.GetToken{WaitMs: m.GetWaitMs(), Fingerprint: fingerprint} // the rejection is handed over
 		switch {
 		case r.GetRefused():
-			return tokenmanager.Token{}, &Fallback{Reason: ReasonRefused, Err: errors.New(r.GetError())}
+			return tokenmanager.Token{}, 0, &Fallback{Reason: ReasonRefused, Err: errors.New(r.GetError())}
 		case r.GetPending():
-		case r.GetError() == "" && r.GetExpiresInMs() > 0 && r.GetExpiresInMs() < 1000:
-			// ExpiresIn counts whole seconds and 0 means "no expiry": a
-			// token with under a second left cannot be told. Hand it back
-			// as rejected: the grain drops it if it is still current and
+		case r.GetError() == "" && r.GetExpiresInMs() > 0 && r.GetExpiresInMs() < minLeft.Milliseconds():
+			// Too little left to be of use (or, in whole seconds, to be
+			// told: ExpiresIn 0 means "no expiry"). Hand it back as
+			// rejected: the grain drops it if it is still current and
 			// fetches a fresh one (once for every member asking).
 			if shortLived++; shortLived > 1 {
-				return tokenmanager.Token{}, &Fallback{Reason: ReasonShortLived,
-					Err: fmt.Errorf("tokenmanager: the token grain of %q twice answered a token with under a second left", identity)}
+				return tokenmanager.Token{}, 0, &Fallback{Reason: ReasonShortLived,
+					Err: fmt.Errorf("tokenmanager: the token grain of %q twice answered a token with under %v left", identity, minLeft)}
 			}
 			next.Rejected = r.GetAccessToken()
 		default:
-			return tokenOf(r)
+			tok, err := tokenOf(r)
+			return tok, time.Duration(r.GetExpiresInMs()) * time.Millisecond, err
 		}
 		m = next
 	}
@@ -271,12 +288,11 @@ func tokenOf(r *tokenpb.TokenReply) (tokenmanager.Token, error) {
 	}
 	tok := tokenmanager.Token{AccessToken: r.GetAccessToken(), TokenType: r.GetTokenType(), Scope: r.GetScope()}
 	if ms := r.GetExpiresInMs(); ms > 0 {
-		if ms < 1000 {
-			// ask hands such a token back; one that got here cannot be
-			// told in whole seconds.
-			return tokenmanager.Token{}, &grainError{msg: fmt.Sprintf("tokenmanager: the grain's token has only %dms left", ms)}
-		}
-		tok.ExpiresIn = ms / 1000 // rounded down: expiring early is safe
+		// Rounded down, at least 1 (0 would mean no expiry): a member's
+		// owner takes the milliseconds (protocol.SetLifetime), others
+		// get a token expiring early, which is safe, but for the last
+		// second, which only an owner is handed.
+		tok.ExpiresIn = max(ms/1000, 1)
 	}
 	return tok, nil
 }

@@ -225,3 +225,40 @@ func TestMember_fallbackBound(t *testing.T) {
 	}
 	t.Logf("hung grain: direct token after at most %v (ask bound %v, provider 0s), 5 fetches", slowest.Round(time.Millisecond), bound)
 }
+
+// TestMember_ownerTakesTheMilliseconds: under an owner, which takes the
+// time left to the millisecond (protocol.SetLifetime), a token with under
+// a second left is used as it is, with its exact time left; only one with
+// under 100ms left is handed back. Ask, which hands out whole seconds,
+// still hands back a token with under a second left.
+func TestMember_ownerTakesTheMilliseconds(t *testing.T) {
+	grains := &fakeGrains{answers: []func() (*tokenpb.TokenReply, error){
+		answer(&tokenpb.TokenReply{AccessToken: "short", ExpiresInMs: 600}, nil),
+	}}
+	var fallbacks atomic.Int64
+	get, _ := member(grains, &fallbacks)
+	ctx := protocol.WithLifetime(fetchCtx(messages.ReasonEarlyRefresh, ""))
+	tok, err := get(ctx)
+	if err != nil || tok.AccessToken != "short" || tok.ExpiresIn != 1 {
+		t.Fatalf("got %v, %v; want short, ExpiresIn 1", tok, err)
+	}
+	if got := protocol.LifetimeFrom(ctx); got != 600*time.Millisecond {
+		t.Errorf("lifetime told the owner: %v; want 600ms", got)
+	}
+	if len(grains.sent) != 1 {
+		t.Errorf("%d asks; want 1 (nothing handed back)", len(grains.sent))
+	}
+
+	grains = &fakeGrains{answers: []func() (*tokenpb.TokenReply, error){
+		answer(&tokenpb.TokenReply{AccessToken: "dying", ExpiresInMs: 99}, nil),
+		answer(&tokenpb.TokenReply{AccessToken: "new", ExpiresInMs: 2000}, nil),
+	}}
+	get, _ = member(grains, &fallbacks)
+	ctx = protocol.WithLifetime(fetchCtx(messages.ReasonEarlyRefresh, ""))
+	if tok, err := get(ctx); err != nil || tok.AccessToken != "new" || protocol.LifetimeFrom(ctx) != 2*time.Second {
+		t.Fatalf("got %v, %v, lifetime %v; want new with 2s", tok, err, protocol.LifetimeFrom(ctx))
+	}
+	if len(grains.sent) != 2 || grains.sent[1].GetRejected() != "dying" {
+		t.Errorf("sent %v; want the token with 99ms left handed back", grains.sent)
+	}
+}

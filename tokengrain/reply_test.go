@@ -24,7 +24,7 @@ func TestReplyAndToken_carryTimeLeftNotAbsoluteTime(t *testing.T) {
 		permanent bool
 	}{
 		{"90.5s left", &messages.TokenResult{Token: tokenmanager.Token{AccessToken: "a"}, ExpiresAt: now.Add(90500 * time.Millisecond)}, 90500, 90, false, false},
-		{"under a second", &messages.TokenResult{Token: tokenmanager.Token{AccessToken: "a"}, ExpiresAt: now.Add(300 * time.Millisecond)}, 300, 0, true, false},
+		{"under a second", &messages.TokenResult{Token: tokenmanager.Token{AccessToken: "a"}, ExpiresAt: now.Add(300 * time.Millisecond)}, 300, 1, false, false},
 		{"no expiry", &messages.TokenResult{Token: tokenmanager.Token{AccessToken: "a"}}, 0, 0, false, false},
 		{"temporary failure", &messages.TokenResult{Err: errors.New("endpoint down")}, 0, 0, true, false},
 		{"permanent failure", &messages.TokenResult{Err: tokenmanager.Permanent(errors.New("invalid_client"))}, 0, 0, true, true},

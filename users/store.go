@@ -44,6 +44,25 @@ type Store interface {
 	Delete(ctx context.Context, identity string, version uint64) error
 }
 
+// Locker is implemented by a [Store] that several processes share, so
+// that one refresh of an identity runs at a time across all of them.
+// providers.RefreshToken takes the lock before it loads the refresh token
+// and releases it once the rotated token is saved: a second process (or a
+// cluster grain that just moved and whose previous activation is still
+// refreshing) waits, then loads the rotated token instead of sending the
+// spent one, which a server with reuse detection punishes by revoking the
+// whole family.
+type Locker interface {
+	// Lock blocks until the caller holds the identity's lock, or ctx
+	// ends. It returns a context derived from ctx: the store's methods
+	// called with it (or a context derived from it) for the same
+	// identity run under the lock, one call at a time. unlock releases
+	// the lock; it may be called more than once. A lock whose holder
+	// dies is released by the store (the holder's session ends), never
+	// held forever.
+	Lock(ctx context.Context, identity string) (locked context.Context, unlock func(), err error)
+}
+
 // Seed stores refreshToken for identity, sealed with keys' current key,
 // over whatever was stored: the first refresh token of a user who just
 // signed in (authorization code, device flow), or a new one after the

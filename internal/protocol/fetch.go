@@ -2,6 +2,8 @@ package protocol
 
 import (
 	"context"
+	"sync/atomic"
+	"time"
 
 	"github.com/go-tokenmanager/tokenmanager/messages"
 )
@@ -41,4 +43,45 @@ func WithPublish(ctx context.Context, publish func(messages.Event)) context.Cont
 func PublishFrom(ctx context.Context) func(messages.Event) {
 	p, _ := ctx.Value(publishKey{}).(func(messages.Event))
 	return p
+}
+
+type lifetimeKey struct{}
+
+// lifetime is where a provider puts its token's precise lifetime.
+type lifetime struct{ ns atomic.Int64 }
+
+// WithLifetime returns ctx in which a provider can give its token's
+// lifetime more precisely than Token.ExpiresIn's whole seconds
+// (SetLifetime); the host reads it with LifetimeFrom once the provider
+// returned. A distributed provider handing out a token another process
+// fetched knows its time left to the millisecond.
+func WithLifetime(ctx context.Context) context.Context {
+	return context.WithValue(ctx, lifetimeKey{}, &lifetime{})
+}
+
+// SetLifetime tells the host calling the provider that the token it is
+// about to return is valid for d from the fetch's start. It reports false
+// when ctx has no place for it: the token's ExpiresIn alone counts.
+func SetLifetime(ctx context.Context, d time.Duration) bool {
+	l, ok := ctx.Value(lifetimeKey{}).(*lifetime)
+	if !ok || d <= 0 {
+		return false
+	}
+	l.ns.Store(int64(d))
+	return true
+}
+
+// CanSetLifetime reports whether ctx has a place for SetLifetime.
+func CanSetLifetime(ctx context.Context) bool {
+	_, ok := ctx.Value(lifetimeKey{}).(*lifetime)
+	return ok
+}
+
+// LifetimeFrom returns what SetLifetime put in ctx, or 0.
+func LifetimeFrom(ctx context.Context) time.Duration {
+	l, ok := ctx.Value(lifetimeKey{}).(*lifetime)
+	if !ok {
+		return 0
+	}
+	return time.Duration(l.ns.Load())
 }

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/go-tokenmanager/tokenmanager"
 	"github.com/go-tokenmanager/tokenmanager/users"
@@ -34,17 +35,65 @@ type RefreshServer struct {
 	reuses    atomic.Int64
 
 	mu       sync.Mutex
-	tokens   map[string]*rtState // every refresh token ever issued
-	failNext []int               // statuses to answer next, in order
-	access   map[string]*family  // access tokens issued, by family
+	tokens   map[string]*rtState  // every refresh token ever issued
+	failNext []int                // statuses to answer next, in order
+	access   map[string]accessTok // access tokens issued
 }
 
 type rtState struct {
-	family *family
-	spent  bool
+	family   *family
+	spent    bool
+	issuedTo string    // the User-Agent of the refresh that issued it
+	issuedAt time.Time // when (wall clock)
 }
 
-type family struct{ revoked bool }
+type accessTok struct {
+	family   *family
+	issuedAt time.Time
+}
+
+type family struct {
+	revoked     bool
+	refreshes   int64
+	first, last time.Time // of its refreshes (wall clock)
+	newest      string    // its newest refresh token
+}
+
+// Family is what a RefreshServer knows of one family of refresh tokens
+// (one user's grant).
+type Family struct {
+	// Refreshes counts the refreshes that issued a token.
+	Refreshes int64
+	// First and Last are when the first and the last of them were
+	// answered (wall clock).
+	First, Last time.Time
+	// Revoked says a spent token was presented again.
+	Revoked bool
+	// Newest is the newest refresh token issued: the one to present
+	// next unless Revoked. IssuedTo is the User-Agent of the refresh
+	// that got it, IssuedAt when.
+	Newest   string
+	IssuedTo string
+	IssuedAt time.Time
+}
+
+// Family returns the family of the refresh token rt (any of its tokens);
+// ok is false for a token it never issued.
+func (s *RefreshServer) Family(rt string) (f Family, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.init()
+	st, ok := s.tokens[rt]
+	if !ok {
+		return Family{}, false
+	}
+	fam := st.family
+	newest := s.tokens[fam.newest]
+	return Family{
+		Refreshes: fam.refreshes, First: fam.first, Last: fam.last, Revoked: fam.revoked,
+		Newest: fam.newest, IssuedTo: newest.issuedTo, IssuedAt: newest.issuedAt,
+	}, true
+}
 
 // Issue starts a family and returns its first refresh token, as a sign
 // in would.
@@ -53,14 +102,14 @@ func (s *RefreshServer) Issue() string {
 	defer s.mu.Unlock()
 	rt := "rt-" + randomHex()
 	s.init()
-	s.tokens[rt] = &rtState{family: &family{}}
+	s.tokens[rt] = &rtState{family: &family{newest: rt}, issuedAt: time.Now()}
 	return rt
 }
 
 func (s *RefreshServer) init() {
 	if s.tokens == nil {
 		s.tokens = map[string]*rtState{}
-		s.access = map[string]*family{}
+		s.access = map[string]accessTok{}
 	}
 }
 
@@ -84,8 +133,17 @@ func (s *RefreshServer) Reuses() int64 { return s.reuses.Load() }
 func (s *RefreshServer) Live(accessToken string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	f, ok := s.access[accessToken]
-	return ok && !f.revoked
+	a, ok := s.access[accessToken]
+	return ok && !a.family.revoked
+}
+
+// Valid reports whether accessToken is live and, at now, not past its
+// lifetime (ExpiresIn from when it was issued, wall clock).
+func (s *RefreshServer) Valid(accessToken string, now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a, ok := s.access[accessToken]
+	return ok && !a.family.revoked && now.Before(a.issuedAt.Add(time.Duration(s.expiresIn())*time.Second))
 }
 
 // ServeHTTP answers token requests.
@@ -125,13 +183,21 @@ func (s *RefreshServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.refreshes.Add(1)
+	now := time.Now()
+	fam := st.family
+	fam.refreshes++
+	if fam.first.IsZero() {
+		fam.first = now
+	}
+	fam.last = now
 	at := "at-" + randomHex()
-	s.access[at] = st.family
+	s.access[at] = accessTok{family: fam, issuedAt: now}
 	resp := map[string]any{"access_token": at, "token_type": "Bearer", "expires_in": s.expiresIn()}
 	if !s.NoRotation {
 		st.spent = true
 		next := "rt-" + randomHex()
-		s.tokens[next] = &rtState{family: st.family}
+		s.tokens[next] = &rtState{family: fam, issuedTo: r.UserAgent(), issuedAt: now}
+		fam.newest = next
 		resp["refresh_token"] = next
 	}
 	answer(http.StatusOK, resp)
