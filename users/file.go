@@ -55,7 +55,7 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // github.com/go-tokenmanager/tokenmanager/pgstore).
 //
 // A FileStore is safe for concurrent use by multiple goroutines; writes
-// are serialized.
+// are serialized. It is a [Locker] within the process.
 type FileStore struct {
 	path string
 
@@ -65,7 +65,56 @@ type FileStore struct {
 	live   int64            // bytes of the records index points at
 	index  map[string]entry // identity → its latest put
 	closed bool
+
+	lmu   sync.Mutex           // guards locks
+	locks map[string]*heldLock // identities locked or waited for; gone when neither
 }
+
+// heldLock is an identity's lock (Lock): a token in turn while held.
+type heldLock struct {
+	turn chan struct{}
+	refs int // holder and waiters
+}
+
+// Lock implements [Locker] within the process, the only one that can use
+// the file: two refreshers of one identity in this process (two
+// managers, say) take turns. It returns ctx itself. An identity neither
+// held nor waited for costs nothing.
+func (s *FileStore) Lock(ctx context.Context, identity string) (context.Context, func(), error) {
+	s.lmu.Lock()
+	if s.locks == nil {
+		s.locks = map[string]*heldLock{}
+	}
+	l := s.locks[identity]
+	if l == nil {
+		l = &heldLock{turn: make(chan struct{}, 1)}
+		s.locks[identity] = l
+	}
+	l.refs++
+	s.lmu.Unlock()
+	release := func() {
+		s.lmu.Lock()
+		if l.refs--; l.refs == 0 {
+			delete(s.locks, identity)
+		}
+		s.lmu.Unlock()
+	}
+	select {
+	case l.turn <- struct{}{}:
+	case <-ctx.Done():
+		release()
+		return nil, nil, fmt.Errorf("users: waiting for the identity's lock: %w", ctx.Err())
+	}
+	var once sync.Once
+	return ctx, func() {
+		once.Do(func() {
+			<-l.turn
+			release()
+		})
+	}, nil
+}
+
+var _ Locker = (*FileStore)(nil)
 
 // entry is where an identity's latest put lies.
 type entry struct {

@@ -1,8 +1,9 @@
 // Command delegated calls an API on behalf of a user: the user signs in
 // with the authorization code grant and PKCE (providers.AuthCode), which
-// seals their refresh token into a file store; from then on
-// providers.RefreshToken, through an owner of many identities
-// (transport.NewMulti), trades it for access tokens, rotating it.
+// seals their refresh token into a file store; from then on three members
+// of the service, each an owner of many identities (transport.NewMulti)
+// with providers.RefreshToken, trade it for access tokens, rotating it in
+// turn under the store's lock.
 //
 // Everything runs on loopback: the authorization server (PKCE, rotating
 // refresh tokens with reuse detection) and the API are httptest servers,
@@ -12,6 +13,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -23,6 +25,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/go-tokenmanager/tokenmanager"
 	"github.com/go-tokenmanager/tokenmanager/internal/testutil"
@@ -107,39 +110,72 @@ func run(out io.Writer) error {
 	}
 	fmt.Fprintf(out, "callback: code exchanged, refresh token sealed and stored (version %d)\n", e.Version)
 
-	// 2. Calls on the user's behalf: one owner for every user.
-	m, err := transport.NewMulti(tokenmanager.OwnerSettings{
-		SettingsFor: func(identity string) (tokenmanager.Settings, error) {
-			return tokenmanager.Settings{GetCredentials: providers.RefreshToken(providers.RefreshTokenConfig{
-				TokenURL: idp.URL + "/token", Identity: identity, Store: store, Keys: keys,
-				Auth: providers.NoClientAuth("mail-app"),
-			})}, nil
-		},
-	})
-	if err != nil {
-		return err
+	// 2. Calls on the user's behalf from three members of the service
+	// (here in one process), each an owner for every user, sharing the
+	// store. Each member refreshes for itself, in turn: the store is a
+	// users.Locker, so no two send the same refresh token, which the
+	// server would punish by revoking the user's tokens. (In a cluster,
+	// tokengrain gives the members one refresh per rollover.)
+	var members []*transport.MultiRoundTripper
+	for range 3 {
+		m, err := transport.NewMulti(tokenmanager.OwnerSettings{
+			SettingsFor: func(identity string) (tokenmanager.Settings, error) {
+				return tokenmanager.Settings{GetCredentials: providers.RefreshToken(providers.RefreshTokenConfig{
+					TokenURL: idp.URL + "/token", Identity: identity, Store: store, Keys: keys,
+					Auth: providers.NoClientAuth("mail-app"),
+				})}, nil
+			},
+		})
+		if err != nil {
+			return err
+		}
+		defer m.Close()
+		members = append(members, m)
 	}
-	defer m.Close()
-	for range 2 {
-		r, err := http.NewRequestWithContext(transport.WithIdentity(ctx, ann.String()), http.MethodGet, api.URL+"/inbox", nil)
-		if err != nil {
-			return err
-		}
-		resp, err := m.Client().Do(r)
-		if err != nil {
-			return err
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		fmt.Fprintf(out, "GET /inbox as ann: %d %s\n", resp.StatusCode, body)
-		if resp.StatusCode != http.StatusOK {
-			return errors.New("the API refused the call")
-		}
+	// All at once: each member's first call refreshes.
+	logs := make([]bytes.Buffer, len(members))
+	errs := make([]error, len(members))
+	var wg sync.WaitGroup
+	for i, m := range members {
+		wg.Go(func() {
+			for range 2 {
+				if errs[i] = inbox(ctx, &logs[i], m, i+1, ann.String(), api.URL); errs[i] != nil {
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for i := range members {
+		out.Write(logs[i].Bytes())
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
 	}
 	if e, err = store.Load(ctx, ann.String()); err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "refresh token rotated once and stored (version %d); token answers: %d (the sign-in, one refresh)\n", e.Version, as.Refresh.Refreshes())
+	fmt.Fprintf(out, "refresh token rotated by each member in turn and stored (version %d); token answers: %d (the sign-in, 3 refreshes), refresh tokens reused: %d\n",
+		e.Version, as.Refresh.Refreshes(), as.Refresh.Reuses())
+	return nil
+}
+
+// inbox calls the API as identity through member m.
+func inbox(ctx context.Context, out io.Writer, m *transport.MultiRoundTripper, member int, identity, api string) error {
+	r, err := http.NewRequestWithContext(transport.WithIdentity(ctx, identity), http.MethodGet, api+"/inbox", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := m.Client().Do(r)
+	if err != nil {
+		return err
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	fmt.Fprintf(out, "member %d: GET /inbox as ann: %d %s\n", member, resp.StatusCode, body)
+	if resp.StatusCode != http.StatusOK {
+		return errors.New("the API refused the call")
+	}
 	return nil
 }
 

@@ -17,8 +17,9 @@ func TestRun(t *testing.T) {
 	}
 	for _, want := range []string{
 		"refresh token sealed and stored (version 1)",
-		"GET /inbox as ann: 200 3 unread messages\nGET /inbox as ann: 200 3 unread messages",
-		"refresh token rotated once and stored (version 2); token answers: 2 (the sign-in, one refresh)",
+		"member 1: GET /inbox as ann: 200 3 unread messages\nmember 1: GET /inbox as ann: 200 3 unread messages",
+		"member 3: GET /inbox as ann: 200 3 unread messages",
+		"stored (version 4); token answers: 4 (the sign-in, 3 refreshes), refresh tokens reused: 0",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
