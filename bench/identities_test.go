@@ -260,11 +260,18 @@ func benchCachedPair(b *testing.B, parallel bool) {
 // traffic) against each other in 31 alternating rounds of 20,000
 // requests, first from one goroutine (seq) and then from 128 (par), and
 // reports each row's median ns per request and ratio-vs-single. On a
-// shared machine this ratio is steadier than one of separate rows.
+// shared machine this ratio is steadier than one of separate rows. The
+// x/oauth2 peer runs in the same rounds, one oauth2.Transport over
+// ReuseTokenSource (oauth2_single) against one per identity in a
+// sync.Map (oauth2_multi), each with its token cached: oauth2-ratio is
+// what 10,000 identities cost it, and multi-vs-oauth2 compares the two
+// multi rows.
 func BenchmarkIdentitiesCachedTokenInterleaved(b *testing.B) {
 	single, multi, reqs, cleanup := cachedPair(b)
 	defer cleanup()
 	n := len(reqs)
+	oauth2Single, _ := setupOAuth2(b, newMemBase())
+	oauth2Multi := oauth2PerIdentity(b, reqs)
 	// Goroutine g starts at its own place in the cycle through all n.
 	pick := func(g, i int) *http.Request { return reqs[(g*7919+i)%n] }
 	for _, mode := range []struct {
@@ -272,18 +279,22 @@ func BenchmarkIdentitiesCachedTokenInterleaved(b *testing.B) {
 		goroutines int
 	}{{"seq", 1}, {"par", 128}} {
 		b.Run(mode.name, func(b *testing.B) {
-			var sum [2]float64
+			var sum [4]float64
 			for range b.N {
-				med, err := interleave([]http.RoundTripper{single, multi}, []string{"single", "multi"}, pick, 31, 20000, mode.goroutines)
+				med, err := interleave([]http.RoundTripper{single, multi, oauth2Single, oauth2Multi},
+					[]string{"single", "multi", "oauth2_single", "oauth2_multi"}, pick, 31, 20000, mode.goroutines)
 				if err != nil {
 					b.Fatal(err)
 				}
-				sum[0] += med[0]
-				sum[1] += med[1]
+				for i := range sum {
+					sum[i] += med[i]
+				}
 			}
 			b.ReportMetric(sum[0]/float64(b.N), "single-ns/req")
 			b.ReportMetric(sum[1]/float64(b.N), "multi-ns/req")
 			b.ReportMetric(sum[1]/sum[0], "ratio-vs-single")
+			b.ReportMetric(sum[3]/sum[2], "oauth2-ratio")
+			b.ReportMetric(sum[1]/sum[3], "multi-vs-oauth2")
 		})
 	}
 }
@@ -435,3 +446,24 @@ func (f *fleet) fillRange(tb testing.TB, from, to int) {
 type roundTripperFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripperFunc) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
+
+// oauth2PerIdentity is the x/oauth2 peer of a MultiRoundTripper with a
+// cached token for each identity of reqs: an oauth2.Transport over
+// ReuseTokenSource per identity, in a sync.Map, each warmed.
+func oauth2PerIdentity(b *testing.B, reqs []*http.Request) http.RoundTripper {
+	var rts sync.Map // identity -> *oauth2.Transport
+	base := newMemBase()
+	for _, req := range reqs {
+		id, _ := transport.IdentityFrom(req.Context())
+		rt, _ := setupOAuth2(b, base)
+		rts.Store(id, rt)
+	}
+	return roundTripperFunc(func(req *http.Request) (*http.Response, error) {
+		id, _ := transport.IdentityFrom(req.Context())
+		rt, ok := rts.Load(id)
+		if !ok {
+			return nil, fmt.Errorf("no transport for %q", id)
+		}
+		return rt.(http.RoundTripper).RoundTrip(req)
+	})
+}
