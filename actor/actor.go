@@ -134,7 +134,7 @@ func (a *tokenActor) run(e effects, respond func(any)) {
 		a.retryTimer = a.clk.AfterFunc(e.armIn, func() { a.sendSelf(retryTick{seq: seq}) })
 	}
 	if e.fetch {
-		a.st.launch(func(d *fetchDone) { a.sendSelf(d) })
+		a.st.launch(nil, func(d *fetchDone) { a.sendSelf(d) })
 	}
 	answer(a.root, e)
 	if e.panicked != nil {

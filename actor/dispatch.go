@@ -9,9 +9,12 @@ import (
 // goroutine kept parked for a while after its last run, rather than on a
 // new goroutine per run (protoactor's default). A new goroutine grows its
 // stack anew, by copying, to the depth of the owner's handlers on every
-// run: most of what an identity's first request costs the owner. While
-// no owner of the props runs, and after linger without work, no worker
-// is left.
+// run: most of what an identity's first request costs the owner. The
+// owner's provider calls (SettingsFor with the first fetch, and every
+// later fetch) run on the same workers, for the same reason; a call that
+// blocks holds its worker, and Schedule starts another when none is
+// parked. While no owner of the props runs, and after linger without
+// work, no worker is left.
 type workers struct {
 	idle chan func() // a parked worker receives here
 

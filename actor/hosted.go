@@ -90,7 +90,7 @@ func (w *owner) run(x *hosted, e effects, to *proto.PID, wait *protocol.Wait) {
 		x.retry = x.st.h.Clock.AfterFunc(e.armIn, func() { w.sendSelf(&hostedRetry{x: x, seq: seq}) })
 	}
 	if e.fetch {
-		x.st.launch(func(d *fetchDone) { w.sendSelf(&hostedFetch{x: x, d: d}) })
+		x.st.launch(w.workers.Schedule, func(d *fetchDone) { w.sendSelf(&hostedFetch{x: x, d: d}) })
 	}
 	answer(w.root, e)
 	if e.panicked != nil {

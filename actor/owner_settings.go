@@ -130,7 +130,7 @@ func (w *owner) await(identity string, fetch bool) *pending {
 			p.x = &hosted{}
 			calls = &p.x.st.fetch.calls
 		}
-		go func() {
+		w.workers.Schedule(func() {
 			m := &settingsDone{identity: identity}
 			m.s, m.err = backoff.SettingsOf(fn, identity)
 			if m.err != nil || calls == nil {
@@ -141,7 +141,7 @@ func (w *owner) await(identity string, fetch bool) *pending {
 				m.first, m.firstAt = d, start
 				w.sendSelf(m)
 			})
-		}()
+		})
 	}
 	return p
 }

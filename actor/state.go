@@ -314,9 +314,10 @@ func sharedPublisher(bus *eventbus.Bus, callbacks func(messages.Event)) func(mes
 }
 
 // launch starts the provider call the state began (effects.fetch) on a
-// goroutine of its own; its outcome is handed to done, which must not
-// block (it sends a message to the host).
-func (st *state) launch(done func(*fetchDone)) {
+// goroutine of its own: one spawn gives (an owner's parked worker), or a
+// new one when spawn is nil. Its outcome is handed to done, which must
+// not block (it sends a message to the host).
+func (st *state) launch(spawn func(func()), done func(*fetchDone)) {
 	id, provider := st.fetch.id, st.provider
 	dropped := ""
 	if st.drops != nil {
@@ -329,13 +330,18 @@ func (st *state) launch(done func(*fetchDone)) {
 	ctx, cancel := fetchContext(context.Background(), st.s.FetchTimeout, st.fetch.why, dropped, publish)
 	st.fetch.cancel = cancel
 	calls := &st.fetch.calls
-	go func() {
+	run := func() {
 		defer cancel()
 		fetch(ctx, calls, provider, func(d *fetchDone) {
 			d.id = id
 			done(d)
 		})
-	}()
+	}
+	if spawn == nil {
+		go run()
+		return
+	}
+	spawn(run)
 }
 
 // fetchContext returns the context of a provider call: bounded by
@@ -345,12 +351,7 @@ func (st *state) launch(done func(*fetchDone)) {
 // not nil).
 func fetchContext(parent context.Context, timeout time.Duration, why reason, dropped string, publish func(messages.Event)) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithTimeout(parent, timeout)
-	ctx = protocol.WithFetch(ctx, string(why.reason()), dropped)
-	ctx = protocol.WithLifetime(ctx)
-	if publish != nil {
-		ctx = protocol.WithPublish(ctx, publish)
-	}
-	return ctx, cancel
+	return protocol.NewFetch(ctx, string(why.reason()), dropped, publish), cancel
 }
 
 // fetch calls provider (see callProvider) and hands done its outcome,

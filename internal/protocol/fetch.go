@@ -8,9 +8,43 @@ import (
 	"github.com/go-tokenmanager/tokenmanager/messages"
 )
 
+// fetchKey is the context key of a provider call's fetch values.
 type fetchKey struct{}
 
-type fetchInfo struct{ reason, rejected string }
+// fetchValues is what a host tells the provider it calls, under one
+// context key so that a fetch's context costs one value, however many of
+// them it carries. A context's fetchValues is never changed once the
+// context is made, except for the lifetime slot, written by the provider.
+type fetchValues struct {
+	reason, rejected string
+	publish          func(messages.Event)
+	// hasLifetime says the host reads lifetimeNs (atomically) once the
+	// provider returned.
+	hasLifetime bool
+	lifetimeNs  int64
+}
+
+// with returns ctx carrying a copy of its fetch values changed by set.
+func with(ctx context.Context, set func(*fetchValues)) context.Context {
+	var f fetchValues
+	if old := valuesOf(ctx); old != nil {
+		f = fetchValues{reason: old.reason, rejected: old.rejected, publish: old.publish, hasLifetime: old.hasLifetime}
+	}
+	set(&f)
+	return context.WithValue(ctx, fetchKey{}, &f)
+}
+
+func valuesOf(ctx context.Context) *fetchValues {
+	f, _ := ctx.Value(fetchKey{}).(*fetchValues)
+	return f
+}
+
+// NewFetch returns ctx carrying what WithFetch, WithLifetime and, when
+// publish is not nil, WithPublish put in it, as one context value: the
+// context of a host's provider call.
+func NewFetch(ctx context.Context, reason, rejected string, publish func(messages.Event)) context.Context {
+	return context.WithValue(ctx, fetchKey{}, &fetchValues{reason: reason, rejected: rejected, publish: publish, hasLifetime: true})
+}
 
 // WithFetch returns ctx telling a provider why it is called (a
 // messages.RefreshReason) and which token's rejection led to the call, if
@@ -19,16 +53,16 @@ type fetchInfo struct{ reason, rejected string }
 // identity provider for an early refresh, when the cached token is still
 // valid.
 func WithFetch(ctx context.Context, reason, rejected string) context.Context {
-	return context.WithValue(ctx, fetchKey{}, fetchInfo{reason, rejected})
+	return with(ctx, func(f *fetchValues) { f.reason, f.rejected = reason, rejected })
 }
 
 // FetchFrom returns what WithFetch put in ctx.
 func FetchFrom(ctx context.Context) (reason, rejected string) {
-	f, _ := ctx.Value(fetchKey{}).(fetchInfo)
-	return f.reason, f.rejected
+	if f := valuesOf(ctx); f != nil {
+		return f.reason, f.rejected
+	}
+	return "", ""
 }
-
-type publishKey struct{}
 
 // WithPublish returns ctx carrying publish, which puts an event on the
 // bus of the host calling the provider (the token actor's, or the
@@ -36,19 +70,16 @@ type publishKey struct{}
 // identity provider (messages.ClusterFallback) where the identity's other
 // events go. publish must be safe to call from the provider's goroutine.
 func WithPublish(ctx context.Context, publish func(messages.Event)) context.Context {
-	return context.WithValue(ctx, publishKey{}, publish)
+	return with(ctx, func(f *fetchValues) { f.publish = publish })
 }
 
 // PublishFrom returns what WithPublish put in ctx, or nil.
 func PublishFrom(ctx context.Context) func(messages.Event) {
-	p, _ := ctx.Value(publishKey{}).(func(messages.Event))
-	return p
+	if f := valuesOf(ctx); f != nil {
+		return f.publish
+	}
+	return nil
 }
-
-type lifetimeKey struct{}
-
-// lifetime is where a provider puts its token's precise lifetime.
-type lifetime struct{ ns atomic.Int64 }
 
 // WithLifetime returns ctx in which a provider can give its token's
 // lifetime more precisely than Token.ExpiresIn's whole seconds
@@ -56,32 +87,32 @@ type lifetime struct{ ns atomic.Int64 }
 // returned. A distributed provider handing out a token another process
 // fetched knows its time left to the millisecond.
 func WithLifetime(ctx context.Context) context.Context {
-	return context.WithValue(ctx, lifetimeKey{}, &lifetime{})
+	return with(ctx, func(f *fetchValues) { f.hasLifetime = true })
 }
 
 // SetLifetime tells the host calling the provider that the token it is
 // about to return is valid for d from the fetch's start. It reports false
 // when ctx has no place for it: the token's ExpiresIn alone counts.
 func SetLifetime(ctx context.Context, d time.Duration) bool {
-	l, ok := ctx.Value(lifetimeKey{}).(*lifetime)
-	if !ok || d <= 0 {
+	f := valuesOf(ctx)
+	if f == nil || !f.hasLifetime || d <= 0 {
 		return false
 	}
-	l.ns.Store(int64(d))
+	atomic.StoreInt64(&f.lifetimeNs, int64(d))
 	return true
 }
 
 // CanSetLifetime reports whether ctx has a place for SetLifetime.
 func CanSetLifetime(ctx context.Context) bool {
-	_, ok := ctx.Value(lifetimeKey{}).(*lifetime)
-	return ok
+	f := valuesOf(ctx)
+	return f != nil && f.hasLifetime
 }
 
 // LifetimeFrom returns what SetLifetime put in ctx, or 0.
 func LifetimeFrom(ctx context.Context) time.Duration {
-	l, ok := ctx.Value(lifetimeKey{}).(*lifetime)
-	if !ok {
+	f := valuesOf(ctx)
+	if f == nil || !f.hasLifetime {
 		return 0
 	}
-	return time.Duration(l.ns.Load())
+	return time.Duration(atomic.LoadInt64(&f.lifetimeNs))
 }

@@ -86,8 +86,7 @@ func (r *Registry[P]) Store(identity string, p P) {
 	s := r.shard(t, identity)
 	var m map[string]P
 	if old := s.Load(); old != nil {
-		m = make(map[string]P, len(*old)+1)
-		maps.Copy(m, *old)
+		m = maps.Clone(*old) // copies the map's memory: no hashing
 	} else {
 		m = make(map[string]P, 1)
 	}
@@ -118,12 +117,8 @@ func (r *Registry[P]) CompareAndDelete(identity string, p P) {
 	if len(*old) == 1 {
 		s.Store(nil)
 	} else {
-		m := make(map[string]P, len(*old)-1)
-		for id, e := range *old {
-			if id != identity {
-				m[id] = e
-			}
-		}
+		m := maps.Clone(*old)
+		delete(m, identity)
 		s.Store(&m)
 	}
 	if len(t.shards) > minShards && r.n < perShard*len(t.shards)/4 {
