@@ -2,6 +2,7 @@ package actor
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -18,6 +19,8 @@ import (
 type workers struct {
 	idle chan func() // a parked worker receives here
 
+	parked atomic.Int32 // workers parked or about to park
+
 	mu     sync.Mutex
 	owners int           // owners started and not finished
 	quit   chan struct{} // closed when owners drops to 0
@@ -25,6 +28,10 @@ type workers struct {
 
 // linger is how long a worker stays parked without work.
 const linger = time.Second
+
+// maxParked bounds the parked workers: after a burst of provider calls,
+// all but these end at once instead of lingering.
+const maxParked = 4
 
 func newWorkers() *workers {
 	return &workers{idle: make(chan func()), quit: make(chan struct{})}
@@ -55,12 +62,19 @@ func (d *workers) work(fn func(), quit chan struct{}) {
 	defer t.Stop()
 	for {
 		fn()
+		if d.parked.Add(1) > maxParked {
+			d.parked.Add(-1)
+			return
+		}
 		t.Reset(linger)
 		select {
 		case fn = <-d.idle:
+			d.parked.Add(-1)
 		case <-t.C:
+			d.parked.Add(-1)
 			return
 		case <-quit:
+			d.parked.Add(-1)
 			return
 		}
 	}
