@@ -33,8 +33,10 @@ import (
 // its refresh time, so identities nobody uses never call their token
 // endpoint, and an idle identity holds no goroutine and no timer (a
 // retry timer exists only while a request waits through a failure).
-// Provider calls run on goroutines of their own and report back to the
-// owner, so one identity's slow provider never holds up another. Events
+// Provider calls run off the owner, on worker goroutines it keeps parked
+// for a second after use (at most 4 once a burst is over), and report
+// back to the owner, so one identity's slow provider never holds up
+// another. Events
 // of all identities, each carrying its identity, go through one bus: they
 // are published on the actor system's EventStream from one goroutine per
 // owner. Stopping the owner stops every identity.
