@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"reflect"
-	"sync"
 
 	"github.com/go-tokenmanager/tokenmanager"
 	"github.com/go-tokenmanager/tokenmanager/internal/protocol"
@@ -144,9 +142,7 @@ func (e *ReauthError) Permanent() bool { return true }
 //     next fetch uses the stored token.
 //   - A store that fails to save the rotated token fails the fetch
 //     (temporary) and keeps the token in memory; the next fetch saves it
-//     first and does not send the old one. The process keeps it, not
-//     the provider: a provider made anew for the identity over the same
-//     store (an identity passivated and started again) saves it too. The access token of that
+//     first and does not send the old one. The access token of that
 //     answer is never used.
 //   - An answer whose access token is refused (no access_token, an
 //     expires_in that is not an integer, a JWT already expired) but that
@@ -179,13 +175,9 @@ type refresher struct {
 	// refresh token would have a server with reuse detection revoke the
 	// family. Holding it guards pending.
 	turn chan struct{}
-	// pending holds a rotated token that the store failed to save; it is
-	// saved before anything is sent again. It is the process's, shared
-	// by every refresher of the identity over the same store, so that
-	// the token outlives this provider: an identity passivated while the
-	// store is down, and started again with a new provider, still saves
-	// it and never sends the spent one.
-	pending *pendingRotation
+	// pending is a rotated token that the store failed to save; it is
+	// saved before anything is sent again.
+	pending *users.Entry
 	// dead is an entry the server refused (invalid_grant) that the store
 	// failed to remove: while it is what the store holds, it is not
 	// sent again.
@@ -198,7 +190,6 @@ type refresher struct {
 func newRefreshToken(cfg RefreshTokenConfig) *refresher {
 	form := baseForm(grantTypeRefreshToken, cfg.Scopes, cfg.EndpointParams)
 	r := &refresher{identity: cfg.Identity, store: cfg.Store, keys: cfg.Keys, turn: make(chan struct{}, 1)}
-	r.pending = pendingFor(cfg.Store, cfg.Identity)
 	r.e = newEndpoint(cfg.TokenURL, cfg.Issuer, cfg.HTTPClient, cfg.AllowInsecureHTTP, cfg.Auth, form, cfg.Validate())
 	r.e.params = func(ctx context.Context, _ target) (url.Values, []string, error) {
 		rt, _ := ctx.Value(refreshTokenKey{}).(sentToken)
@@ -302,7 +293,7 @@ func (r *refresher) save(ctx context.Context, cur users.Entry, next, old string)
 		return nil
 	case err != nil:
 		if next != old {
-			r.pending.set(&e)
+			r.pending = &e
 		}
 		return fmt.Errorf("providers: RefreshToken: saving the rotated refresh token: %w", err)
 	}
@@ -315,75 +306,19 @@ func (r *refresher) save(ctx context.Context, cur users.Entry, next, old string)
 // savePending saves a rotated token a previous fetch could not save; the
 // caller holds the turn.
 func (r *refresher) savePending(ctx context.Context) error {
-	e := r.pending.get()
-	if e == nil {
+	if r.pending == nil {
 		return nil
 	}
-	switch err := r.store.Save(ctx, r.identity, *e); {
+	switch err := r.store.Save(ctx, r.identity, *r.pending); {
 	case err == nil:
-		publish(ctx, messages.RefreshTokenRotated{Identity: r.identity, Version: e.Version, KeyID: r.keys.Current()})
+		publish(ctx, messages.RefreshTokenRotated{Identity: r.identity, Version: r.pending.Version, KeyID: r.keys.Current()})
 	case errors.Is(err, users.ErrConflict):
 		// Someone else stored a token meanwhile: theirs is newer.
 	default:
 		return fmt.Errorf("providers: RefreshToken: saving the rotated refresh token of an earlier refresh: %w", err)
 	}
-	r.pending.clear(e)
+	r.pending = nil
 	return nil
-}
-
-// pendingRotation is where an identity's unsaved rotated token waits:
-// the process's slot for the identity over its store, or the
-// provider's own when the store cannot key a map.
-type pendingRotation struct {
-	key   pendingKey
-	entry *users.Entry // the provider's own slot
-	own   bool
-}
-
-// pendingKey names an identity's slot in pendingRotations.
-type pendingKey struct {
-	store    users.Store
-	identity string
-}
-
-// pendingRotations holds the process's unsaved rotated tokens (sealed),
-// each until it is saved: an entry exists only while a store is failing.
-var pendingRotations sync.Map // pendingKey -> *users.Entry
-
-func pendingFor(store users.Store, identity string) *pendingRotation {
-	if store == nil || !reflect.TypeOf(store).Comparable() {
-		return &pendingRotation{own: true}
-	}
-	return &pendingRotation{key: pendingKey{store, identity}}
-}
-
-func (p *pendingRotation) get() *users.Entry {
-	if p.own {
-		return p.entry
-	}
-	e, _ := pendingRotations.Load(p.key)
-	if e == nil {
-		return nil
-	}
-	return e.(*users.Entry)
-}
-
-func (p *pendingRotation) set(e *users.Entry) {
-	if p.own {
-		p.entry = e
-		return
-	}
-	pendingRotations.Store(p.key, e)
-}
-
-// clear forgets e, unless another refresher of the identity has put a
-// newer one in its place.
-func (p *pendingRotation) clear(e *users.Entry) {
-	if p.own {
-		p.entry = nil
-		return
-	}
-	pendingRotations.CompareAndDelete(p.key, e)
 }
 
 // failed handles a failed refresh of the entry cur.

@@ -307,36 +307,6 @@ func TestRefreshToken_saveFails(t *testing.T) {
 	}
 }
 
-// TestRefreshToken_saveFailsThenNewProvider: the rotated token that the
-// store failed to save outlives its provider. An identity passivated
-// while the store was down gets a new provider from SettingsFor when it
-// starts again; that one saves the kept token first and never sends the
-// spent one.
-func TestRefreshToken_saveFailsThenNewProvider(t *testing.T) {
-	f := newUserFixture(t)
-	store := &hookStore{Store: f.store}
-	store.failSaves.Store(1)
-	if _, err := providers.RefreshToken(f.config(store))(context.Background()); err == nil {
-		t.Fatal("fetch with a failing save returned no error")
-	}
-	// The identity is passivated; its provider is gone. A new one:
-	if _, err := providers.RefreshToken(f.config(store))(context.Background()); err != nil {
-		t.Fatalf("a new provider's fetch: %v", err)
-	}
-	if _, v := f.stored(t, f.store); v != 3 {
-		t.Fatalf("version %d; want 3 (the kept token, then the next rotation)", v)
-	}
-	if f.srv.Reuses() != 0 {
-		t.Fatalf("%d reuses; want none: the spent token must not be sent again", f.srv.Reuses())
-	}
-	if _, err := providers.RefreshToken(f.config(store))(context.Background()); err != nil {
-		t.Fatalf("a third provider, nothing pending: %v", err)
-	}
-	if _, v := f.stored(t, f.store); v != 4 {
-		t.Fatalf("version %d; want 4: a saved token is not saved again", v)
-	}
-}
-
 // TestRefreshToken_replacedMeanwhile: an invalid_grant for a token that
 // another writer had replaced is temporary, and the entry stays.
 func TestRefreshToken_replacedMeanwhile(t *testing.T) {
