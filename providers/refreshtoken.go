@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"time"
 
 	"github.com/go-tokenmanager/tokenmanager"
 	"github.com/go-tokenmanager/tokenmanager/internal/protocol"
@@ -287,7 +288,12 @@ func (r *refresher) save(ctx context.Context, cur users.Entry, next, old string)
 		return fmt.Errorf("providers: RefreshToken: sealing the new refresh token: %w", err)
 	}
 	e := users.Entry{Version: cur.Version + 1, Sealed: sealed}
-	switch err := r.store.Save(ctx, r.identity, e); {
+	// The server has spent the old token: the save goes on even if the
+	// fetch is cancelled meanwhile (the manager closing, say), bounded
+	// by saveTimeout of its own.
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), saveTimeout)
+	defer cancel()
+	switch err := r.store.Save(sctx, r.identity, e); {
 	case errors.Is(err, users.ErrConflict):
 		// Another writer saved a newer token first; it stays.
 		return nil
@@ -302,6 +308,10 @@ func (r *refresher) save(ctx context.Context, cur users.Entry, next, old string)
 	}
 	return nil
 }
+
+// saveTimeout bounds the save of a rotated refresh token, which does
+// not end with the fetch's context.
+const saveTimeout = 10 * time.Second
 
 // savePending saves a rotated token a previous fetch could not save; the
 // caller holds the turn.
