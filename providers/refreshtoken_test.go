@@ -307,6 +307,49 @@ func TestRefreshToken_saveFails(t *testing.T) {
 	}
 }
 
+// TestRefreshToken_saveOutlivesCancelledFetch: once the server has
+// answered with a rotated token, the old one is spent; a fetch cancelled
+// at that moment (its manager closing) still saves the new one.
+func TestRefreshToken_saveOutlivesCancelledFetch(t *testing.T) {
+	f := newUserFixture(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	store := &ctxStore{Store: f.store}
+	cfg := f.config(store)
+	cfg.HTTPClient = &http.Client{Transport: cancelAfterAnswer{base: http.DefaultTransport, cancel: cancel}}
+	providers.RefreshToken(cfg)(ctx) // its outcome may be the cancellation; the save is what counts
+	if _, v := f.stored(t, f.store); v != 2 {
+		t.Fatalf("version %d after a fetch cancelled once the server rotated; want 2 (the rotated token saved)", v)
+	}
+	if got, _ := f.stored(t, f.store); func() bool { fam, ok := f.srv.Family(got); return !ok || fam.Newest != got }() {
+		t.Fatal("the stored token is not the one the server issued last")
+	}
+}
+
+// ctxStore fails a Save whose context has ended, as a database driver
+// does.
+type ctxStore struct{ users.Store }
+
+func (s *ctxStore) Save(ctx context.Context, id string, e users.Entry) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.Store.Save(ctx, id, e)
+}
+
+// cancelAfterAnswer cancels the fetch's context as the token endpoint's
+// answer arrives.
+type cancelAfterAnswer struct {
+	base   http.RoundTripper
+	cancel context.CancelFunc
+}
+
+func (c cancelAfterAnswer) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := c.base.RoundTrip(req)
+	c.cancel()
+	return resp, err
+}
+
 // TestRefreshToken_replacedMeanwhile: an invalid_grant for a token that
 // another writer had replaced is temporary, and the entry stays.
 func TestRefreshToken_replacedMeanwhile(t *testing.T) {
