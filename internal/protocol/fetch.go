@@ -18,17 +18,18 @@ type fetchKey struct{}
 type fetchValues struct {
 	reason, rejected string
 	publish          func(messages.Event)
-	// hasLifetime says the host reads lifetimeNs (atomically) once the
-	// provider returned.
-	hasLifetime bool
-	lifetimeNs  int64
+	// lifetime is the host's slot, nil when it has none: the host reads
+	// it once the provider returned. Contexts derived with the With
+	// functions share it; own holds it for the context that made it.
+	lifetime *atomic.Int64
+	own      atomic.Int64
 }
 
 // with returns ctx carrying a copy of its fetch values changed by set.
 func with(ctx context.Context, set func(*fetchValues)) context.Context {
 	var f fetchValues
 	if old := valuesOf(ctx); old != nil {
-		f = fetchValues{reason: old.reason, rejected: old.rejected, publish: old.publish, hasLifetime: old.hasLifetime}
+		f.reason, f.rejected, f.publish, f.lifetime = old.reason, old.rejected, old.publish, old.lifetime
 	}
 	set(&f)
 	return context.WithValue(ctx, fetchKey{}, &f)
@@ -43,7 +44,9 @@ func valuesOf(ctx context.Context) *fetchValues {
 // publish is not nil, WithPublish put in it, as one context value: the
 // context of a host's provider call.
 func NewFetch(ctx context.Context, reason, rejected string, publish func(messages.Event)) context.Context {
-	return context.WithValue(ctx, fetchKey{}, &fetchValues{reason: reason, rejected: rejected, publish: publish, hasLifetime: true})
+	f := &fetchValues{reason: reason, rejected: rejected, publish: publish}
+	f.lifetime = &f.own
+	return context.WithValue(ctx, fetchKey{}, f)
 }
 
 // WithFetch returns ctx telling a provider why it is called (a
@@ -87,7 +90,7 @@ func PublishFrom(ctx context.Context) func(messages.Event) {
 // returned. A distributed provider handing out a token another process
 // fetched knows its time left to the millisecond.
 func WithLifetime(ctx context.Context) context.Context {
-	return with(ctx, func(f *fetchValues) { f.hasLifetime = true })
+	return with(ctx, func(f *fetchValues) { f.lifetime = &f.own })
 }
 
 // SetLifetime tells the host calling the provider that the token it is
@@ -95,24 +98,24 @@ func WithLifetime(ctx context.Context) context.Context {
 // when ctx has no place for it: the token's ExpiresIn alone counts.
 func SetLifetime(ctx context.Context, d time.Duration) bool {
 	f := valuesOf(ctx)
-	if f == nil || !f.hasLifetime || d <= 0 {
+	if f == nil || f.lifetime == nil || d <= 0 {
 		return false
 	}
-	atomic.StoreInt64(&f.lifetimeNs, int64(d))
+	f.lifetime.Store(int64(d))
 	return true
 }
 
 // CanSetLifetime reports whether ctx has a place for SetLifetime.
 func CanSetLifetime(ctx context.Context) bool {
 	f := valuesOf(ctx)
-	return f != nil && f.hasLifetime
+	return f != nil && f.lifetime != nil
 }
 
 // LifetimeFrom returns what SetLifetime put in ctx, or 0.
 func LifetimeFrom(ctx context.Context) time.Duration {
 	f := valuesOf(ctx)
-	if f == nil || !f.hasLifetime {
+	if f == nil || f.lifetime == nil {
 		return 0
 	}
-	return time.Duration(atomic.LoadInt64(&f.lifetimeNs))
+	return time.Duration(f.lifetime.Load())
 }

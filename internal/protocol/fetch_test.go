@@ -33,6 +33,12 @@ func TestFetchValues(t *testing.T) {
 		t.Fatal("a zero lifetime was taken")
 	}
 
+	host := NewFetch(context.Background(), "cold_start", "", nil)
+	derived := WithPublish(WithFetch(host, "cold_start", ""), publish)
+	if !SetLifetime(derived, 2*time.Second) || LifetimeFrom(host) != 2*time.Second {
+		t.Fatalf("a lifetime set in a derived context reads %v in the host's; want 2s", LifetimeFrom(host))
+	}
+
 	n := NewFetch(context.Background(), "cold_start", "", publish)
 	PublishFrom(n)(messages.Closed{})
 	if r, _ := FetchFrom(n); r != "cold_start" || len(got) != 1 || !CanSetLifetime(n) {
