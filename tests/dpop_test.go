@@ -151,7 +151,8 @@ func TestDPoP_rotatingNonces_load(t *testing.T) {
 	}
 	done.Store(true)
 	wg.Wait()
-	rt.Close() // every event delivered
+	rt.Close()   // every event delivered
+	r.as.Close() // every token request answered: none is counted but unanswered
 
 	retried := testutil.EventsOf[messages.DPoPNonceRetried](rec)
 	refreshed := testutil.EventsOf[messages.TokenRefreshed](rec)
