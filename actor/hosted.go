@@ -24,27 +24,41 @@ type hosted struct {
 }
 
 // host starts hosting identity with settings s (as SettingsFor gave
-// them) in x (nil: a new entry) and publishes its handle.
-func (w *owner) host(x *hosted, identity string, s tokenmanager.Settings, now time.Time) *hosted {
-	req := w.request(s)
-	s = s.WithDefaults()
+// them) in x (nil: a new entry; else one prepared for its first fetch)
+// and publishes its handle. counted says it is already counted in
+// link.Owner.Live.
+func (w *owner) host(x *hosted, identity string, s tokenmanager.Settings, now time.Time, counted bool) *hosted {
 	if x == nil {
 		x = &hosted{}
+		w.prepare(x, identity, s)
 	}
-	x.st.h.Bus = w.o.Bus
-	x.st.h.Done = w.o.Done // closed when the owner stops; passivation answers ErrPassivated
-	x.st.h.Clock = s.Clock
-	x.st.h.Identity = identity
-	x.st.h.Request = req
-	x.st.h.PID = w.self
+	s = s.WithDefaults()
 	x.st.h.Touch(now)
 	x.st.s = w.fetchSettings(s)
 	x.st.provider = dpopctx.ProviderOf(s)
 	x.st.pol = hostedPolicy
 	w.reg.Store(identity, x)
 	w.live++
-	w.o.Live.Store(int64(w.live))
+	if !counted {
+		w.o.Live.Add(1)
+	}
 	return x
+}
+
+// prepare sets the fields of x's handle for identity with settings s (as
+// SettingsFor gave them): on the goroutine that got s, before the handle
+// is handed to anyone, and never changed afterwards.
+func (w *owner) prepare(x *hosted, identity string, s tokenmanager.Settings) {
+	w.mu.Lock()
+	req := w.request(s)
+	w.mu.Unlock()
+	h := &x.st.h
+	h.Bus = w.o.Bus
+	h.Done = w.o.Done // closed when the owner stops; passivation answers ErrPassivated
+	h.Clock = s.WithDefaults().Clock
+	h.Identity = identity
+	h.Request = req
+	h.PID = w.self
 }
 
 // lookup returns the identity h belongs to, nil if it is no longer
@@ -133,7 +147,7 @@ func (w *owner) passivate(x *hosted, evicted bool) {
 	w.run(x, x.st.stop(&messages.TokenResult{Err: protocol.ErrPassivated}), nil, nil)
 	w.reg.CompareAndDelete(x.st.h.Identity, x)
 	w.live--
-	w.o.Live.Store(int64(w.live))
+	w.o.Live.Add(-1)
 	w.o.Bus.Publish(messages.IdentityPassivated{Identity: x.st.h.Identity, Evicted: evicted})
 }
 
@@ -175,11 +189,13 @@ func (w *owner) sweepTick(m sweepTick) {
 			w.passivate(x, false)
 		}
 	})
+	w.mu.Lock()
 	for id, f := range w.failed {
 		if now.Sub(f.NotBefore) >= w.s.IdleTimeout {
 			delete(w.failed, id)
 		}
 	}
+	w.mu.Unlock()
 	w.armSweep()
 }
 

@@ -36,7 +36,9 @@ import (
 // Provider calls run off the owner, on worker goroutines it keeps parked
 // for a second after use (at most 4 once a burst is over), and report
 // back to the owner, so one identity's slow provider never holds up
-// another. Events
+// another. The first request of an identity, made through a
+// transport.MultiRoundTripper, gets the identity's first token straight
+// from the worker that fetched it, as the owner caches it. Events
 // of all identities, each carrying its identity, go through one bus: they
 // are published on the actor system's EventStream from one goroutine per
 // owner. Stopping the owner stops every identity.
@@ -72,9 +74,14 @@ type (
 		err      error
 		// first is the outcome of the identity's first fetch, run with
 		// SettingsFor when what started it wants a token, from
-		// firstAt on; nil otherwise.
-		first   *fetchDone
-		firstAt time.Time
+		// firstAt on, arrived at firstDone (on the identity's clock);
+		// nil otherwise.
+		first     *fetchDone
+		firstAt   time.Time
+		firstDone time.Time
+		// counted: the identity is already counted in link.Owner.Live
+		// (see owner.report).
+		counted bool
 	}
 	sweepTick struct{ seq uint64 }
 	// hostedFetch is the outcome of an identity's fetch; x says whose.
@@ -96,7 +103,10 @@ func (*hostedFetch) IgnoreDeadLetterLogging()  {}
 func (*hostedRetry) IgnoreDeadLetterLogging()  {}
 
 // owner hosts the identities' states. Every field is owned by the
-// goroutine running Receive, except stopped (under mu).
+// goroutine running Receive, except: stopped, requests, pending and
+// early are under mu (requests starting an identity add to pending: see start);
+// failed is changed under mu, so that they may read it, and read by
+// Receive without it.
 type owner struct {
 	s   tokenmanager.OwnerSettings
 	o   *link.Owner
@@ -106,7 +116,7 @@ type owner struct {
 	root *proto.RootContext
 	log  *slog.Logger // the actor system's: for identities without Settings.Logger
 
-	mu      sync.Mutex // guards stopped: goroutines send to self only while false
+	mu      sync.Mutex // goroutines send to self only while stopped is false
 	stopped bool
 	unsubs  []func()
 	// ctx ends when the owner stops: first fetches (run with
@@ -126,14 +136,17 @@ type owner struct {
 	// pendingPeak is the most identities pending since the map was last
 	// rebuilt.
 	pendingPeak int
-	sweep       *clock.Timer // armed while there are identities or failures
-	sweepSeq    uint64
+	// early counts the identities requests started (start) whose
+	// settingsDone is not handled yet (under mu).
+	early    int
+	sweep    *clock.Timer // armed while there are identities or failures
+	sweepSeq uint64
 }
 
 func newOwner(s tokenmanager.OwnerSettings, d *workers) *owner {
 	reg := registry.New[*hosted]()
 	ctx, cancel := context.WithCancel(context.Background())
-	return &owner{
+	w := &owner{
 		ctx:     ctx,
 		cancel:  cancel,
 		workers: d,
@@ -145,6 +158,8 @@ func newOwner(s tokenmanager.OwnerSettings, d *workers) *owner {
 		pending: make(map[string]*pending),
 		failed:  make(map[string]*backoff.SettingsFailure),
 	}
+	w.o.Start = w.start
+	return w
 }
 
 // Receive implements protoactor's Actor; like the token actor, it
@@ -222,16 +237,17 @@ func (w *owner) started(c proto.Context) {
 func (w *owner) stopping() {
 	w.mu.Lock()
 	w.stopped = true
+	left := w.pending
+	w.pending = make(map[string]*pending)
 	w.mu.Unlock()
 	w.cancel()
 	if w.sweep != nil {
 		w.sweep.Stop()
 		w.sweep = nil
 	}
-	for _, p := range w.pending {
+	for _, p := range left {
 		w.answer(p, nil, tokenmanager.ErrClosed)
 	}
-	clear(w.pending)
 	closed := &messages.TokenResult{Err: tokenmanager.ErrClosed}
 	w.reg.Range(func(x *hosted) {
 		w.run(x, x.st.stop(closed), nil, nil) // cancels its fetch

@@ -5,13 +5,13 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	proto "github.com/asynkron/protoactor-go/actor"
 
 	"github.com/go-tokenmanager/tokenmanager"
 	"github.com/go-tokenmanager/tokenmanager/internal/backoff"
+	"github.com/go-tokenmanager/tokenmanager/internal/link"
 	"github.com/go-tokenmanager/tokenmanager/internal/protocol"
 	"github.com/go-tokenmanager/tokenmanager/internal/request"
 	"github.com/go-tokenmanager/tokenmanager/messages"
@@ -24,6 +24,7 @@ type pending struct {
 	resolves  []*protocol.Resolve
 	envelopes []envelope
 	x         *hosted
+	early     bool // a request started it (start), counted in owner.early
 }
 
 // envelope is a protocol message and its sender.
@@ -119,57 +120,138 @@ func isGet(msg any) bool {
 // SettingsFor goes on with the identity's first fetch, so that one
 // goroutine and one message back bring both (see settingsDone).
 func (w *owner) await(identity string, fetch bool) *pending {
-	p := w.pending[identity]
-	if p == nil {
-		p = &pending{}
-		w.pending[identity] = p
-		w.pendingPeak = max(w.pendingPeak, len(w.pending))
-		fn, ctx, bus := w.s.SettingsFor, w.ctx, w.o.Bus
-		var calls *atomic.Int32
-		if fetch {
-			p.x = &hosted{}
-			calls = &p.x.st.fetch.calls
-		}
-		w.workers.Schedule(func() {
-			m := &settingsDone{identity: identity}
-			m.s, m.err = backoff.SettingsOf(fn, identity)
-			if m.err != nil || calls == nil {
-				w.sendSelf(m)
-				return
-			}
-			firstFetch(ctx, m.s, bus, calls, func(d *fetchDone, start time.Time) {
-				m.first, m.firstAt = d, start
-				w.sendSelf(m)
-			})
-		})
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if p := w.pending[identity]; p != nil {
+		return p
 	}
+	return w.launch(identity, fetch, nil)
+}
+
+// start is link.Owner.Start: it starts identity, unless it is hosted,
+// pending or failed, for a request that gets its first token on first.
+// It runs on the request's goroutine.
+func (w *owner) start(identity string) <-chan link.First {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	// The owner hosts an identity (registry) before it stops pending it,
+	// both under mu for this check: an identity is never started twice.
+	if w.stopped || w.pending[identity] != nil || w.failed[identity] != nil || w.find(identity) != nil {
+		return nil
+	}
+	if w.early >= maxEarly {
+		// As many are under way already: this request waits for the
+		// owner, so that a flood of new identities runs at the owner's
+		// pace and queues no more than maxEarly in its mailbox.
+		return nil
+	}
+	w.early++
+	first := make(chan link.First, 1)
+	w.launch(identity, true, first)
+	return first
+}
+
+// maxEarly bounds the identities that requests started (start) and whose
+// settingsDone the owner has not handled yet.
+const maxEarly = 64
+
+// launch makes identity's pending entry and schedules its SettingsFor
+// call, with the first fetch when fetch is set, on a worker. When first
+// is not nil, the worker hands the first fetch's token there (or an
+// empty First) once it has sent the owner its settingsDone, so that
+// whatever the request sends the owner next comes after it. w.mu is held.
+func (w *owner) launch(identity string, fetch bool, first chan<- link.First) *pending {
+	p := &pending{early: first != nil}
+	w.pending[identity] = p
+	w.pendingPeak = max(w.pendingPeak, len(w.pending))
+	fn, ctx, bus := w.s.SettingsFor, w.ctx, w.o.Bus
+	if fetch {
+		p.x = &hosted{}
+	}
+	x := p.x
+	w.workers.Schedule(func() {
+		m := &settingsDone{identity: identity}
+		m.s, m.err = backoff.SettingsOf(fn, identity)
+		if m.err != nil || x == nil {
+			w.sendSelf(m)
+			handFirst(first, link.First{})
+			return
+		}
+		w.prepare(x, identity, m.s)
+		firstFetch(ctx, m.s, bus, &x.st.fetch.calls, func(d *fetchDone, start time.Time) {
+			arrived := x.st.h.Clock.Now()
+			var f link.First
+			if first != nil {
+				if expires, err := d.usable(start, arrived); err == nil {
+					f = link.First{H: &x.st.h, Token: d.token, ExpiresAt: expires}
+				}
+			}
+			m.first, m.firstAt, m.firstDone = d, start, arrived
+			if !w.report(m, f.H != nil) {
+				f = link.First{}
+			}
+			handFirst(first, f)
+		})
+	})
 	return p
 }
 
+// report sends the owner m, the settings and first fetch of an identity,
+// and reports whether it was sent (the owner has not stopped). counted
+// says a request gets the first token before the owner hosts the
+// identity: it is counted live now (OwnerSettings' Live), not once hosted.
+func (w *owner) report(m *settingsDone, counted bool) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.stopped {
+		return false
+	}
+	if counted {
+		m.counted = true
+		w.o.Live.Add(1)
+	}
+	w.root.Send(w.self, m)
+	return true
+}
+
+// handFirst hands f to the request waiting on first, if any; first has
+// room for it.
+func handFirst(first chan<- link.First, f link.First) {
+	if first != nil {
+		first <- f
+	}
+}
+
 func (w *owner) settingsDone(c proto.Context, m *settingsDone) {
+	w.mu.Lock()
 	p := w.pending[m.identity]
-	delete(w.pending, m.identity)
-	w.pending = shrink(w.pending, &w.pendingPeak)
+	w.mu.Unlock()
 	if p == nil {
 		p = &pending{}
 	}
 	now := w.s.Clock.Now()
 	if m.err != nil {
+		w.mu.Lock()
+		w.unpend(m.identity)
 		f := w.failed[m.identity]
 		if f == nil {
 			f = &backoff.SettingsFailure{}
 			w.failed[m.identity] = f
 		}
+		w.mu.Unlock()
 		retryIn := f.Fail(now, m.err)
 		w.answer(p, nil, m.err)
 		w.armSweep()
 		w.settingsFailed(c, m.identity, f, retryIn)
 		return
 	}
+	x := w.host(p.x, m.identity, m.s, now, m.counted) // hosted before it stops pending: see start
+	w.mu.Lock()
+	w.unpend(m.identity)
 	delete(w.failed, m.identity)
-	x := w.host(p.x, m.identity, m.s, now)
+	w.mu.Unlock()
 	if m.first != nil {
-		w.firstFetched(x, p, m.first, m.firstAt, now)
+		w.firstFetched(x, p, m, now)
 	}
 	w.answer(p, x, nil)
 	w.armSweep()
@@ -181,10 +263,13 @@ func (w *owner) settingsDone(c proto.Context, m *settingsDone) {
 // the Gets that waited for the settings join it, and so do the requests
 // resolving the identity (as waits of their own for as long as they
 // resolve, so that a failure is handled as one of a fetch they wait for:
-// a retry armed), before the state handles the outcome as any fetch's.
-// The requests get their handle once the token is cached.
-func (w *owner) firstFetched(x *hosted, p *pending, d *fetchDone, start, now time.Time) {
-	d.id = x.st.begin(start)
+// a retry armed), before the state handles the outcome as any fetch's,
+// as of when it arrived: the request that started the identity may have
+// been handed the token then (start), and the state judges it as that
+// request did. The requests get their handle once the token is cached.
+func (w *owner) firstFetched(x *hosted, p *pending, m *settingsDone, now time.Time) {
+	d := m.first
+	d.id = x.st.begin(m.firstAt)
 	for _, env := range p.envelopes {
 		w.deliver(x, env)
 	}
@@ -194,7 +279,7 @@ func (w *owner) firstFetched(x *hosted, p *pending, d *fetchDone, start, now tim
 			w.run(x, x.st.wait(now, &protocol.Wait{H: &x.st.h, Ctx: r.Ctx}), nil, nil)
 		}
 	}
-	w.run(x, x.st.fetched(now, d), nil, nil)
+	w.run(x, x.st.fetched(m.firstDone, d), nil, nil)
 }
 
 // settingsFailed reports a failed SettingsFor call: an event, and a log
@@ -212,10 +297,20 @@ func (w *owner) settingsFailed(c proto.Context, identity string, f *backoff.Sett
 		slog.Duration("retry_in", retryIn))
 }
 
+// unpend forgets identity's pending entry, and counts a request's start
+// (see start) done. w.mu is held.
+func (w *owner) unpend(identity string) {
+	if p := w.pending[identity]; p != nil && p.early {
+		w.early--
+	}
+	delete(w.pending, identity)
+	w.pending = shrink(w.pending, &w.pendingPeak)
+}
+
 // request returns the request side of s (as SettingsFor gave it, before
 // defaults). Settings that differ only in their provider and timing share
 // one: with no Formatter, no callbacks and no DPoP key, the request side is a handful
-// of comparable values.
+// of comparable values. w.mu is held.
 func (w *owner) request(s tokenmanager.Settings) *request.Request {
 	if s.DPoP != nil || s.Formatter != nil || s.OnAuthFail != nil || s.OnRecoveryTry != nil || s.OnRecoveryAbort != nil ||
 		s.OnTokenRefresh != nil || s.OnTokenRequestFail != nil || s.OnTokenTryThreshold != nil {

@@ -29,6 +29,39 @@ type fetchDone struct {
 	lifetime time.Duration
 }
 
+// usable returns when d's token expires (zero: never), for a fetch
+// started at start and done at now, or why the token cannot be cached:
+// the fetch failed, the token is malformed, or it expired on arrival.
+// It is the state's rule for a fetch's outcome (see fetched), before
+// the state's own reasons (a token rejected while it was fetched).
+func (d *fetchDone) usable(start, now time.Time) (time.Time, error) {
+	if d.err != nil {
+		return time.Time{}, d.err
+	}
+	if err := tokenmanager.CheckToken(d.token); err != nil {
+		return time.Time{}, err
+	}
+	return d.expiry(start, now)
+}
+
+// expiry returns when d's well-formed token expires (zero: never), or
+// ErrExpiredOnArrival.
+func (d *fetchDone) expiry(start, now time.Time) (time.Time, error) {
+	life, ok := d.token.Lifetime()
+	if !ok {
+		return time.Time{}, nil
+	}
+	if d.lifetime > 0 {
+		life = d.lifetime
+	}
+	expires := start.Add(life)
+	if !now.Before(expires) {
+		return time.Time{}, fmt.Errorf("%w (expires_in %d, fetch took %v)",
+			tokenmanager.ErrExpiredOnArrival, d.token.ExpiresIn, now.Sub(start))
+	}
+	return expires, nil
+}
+
 func (st *state) result() *messages.TokenResult {
 	return &messages.TokenResult{Token: st.cache.cur.Token, ExpiresAt: st.cache.cur.ExpiresAt}
 }
@@ -231,16 +264,7 @@ func (st *state) fetched(now time.Time, m *fetchDone) (e effects) {
 	}
 	var expires time.Time
 	if err == nil {
-		if life, ok := m.token.Lifetime(); ok {
-			if m.lifetime > 0 {
-				life = m.lifetime
-			}
-			expires = st.fetch.start.Add(life)
-			if !now.Before(expires) {
-				err = fmt.Errorf("%w (expires_in %d, fetch took %v)",
-					tokenmanager.ErrExpiredOnArrival, m.token.ExpiresIn, now.Sub(st.fetch.start))
-			}
-		}
+		expires, err = m.expiry(st.fetch.start, now)
 	}
 	if err != nil {
 		var pe *tokenmanager.PanicError

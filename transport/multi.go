@@ -230,7 +230,43 @@ func (m *MultiRoundTripper) bindFor(ctx context.Context, identity string, fetch 
 	if err := checkIdentity(identity); err != nil {
 		return core.Binding{}, err
 	}
+	if fetch && m.o.Start != nil {
+		if first := m.o.Start(identity); first != nil {
+			return m.awaitFirst(ctx, identity, first)
+		}
+	}
 	return m.resolve(ctx, identity, fetch)
+}
+
+// awaitFirst waits for the first token of identity, which this request
+// started (link.Owner.Start): the binding carries it, so the request is
+// sent while the owner caches it. When the fetch brought no token, the
+// request asks the owner, as every other request for the identity does:
+// it waits through retries, or gets the settings' error.
+func (m *MultiRoundTripper) awaitFirst(ctx context.Context, identity string, first <-chan link.First) (core.Binding, error) {
+	var timeout <-chan time.Time
+	if _, ok := ctx.Deadline(); !ok {
+		t := time.NewTimer(defaultResolveWait)
+		defer t.Stop()
+		timeout = t.C
+	}
+	select {
+	case f := <-first:
+		if f.H == nil {
+			return m.resolve(ctx, identity, true)
+		}
+		b := core.BindingOf(f.H)
+		b.First = &core.Issued{Token: f.Token, ExpiresAt: f.ExpiresAt}
+		return b, nil
+	case <-ctx.Done():
+		return core.Binding{}, fmt.Errorf("tokenmanager: waiting for the settings of identity %q: %w", identity, ctx.Err())
+	case <-timeout:
+		return core.Binding{}, fmt.Errorf("tokenmanager: waiting for the settings of identity %q: %w", identity, context.DeadlineExceeded)
+	case <-m.o.Done:
+		return core.Binding{}, tokenmanager.ErrClosed
+	case <-m.c.Done():
+		return core.Binding{}, tokenmanager.ErrClosed
+	}
 }
 
 // checkIdentity is tokenmanager.CheckIdentity, with [ErrNoIdentity] for

@@ -59,6 +59,10 @@ type Binding struct {
 	PID *proto.PID
 	Req *request.Request
 	St  *request.State
+	// First, when set, is the identity's first token, which the request
+	// that started the identity got before the owner cached it
+	// (link.Owner.Start): the binding's first token, taken once.
+	First *Issued
 }
 
 // BindingOf returns the binding of an owner's identity, whose handle
@@ -232,7 +236,7 @@ func (c *Core) attach(ctx context.Context, b *Binding, failFast bool) (access, v
 	}
 	snap := b.H.Snapshot()
 	var tok tokenmanager.Token
-	if c.Fresh(*b, snap) {
+	if b.First == nil && c.Fresh(*b, snap) {
 		tok = snap.Token
 		if b.Req == b.H.Request {
 			value = snap.Header

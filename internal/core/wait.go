@@ -13,7 +13,8 @@ import (
 	"github.com/go-tokenmanager/tokenmanager/messages"
 )
 
-// Token returns a valid token of b: the snapshot's when it is fresh and
+// Token returns a valid token of b: its First, once, when it is still
+// valid and not rejected; the snapshot's when it is fresh and
 // not rejected, else the actor's answer, waiting at most until ctx ends
 // (or b's WaitTimeout when ctx has no deadline). When b's actor was
 // passivated meanwhile, b is resolved again.
@@ -39,6 +40,12 @@ func (c *Core) AttachOrFailure(ctx context.Context, b *Binding) (access, value s
 }
 
 func (c *Core) token(ctx context.Context, b *Binding, rejected string, failFast bool) (Issued, error) {
+	if f := b.First; f != nil {
+		b.First = nil
+		if f.Token.AccessToken != rejected && (f.ExpiresAt.IsZero() || b.H.Clock.Now().Before(f.ExpiresAt)) {
+			return *f, nil
+		}
+	}
 	if snap := b.H.Snapshot(); snap != nil && snap.Token.AccessToken != rejected && c.Fresh(*b, snap) {
 		return Issued{snap.Token, snap.ExpiresAt}, nil
 	}
