@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/go-tokenmanager/tokenmanager"
-	"github.com/go-tokenmanager/tokenmanager/internal/protocol"
 )
 
 // The provider call, run on a goroutine of its own, and the backoff
@@ -37,19 +36,15 @@ func callProvider(ctx context.Context, calls *atomic.Int32, p tokenmanager.Token
 		return
 	}
 	c := &providerCall{report: report}
-	// A host's fetch context ends on its own timer (protocol.AfterEnd).
-	stop, ok := protocol.AfterEnd(ctx, func() { c.abandon(ctx) })
-	if !ok {
-		if deadline, ok := ctx.Deadline(); ok {
-			// Cheaper than context.AfterFunc. Only the caller cancels
-			// the context otherwise, as it stops, when no outcome
-			// matters: it is reported when the call returns, or at the
-			// deadline.
-			t := time.AfterFunc(time.Until(deadline), func() { c.abandon(ctx) })
-			stop = t.Stop
-		} else {
-			stop = context.AfterFunc(ctx, func() { c.abandon(ctx) })
-		}
+	var stop func() bool
+	if deadline, ok := ctx.Deadline(); ok {
+		// Cheaper than context.AfterFunc. Only the host cancels the
+		// context otherwise, as it stops, when no outcome matters: it
+		// is reported when the call returns, or at the deadline.
+		t := time.AfterFunc(time.Until(deadline), func() { c.abandon(ctx) })
+		stop = t.Stop
+	} else {
+		stop = context.AfterFunc(ctx, func() { c.abandon(ctx) })
 	}
 	tok, err := safeCall(ctx, p)
 	calls.Add(-1)

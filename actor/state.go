@@ -350,7 +350,8 @@ func (st *state) launch(spawn func(func()), done func(*fetchDone)) {
 // publish the provider's own events (protocol.WithPublish: publish, when
 // not nil).
 func fetchContext(parent context.Context, timeout time.Duration, why reason, dropped string, publish func(messages.Event)) (context.Context, context.CancelFunc) {
-	return protocol.FetchContext(parent, timeout, string(why.reason()), dropped, publish)
+	ctx, cancel := context.WithTimeout(parent, timeout)
+	return protocol.NewFetch(ctx, string(why.reason()), dropped, publish), cancel
 }
 
 // fetch calls provider (see callProvider) and hands done its outcome,

@@ -40,6 +40,15 @@ func valuesOf(ctx context.Context) *fetchValues {
 	return f
 }
 
+// NewFetch returns ctx carrying what WithFetch, WithLifetime and, when
+// publish is not nil, WithPublish put in it, as one context value: the
+// context of a host's provider call.
+func NewFetch(ctx context.Context, reason, rejected string, publish func(messages.Event)) context.Context {
+	f := &fetchValues{reason: reason, rejected: rejected, publish: publish}
+	f.lifetime = &f.own
+	return context.WithValue(ctx, fetchKey{}, f)
+}
+
 // WithFetch returns ctx telling a provider why it is called (a
 // messages.RefreshReason) and which token's rejection led to the call, if
 // any. A distributed provider passes the rejected token on, so it is
