@@ -126,6 +126,14 @@ func (e *ReauthError) Permanent() bool { return true }
 // was refreshing, refresh one after the other, each with the token the
 // other saved.
 //
+// Once a call has sent the refresh token, it reads the answer and saves
+// the rotated token even if its context ends meanwhile (the manager
+// closing, a cluster grain moving to another member), for at most 30
+// seconds: the server may have spent the token sent, and giving up on
+// its answer would lose the new one. A manager is not held up by that:
+// it abandons a provider call at FetchTimeout and the call finishes on
+// its own; a later call waits for it and uses the token it saved.
+//
 // Failures:
 //   - invalid_grant (the refresh token was revoked, expired, or reused)
 //     removes the entry from the store, publishes
@@ -252,6 +260,14 @@ func (r *refresher) fetch(ctx context.Context) (tokenmanager.Token, error) {
 		return tokenmanager.Token{}, tokenmanager.Permanent(fmt.Errorf("providers: RefreshToken: opening the stored refresh token: %w", err))
 	}
 	old := string(plain)
+	// Once sent, the refresh token may be spent whatever becomes of the
+	// fetch: the exchange, and the save of what it brings, go on when the
+	// fetch is cancelled or times out (the manager closing, a grain
+	// moving to another member), bounded by exchangeTimeout of their own.
+	// Giving up on an answer the server has made would lose the rotated
+	// token, and the next refresh would spend the old one again.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), exchangeTimeout)
+	defer cancel()
 	a, err := r.e.fetchAnswer(context.WithValue(ctx, refreshTokenKey{}, sentToken{old}))
 	if err != nil {
 		if a.refreshToken != "" && a.refreshToken != old {
@@ -312,6 +328,10 @@ func (r *refresher) save(ctx context.Context, cur users.Entry, next, old string)
 // saveTimeout bounds the save of a rotated refresh token, which does
 // not end with the fetch's context.
 const saveTimeout = 10 * time.Second
+
+// exchangeTimeout bounds a refresh-token request once sent, which does
+// not end with the fetch's context either.
+const exchangeTimeout = 30 * time.Second
 
 // savePending saves a rotated token a previous fetch could not save; the
 // caller holds the turn.

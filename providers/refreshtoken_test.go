@@ -326,6 +326,45 @@ func TestRefreshToken_saveOutlivesCancelledFetch(t *testing.T) {
 	}
 }
 
+// TestRefreshToken_exchangeOutlivesCancelledFetch: a fetch cancelled
+// while the token endpoint answers (the manager closing, a grain moving
+// to another member) still reads the answer and saves the rotated token:
+// the server has spent the one sent.
+func TestRefreshToken_exchangeOutlivesCancelledFetch(t *testing.T) {
+	f := newUserFixture(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cfg := f.config(&ctxStore{Store: f.store})
+	cfg.HTTPClient = &http.Client{Transport: cancelBeforeAnswer{base: http.DefaultTransport, cancel: cancel}}
+	providers.RefreshToken(cfg)(ctx) // its outcome may be the cancellation; the save is what counts
+	if _, v := f.stored(t, f.store); v != 2 {
+		t.Fatalf("version %d after a fetch cancelled while the server answered; want 2 (the rotated token saved)", v)
+	}
+	if got, _ := f.stored(t, f.store); func() bool { fam, ok := f.srv.Family(got); return !ok || fam.Newest != got }() {
+		t.Fatal("the stored token is not the one the server issued last")
+	}
+}
+
+// cancelBeforeAnswer cancels the fetch's context once the token endpoint
+// has answered, before the answer is read: the request's context ending
+// then fails it, as net/http does.
+type cancelBeforeAnswer struct {
+	base   http.RoundTripper
+	cancel context.CancelFunc
+}
+
+func (c cancelBeforeAnswer) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := c.base.RoundTrip(req.WithContext(context.WithoutCancel(req.Context())))
+	c.cancel()
+	if cerr := req.Context().Err(); cerr != nil {
+		if err == nil {
+			resp.Body.Close()
+		}
+		return nil, cerr
+	}
+	return resp, err
+}
+
 // ctxStore fails a Save whose context has ended, as a database driver
 // does.
 type ctxStore struct{ users.Store }
