@@ -56,9 +56,11 @@ type OwnerSettings struct {
 	// least 1s.
 	IdleTimeout time.Duration
 	// MaxIdentities caps the identities held at once. When a new one
-	// would exceed it, the least recently used are passivated first (the
-	// oldest tenth, in one sweep), unless they are busy fetching or
-	// waited on. Optional; zero means no cap.
+	// exceeds it, the least recently used are passivated as it is
+	// hosted (the oldest tenth, in one sweep), unless they are busy
+	// fetching or waited on. A new identity's first request may have its
+	// token just before that, so while many start at once up to 64 more
+	// may be held for a moment. Optional; zero means no cap.
 	MaxIdentities int
 	// Clock times idleness. Optional; nil means the real clock. Pass the
 	// same mock as the identities' Settings.Clock in tests.

@@ -245,17 +245,27 @@ func (w *owner) settingsDone(c proto.Context, m *settingsDone) {
 		w.settingsFailed(c, m.identity, f, retryIn)
 		return
 	}
-	x := w.host(p.x, m.identity, m.s, now, m.counted) // hosted before it stops pending: see start
-	w.mu.Lock()
-	w.unpend(m.identity)
-	delete(w.failed, m.identity)
-	w.mu.Unlock()
+	x := w.hostPending(p, m, now)
 	if m.first != nil {
 		w.firstFetched(x, p, m, now)
 	}
 	w.answer(p, x, nil)
 	w.armSweep()
 	w.evictOverCap(x)
+}
+
+// hostPending hosts the identity of m, pending as p, then stops pending
+// it: hosted first, so that a request starting identities (start) never
+// finds it neither hosted nor pending. It stops pending it even if hosting
+// panics, so that later requests start it anew rather than wait for it.
+func (w *owner) hostPending(p *pending, m *settingsDone, now time.Time) *hosted {
+	defer func() {
+		w.mu.Lock()
+		w.unpend(m.identity)
+		delete(w.failed, m.identity)
+		w.mu.Unlock()
+	}()
+	return w.host(p.x, m.identity, m.s, now, m.counted)
 }
 
 // firstFetched hands x, just hosted, the outcome of its first fetch, run

@@ -197,3 +197,16 @@ func TestMulti_firstRequestLeavesWithItsContext(t *testing.T) {
 		t.Errorf("next request carried %q after %d provider calls; want gated-1 from the first fetch, 1 call", r.auth, p.Calls.Load())
 	}
 }
+
+// TestMulti_endedRequestStartsNothing: a request whose context has ended
+// before it is sent starts no identity: no SettingsFor call, no fetch.
+func TestMulti_endedRequestStartsNothing(t *testing.T) {
+	ts := newTenants(clock.NewMock(), 3600)
+	m := newMulti(t, ts, &testutil.Backend{}, tokenmanager.OwnerSettings{})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if r := sendAs(ctx, m, "late"); !errors.Is(r.err, context.Canceled) {
+		t.Errorf("err %v; want context.Canceled", r.err)
+	}
+	testutil.Stays(t, "no SettingsFor call for an ended request", func() bool { return ts.settingsCalls("late") == 0 })
+}

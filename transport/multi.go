@@ -209,7 +209,10 @@ func (m *MultiRoundTripper) Token(ctx context.Context, identity string) (tokenma
 }
 
 // Live returns how many identities the owner hosts now (started and not
-// passivated).
+// passivated). An identity counts from the moment its first request has
+// its token, which may be just before the owner hosts it: while many new
+// identities start at once, Live may exceed OwnerSettings.MaxIdentities
+// by up to 64 until the owner has evicted others.
 func (m *MultiRoundTripper) Live() int { return int(m.o.Live.Load()) }
 
 // bind returns identity's binding: from the registry when the owner hosts
@@ -230,7 +233,7 @@ func (m *MultiRoundTripper) bindFor(ctx context.Context, identity string, fetch 
 	if err := checkIdentity(identity); err != nil {
 		return core.Binding{}, err
 	}
-	if fetch && m.o.Start != nil {
+	if fetch && m.o.Start != nil && ctx.Err() == nil {
 		if first := m.o.Start(identity); first != nil {
 			return m.awaitFirst(ctx, identity, first)
 		}
