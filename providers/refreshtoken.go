@@ -132,7 +132,8 @@ func (e *ReauthError) Permanent() bool { return true }
 // seconds: the server may have spent the token sent, and giving up on
 // its answer would lose the new one. A manager is not held up by that:
 // it abandons a provider call at FetchTimeout and the call finishes on
-// its own; a later call waits for it and uses the token it saved.
+// its own; a later call waits for it and uses the token it saved. Before
+// the process exits, [DrainRefreshes] waits for such calls.
 //
 // Failures:
 //   - invalid_grant (the refresh token was revoked, expired, or reused)
@@ -268,6 +269,8 @@ func (r *refresher) fetch(ctx context.Context) (tokenmanager.Token, error) {
 	// token, and the next refresh would spend the old one again.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), exchangeTimeout)
 	defer cancel()
+	beginExchange() // see DrainRefreshes
+	defer endExchange()
 	a, err := r.e.fetchAnswer(context.WithValue(ctx, refreshTokenKey{}, sentToken{old}))
 	if err != nil {
 		if a.refreshToken != "" && a.refreshToken != old {

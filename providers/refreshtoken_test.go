@@ -759,3 +759,38 @@ func TestRefreshToken_nothingStored(t *testing.T) {
 		t.Fatalf("%d RefreshTokenRevoked events; want 2 after a token was stored and removed again", n)
 	}
 }
+
+// TestDrainRefreshes: DrainRefreshes does not return while a call whose
+// fetch was cancelled is still exchanging its refresh token, and returns
+// once the rotated token is saved.
+func TestDrainRefreshes(t *testing.T) {
+	f := newUserFixture(t)
+	sent, release := make(chan struct{}), make(chan struct{})
+	cfg := f.config(f.store)
+	cfg.HTTPClient = &http.Client{Transport: testutil.RoundTripFunc(func(req *http.Request) (*http.Response, error) {
+		close(sent)
+		<-release // the server is slow to answer
+		return http.DefaultTransport.RoundTrip(req)
+	})}
+	ctx, cancel := context.WithCancel(context.Background())
+	returned := make(chan struct{})
+	go func() {
+		defer close(returned)
+		providers.RefreshToken(cfg)(ctx)
+	}()
+	<-sent
+	cancel() // the manager closes: the exchange goes on
+	ended, endNow := context.WithCancel(context.Background())
+	endNow()
+	if err := providers.DrainRefreshes(ended); !errors.Is(err, context.Canceled) {
+		t.Fatalf("DrainRefreshes during an exchange = %v; want the context's error", err)
+	}
+	close(release)
+	if err := providers.DrainRefreshes(context.Background()); err != nil {
+		t.Fatalf("DrainRefreshes: %v", err)
+	}
+	if _, v := f.stored(t, f.store); v != 2 {
+		t.Fatalf("version %d once drained; want 2 (the rotated token saved)", v)
+	}
+	<-returned
+}

@@ -230,6 +230,13 @@ func runMember() int {
 	if c != nil {
 		c.Shutdown(true)
 	}
+	// A grain stopped above may still be saving a rotation it was
+	// answered: exit once none is in flight.
+	drain, cancel := context.WithTimeout(ctx, 35*time.Second)
+	defer cancel()
+	if err := providers.DrainRefreshes(drain); err != nil {
+		return fail(err)
+	}
 	return 0
 }
 
