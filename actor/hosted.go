@@ -25,8 +25,8 @@ type hosted struct {
 
 // host starts hosting identity with settings s (as SettingsFor gave
 // them) in x (nil: a new entry; else one prepared for its first fetch)
-// and publishes its handle. counted says it is already counted in
-// link.Owner.Live.
+// and publishes its handle, used at now. counted says it is already
+// counted in link.Owner.Live.
 func (w *owner) host(x *hosted, identity string, s tokenmanager.Settings, now time.Time, counted bool) *hosted {
 	if x == nil {
 		x = &hosted{}

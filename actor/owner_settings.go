@@ -265,7 +265,11 @@ func (w *owner) hostPending(p *pending, m *settingsDone, now time.Time) *hosted 
 		delete(w.failed, m.identity)
 		w.mu.Unlock()
 	}()
-	return w.host(p.x, m.identity, m.s, now, m.counted)
+	used := now
+	if m.first != nil {
+		used = m.firstDone // when the request that started it had its token
+	}
+	return w.host(p.x, m.identity, m.s, used, m.counted)
 }
 
 // firstFetched hands x, just hosted, the outcome of its first fetch, run
