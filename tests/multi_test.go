@@ -576,7 +576,21 @@ func whilePassivating(mock *clock.Mock, call func(worker int) error) (sent, fail
 		time.Sleep(200 * time.Microsecond) // let the workers call at this time
 	}
 	close(stop)
+	// Time goes on until the last calls are answered: one that waits for
+	// a retry on the mock clock would otherwise wait for good.
+	finished := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-finished:
+				return
+			case <-time.After(time.Millisecond):
+				mock.Add(2 * time.Second)
+			}
+		}
+	}()
 	wg.Wait()
+	close(finished)
 	return nSent.Load(), nFailed.Load(), firstErr
 }
 
