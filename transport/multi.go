@@ -262,14 +262,20 @@ func (m *MultiRoundTripper) awaitFirst(ctx context.Context, identity string, fir
 		b.First = &core.Issued{Token: f.Token, ExpiresAt: f.ExpiresAt}
 		return b, nil
 	case <-ctx.Done():
-		return core.Binding{}, fmt.Errorf("tokenmanager: waiting for the settings of identity %q: %w", identity, ctx.Err())
+		return core.Binding{}, settingsWaitErr(identity, ctx.Err())
 	case <-timeout:
-		return core.Binding{}, fmt.Errorf("tokenmanager: waiting for the settings of identity %q: %w", identity, context.DeadlineExceeded)
+		return core.Binding{}, settingsWaitErr(identity, context.DeadlineExceeded)
 	case <-m.o.Done:
 		return core.Binding{}, tokenmanager.ErrClosed
 	case <-m.c.Done():
 		return core.Binding{}, tokenmanager.ErrClosed
 	}
+}
+
+// settingsWaitErr is the error of a request that stopped waiting for its
+// identity to start.
+func settingsWaitErr(identity string, err error) error {
+	return fmt.Errorf("tokenmanager: waiting for the settings of identity %q: %w", identity, err)
 }
 
 // checkIdentity is tokenmanager.CheckIdentity, with [ErrNoIdentity] for
@@ -306,7 +312,7 @@ func (m *MultiRoundTripper) resolve(ctx context.Context, identity string, fetch 
 		}
 		return core.BindingOf(res.H), nil
 	case <-ctx.Done():
-		return core.Binding{}, fmt.Errorf("tokenmanager: waiting for the settings of identity %q: %w", identity, ctx.Err())
+		return core.Binding{}, settingsWaitErr(identity, ctx.Err())
 	case <-m.o.Done:
 		return core.Binding{}, tokenmanager.ErrClosed
 	case <-m.c.Done():
